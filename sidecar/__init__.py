@@ -1,0 +1,3 @@
+"""iterum-sidecar: a drop-in Python replacement for the Iterum pipeline sidecar."""
+
+__version__ = "0.1.0"

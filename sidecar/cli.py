@@ -1,0 +1,56 @@
+"""Command line: `iterum-sidecar` runs the sidecar from the environment, as a container does."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="iterum-sidecar",
+        description="Iterum sidecar: moves fragments between RabbitMQ, S3 and a pyterum "
+        "transformation. Without a command it runs from the environment (see docs/).")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the sidecar from the environment (the default)")
+    demo = commands.add_parser(
+        "demo", help="run a local pipeline step: the local RabbitMQ, an embedded S3 "
+        "endpoint and the bundled pyterum example transformation over sample input")
+    demo.add_argument("--fragments", type=int, default=20, help="sample fragments to process")
+    demo.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F",
+                      help="AMQP URL of the broker to use")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.fragments, args.broker)
+    return run_from_environment()
+
+
+def run_from_environment() -> int:
+    try:
+        settings = config.load()
+    except config.ConfigError as err:
+        print(f"iterum-sidecar: configuration error: {err}", file=sys.stderr)
+        return 1
+    setup_logging(settings.log_level)
+    from .loop import Runner
+
+    try:
+        runner = Runner(settings)
+        return runner.run()
+    except OSError as err:  # e.g. the sockets cannot be created on the volume
+        logging.getLogger("sidecar").error("cannot start: %s", err)
+        return 1
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    for noisy in ("pika", "transitions"):  # their INFO lines are per frame / per transition
+        logging.getLogger(noisy).setLevel(quiet)

@@ -1,0 +1,386 @@
+"""One typed settings object, read once from the environment.
+
+The Iterum variables keep the Go sidecar's names and parsing rules (protocol §2.1);
+the sidecar's own knobs are prefixed ``SIDECAR_``. Every variable is declared once in
+``VARIABLES``: the parser, the documentation and the generated reference all use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .protocol import InvalidMessage, safe_relative
+
+
+class ConfigError(Exception):
+    """An environment variable is missing or invalid; ``str()`` is one line for the user."""
+
+    def __init__(self, variable: str, problem: str, shown: str | None = None):
+        self.variable = variable
+        value = f"={shown!r}" if shown is not None else ""
+        super().__init__(f"{variable}{value} is not valid: {problem}")
+
+
+# --- value parsers -------------------------------------------------------------------
+# Each takes the raw string and returns the typed value or raises ValueError(problem).
+
+_GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def parse_go_bool(raw: str) -> bool:
+    """Go's strconv.ParseBool, which the original used for MINIO_USE_SSL."""
+    if raw in _GO_TRUE:
+        return True
+    if raw in _GO_FALSE:
+        return False
+    raise ValueError("expected one of 1,t,T,TRUE,true,True,0,f,F,FALSE,false,False")
+
+
+def parse_text(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def parse_prefetch(raw: str) -> int:
+    """'' means unset (-1), as in the original; otherwise an integer >= 0."""
+    if raw == "":
+        return -1
+    value = _int(raw)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("must be an integer") from None
+
+
+def positive_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number of seconds > 0")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "k": 1 << 10,
+          "m": 1 << 20, "g": 1 << 30}
+
+
+def byte_size(raw: str) -> int:
+    """An integer number of bytes, optionally with a binary suffix: 64MiB, 512KiB, 1GiB."""
+    text = raw.strip().lower()
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits):]
+    if not digits.isdigit() or unit not in _UNITS:
+        raise ValueError("must be a byte count such as 1048576, 512KiB or 64MiB")
+    value = int(digits) * _UNITS[unit]
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return raw
+
+    return parse
+
+
+def log_level(raw: str) -> str:
+    return choice("DEBUG", "INFO", "WARNING", "ERROR")(raw.upper())
+
+
+# --- the table of variables ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None  # None means required
+    doc: str
+    secret: bool = False
+    iterum: bool = True  # False for the sidecar's own SIDECAR_* settings
+
+
+def _iterum(name: str, parse=parse_text, default=None, doc="", secret=False) -> Variable:
+    return Variable(name, name.lower(), parse, default, doc, secret)
+
+
+def _own(name: str, parse, default: str, doc: str) -> Variable:
+    return Variable(name, name.removeprefix("SIDECAR_").lower(), parse, default, doc,
+                    iterum=False)
+
+
+VARIABLES: tuple[Variable, ...] = (
+    _iterum("DATA_VOLUME_PATH", doc="Mount path of the volume shared with the transformation "
+            "(an existing directory). Root of the sockets, downloads and config files."),
+    _iterum("ITERUM_NAME", doc="Step name (`<hash>-<step>`): the upstream-check URL and "
+            "`transformation_step` in lineage."),
+    _iterum("PIPELINE_HASH", doc="Pipeline run hash: lineage queue `<hash>-lineage`, config "
+            "bucket `<hash>-iterum-config`, upstream-check URL."),
+    _iterum("ITERUM_CONFIG", default="", parse=str, doc="Step configuration (JSON object). "
+            "The sidecar reads `queue_mapping` (output_channel → queue) and `config_files` "
+            "(alias → file name); other keys are for the transformation."),
+    _iterum("ITERUM_CONFIG_PATH", default="", parse=str, doc="Config-file directory, "
+            "relative to DATA_VOLUME_PATH (the manager sets `config`)."),
+    _iterum("MINIO_URL", doc="S3/MinIO endpoint as `host:port`, without a scheme."),
+    _iterum("MINIO_ACCESS_KEY", doc="S3 access key.", secret=True),
+    _iterum("MINIO_SECRET_KEY", doc="S3 secret key.", secret=True),
+    _iterum("MINIO_USE_SSL", parse=parse_go_bool, default="false",
+            doc="Use HTTPS for S3 (Go ParseBool syntax: 1, t, true, 0, f, false, ...)."),
+    _iterum("MINIO_OUTPUT_BUCKET", doc="Bucket for output files (created if missing)."),
+    _iterum("MQ_BROKER_URL", doc="AMQP URL, e.g. `amqp://user:password@host:5672/`.",
+            secret=True),
+    _iterum("MQ_INPUT_QUEUE", doc="Queue the sidecar consumes RemoteFragmentDescs from."),
+    _iterum("MQ_OUTPUT_QUEUE", doc="Default queue for output descriptors."),
+    _iterum("MQ_PREFETCH_COUNT", parse=parse_prefetch, default="",
+            doc="Per-consumer prefetch. Unset, empty or 0 means SIDECAR_DEFAULT_PREFETCH "
+            "(the original sent no QoS at all; an unbounded prefetch could fill the volume)."),
+    _iterum("MANAGER_URL", doc="Manager base URL for the upstream check. A value containing "
+            "`dummy` selects the built-in dummy checker (finished after 5 polls)."),
+    _iterum("TRANSFORMATION_STEP_INPUT", doc="Socket to the transformation, joined to "
+            "DATA_VOLUME_PATH; must end in `.sock` (the manager sets `tts.sock`)."),
+    _iterum("TRANSFORMATION_STEP_OUTPUT", doc="Socket from the transformation, joined to "
+            "DATA_VOLUME_PATH; must end in `.sock` (the manager sets `fts.sock`)."),
+    _own("SIDECAR_DEFAULT_PREFETCH", positive_int, "16",
+         "Prefetch used when MQ_PREFETCH_COUNT is unset or 0; bounds fragments in flight."),
+    _own("SIDECAR_STORAGE_WORKERS", positive_int, "8",
+         "Threads for S3 downloads and uploads (one file per thread at a time)."),
+    _own("SIDECAR_STORAGE_ATTEMPTS", positive_int, "6",
+         "Attempts per S3 operation on transient errors (5xx, SlowDown, reset, timeout)."),
+    _own("SIDECAR_STORAGE_BACKOFF_MAX", seconds, "20",
+         "Upper bound of the jittered exponential backoff between S3 attempts, in seconds."),
+    _own("SIDECAR_STORAGE_TIMEOUT", seconds, "60",
+         "Connect and read timeout of one S3 request, in seconds."),
+    _own("SIDECAR_S3_REGION", parse_text, "us-east-1",
+         "Region sent to S3; fixing it saves a GetBucketLocation request per bucket."),
+    _own("SIDECAR_PART_SIZE", byte_size, "16MiB",
+         "Files larger than this are uploaded in parts of this size (min 5MiB)."),
+    _own("SIDECAR_OBJECT_LAYOUT", choice("per-fragment", "flat"), "per-fragment",
+         "Output object keys: `iterum_data/<fragment_id>/<name>` (per-fragment, no "
+         "collisions) or the original's `iterum_data/<name>` (flat)."),
+    _own("SIDECAR_MAX_FRAME_BYTES", byte_size, "64MiB",
+         "Largest frame accepted from the transformation; a larger header drops that "
+         "connection."),
+    _own("SIDECAR_TRANSFORMATION_GRACE", seconds, "60",
+         "How long to wait for the transformation to reconnect after all its connections "
+         "closed without a kill message, before giving the inputs back and exiting 3."),
+    _own("SIDECAR_SHUTDOWN_GRACE", seconds, "20",
+         "After SIGTERM: how long in-flight fragments may take to finish before the rest "
+         "is given back to the broker (nack, requeue) and the sidecar exits 0."),
+    _own("SIDECAR_MANAGER_POLL_INTERVAL", seconds, "5",
+         "Seconds between upstream-finished polls of the manager (and of the dummy checker)."),
+    _own("SIDECAR_MANAGER_RETRY_SECONDS", seconds, "120",
+         "How long manager failures (unreachable, 404, 409, 5xx, bad JSON) are retried "
+         "before the sidecar exits 1."),
+    _own("SIDECAR_QUEUE_POLL_INTERVAL", seconds, "1",
+         "Seconds between input-queue checks once the upstream has finished."),
+    _own("SIDECAR_CONFIG_FILE_TIMEOUT", seconds, "600",
+         "How long to wait for each config file to appear in the config bucket before "
+         "exiting 1."),
+    _own("SIDECAR_PUBLISH_ATTEMPTS", positive_int, "5",
+         "Publishes of one message the broker may refuse (nack or return) before its "
+         "fragment is given up."),
+    _own("SIDECAR_LOG_LEVEL", log_level, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Iterum variables (§2.1)
+    data_volume_path: str
+    iterum_name: str
+    pipeline_hash: str
+    iterum_config: str
+    iterum_config_path: str
+    minio_url: str
+    minio_access_key: str = field(repr=False)
+    minio_secret_key: str = field(repr=False)
+    minio_use_ssl: bool
+    minio_output_bucket: str
+    mq_broker_url: str = field(repr=False)
+    mq_input_queue: str
+    mq_output_queue: str
+    mq_prefetch_count: int
+    manager_url: str
+    transformation_step_input: str
+    transformation_step_output: str
+    # sidecar knobs
+    default_prefetch: int
+    storage_workers: int
+    storage_attempts: int
+    storage_backoff_max: float
+    storage_timeout: float
+    s3_region: str
+    part_size: int
+    object_layout: str
+    max_frame_bytes: int
+    transformation_grace: float
+    shutdown_grace: float
+    manager_poll_interval: float
+    manager_retry_seconds: float
+    queue_poll_interval: float
+    config_file_timeout: float
+    publish_attempts: int
+    log_level: str
+    # derived
+    queue_mapping: Mapping[str, str]
+    config_files: Mapping[str, str]
+    config_dir: str
+    tts_path: str
+    fts_path: str
+
+    @property
+    def prefetch(self) -> int:
+        """§16.10: the Iterum value when > 0, otherwise a finite default."""
+        return self.mq_prefetch_count if self.mq_prefetch_count > 0 else self.default_prefetch
+
+    @property
+    def lineage_queue(self) -> str:
+        return f"{self.pipeline_hash}-lineage"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.mq_input_queue}-dead"
+
+    @property
+    def config_bucket(self) -> str:
+        return f"{self.pipeline_hash}-iterum-config"
+
+    @property
+    def dummy_manager(self) -> bool:
+        return "dummy" in self.manager_url
+
+    @property
+    def upstream_url(self) -> str:
+        return (f"{self.manager_url}/pipeline/{self.pipeline_hash}/{self.iterum_name}"
+                "/upstream_finished")
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate every variable; raise ConfigError naming the first bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name) or ""
+        if raw == "":  # unset and empty are the same, as for Go's os.Getenv
+            if var.default is None:
+                raise ConfigError(var.name, "it is required but not set")
+            raw = var.default
+        try:
+            values[var.attr] = var.parse(raw)
+        except ValueError as err:
+            raise ConfigError(var.name, str(err), None if var.secret else raw) from None
+    values.update(_derived(values))
+    return Settings(**values)
+
+
+def _derived(v: dict[str, Any]) -> dict[str, Any]:
+    volume = v["data_volume_path"] = os.path.abspath(v["data_volume_path"])
+    if not os.path.isdir(volume):
+        raise ConfigError("DATA_VOLUME_PATH", "no such directory", volume)
+    if "://" in v["minio_url"]:
+        raise ConfigError("MINIO_URL", "give host:port without a scheme", v["minio_url"])
+    _check_broker_url(v["mq_broker_url"])
+    mapping, files = _parse_iterum_config(v["iterum_config"])
+    return {
+        "queue_mapping": mapping,
+        "config_files": files,
+        "config_dir": _config_dir(volume, v["iterum_config_path"]),
+        "tts_path": _socket_path(volume, "TRANSFORMATION_STEP_INPUT",
+                                 v["transformation_step_input"]),
+        "fts_path": _socket_path(volume, "TRANSFORMATION_STEP_OUTPUT",
+                                 v["transformation_step_output"]),
+    }
+
+
+def _check_broker_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("amqp", "amqps") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok:  # the URL holds the password: never echo it
+        raise ConfigError("MQ_BROKER_URL", "expected amqp://user:password@host:port/vhost")
+
+
+def join_under(volume: str, relative: str) -> str:
+    """Go's path.Join: an absolute second part is appended, not substituted; then clean."""
+    return posixpath.normpath(posixpath.join(volume, relative.lstrip("/")))
+
+
+def _inside(volume: str, path: str) -> bool:
+    root = posixpath.normpath(volume)
+    return path.startswith(root.rstrip("/") + "/")
+
+
+def _socket_path(volume: str, name: str, relative: str) -> str:
+    path = join_under(volume, relative)
+    if not path.endswith(".sock"):
+        raise ConfigError(name, "the socket path must end in .sock", relative)
+    if not _inside(volume, path):
+        raise ConfigError(name, "the socket must lie inside DATA_VOLUME_PATH", relative)
+    return path
+
+
+def _config_dir(volume: str, relative: str) -> str:
+    path = join_under(volume, relative)
+    if not _inside(volume, path):
+        raise ConfigError("ITERUM_CONFIG_PATH",
+                          "must name a directory inside DATA_VOLUME_PATH (e.g. config)", relative)
+    return path
+
+
+def _parse_iterum_config(raw: str) -> tuple[dict[str, str], dict[str, str]]:
+    if not raw.strip():
+        return {}, {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError("ITERUM_CONFIG", f"not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("ITERUM_CONFIG", "must be a JSON object")
+    files = _string_map(data, "config_files")
+    for name in files.values():
+        try:
+            safe_relative(name, "config file name")
+        except InvalidMessage as err:
+            raise ConfigError("ITERUM_CONFIG", f"config_files: {err}") from None
+    return _string_map(data, "queue_mapping"), files
+
+
+def _string_map(data: dict, key: str) -> dict[str, str]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError("ITERUM_CONFIG", f"'{key}' must be an object of strings to strings")
+    return dict(value)

@@ -1,0 +1,1 @@
+"""The shell's adapters: RabbitMQ, S3, the UNIX sockets and the manager."""

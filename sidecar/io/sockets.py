@@ -1,0 +1,166 @@
+"""The two UNIX sockets the transformation connects to (§4), on the loop's selector.
+
+The sidecar listens on both; each is one-way. Reads are non-blocking and framed with
+read-exact semantics; writes are buffered per connection and flushed when writable, so a
+slow reader never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pika.adapters.select_connection import PollEvents
+
+from ..events import Connected, Disconnected, Event, FrameReceived, FrameRejected
+from ..protocol import FrameDecoder, FrameTooLarge, frame
+
+log = logging.getLogger("sidecar.sockets")
+READ_CHUNK = 1 << 18
+_conn_ids = itertools.count(1)
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, channel: str, max_frame: int):
+        self.id = next(_conn_ids)
+        self.sock = sock
+        self.channel = channel
+        self.decoder = FrameDecoder(max_frame)
+        self.outbox = bytearray()
+        self.broken = False  # framing lost: ignore further input
+
+
+class SocketServer:
+    """Listens on tts.sock and fts.sock; posts Connected/Disconnected/FrameReceived."""
+
+    def __init__(self, ioloop: Any, post: Callable[[Event], None], max_frame: int,
+                 mode: int = 0o660):
+        self.ioloop = ioloop
+        self.post = post
+        self.max_frame = max_frame
+        self.mode = mode
+        self.listeners: dict[int, tuple[socket.socket, str, str]] = {}
+        self.conns: dict[int, Connection] = {}
+
+    def listen(self, path: str, channel: str) -> None:
+        try:
+            os.unlink(path)  # a stale file from a previous run (§4.1)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, self.mode)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.listeners[sock.fileno()] = (sock, path, channel)
+        self.ioloop.add_handler(sock.fileno(), self._on_accept, PollEvents.READ)
+
+    def _on_accept(self, fd: int, _events: int) -> None:
+        listener, _, channel = self.listeners[fd]
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        conn = Connection(sock, channel, self.max_frame)
+        self.conns[conn.id] = conn
+        self.ioloop.add_handler(sock.fileno(), lambda _fd, ev: self._on_io(conn, ev),
+                                PollEvents.READ)
+        self.post(Connected(conn.id, channel))
+
+    def _on_io(self, conn: Connection, events: int) -> None:
+        if events & PollEvents.WRITE:
+            self._flush(conn)
+        if conn.id in self.conns and events & (PollEvents.READ | PollEvents.ERROR):
+            self._read(conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            log.warning("connection %d (%s) failed: %s", conn.id, conn.channel, err)
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        if conn.channel == "tts":
+            log.warning("connection %d wrote %d bytes on tts.sock, which is one-way; ignored",
+                        conn.id, len(data))
+            return
+        if conn.broken:
+            return
+        try:
+            frames = conn.decoder.feed(data)
+        except FrameTooLarge as err:
+            conn.broken = True
+            self.post(FrameRejected(conn.id, str(err)))
+            return
+        for payload in frames:
+            self.post(FrameReceived(conn.id, payload))
+
+    def send(self, conn_id: int, payload: bytes) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            log.warning("frame for closed connection %d dropped; the core re-sends on reconnect",
+                        conn_id)
+            return
+        pending = bool(conn.outbox)
+        conn.outbox += frame(payload)
+        if not pending:
+            self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.outbox)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            if err.errno not in (errno.EPIPE, errno.ECONNRESET):
+                log.warning("connection %d: %s", conn.id, err)
+            self._drop(conn)
+            return
+        del conn.outbox[:sent]
+        events = PollEvents.READ | (PollEvents.WRITE if conn.outbox else 0)
+        self.ioloop.update_handler(conn.sock.fileno(), events)
+
+    def close(self, conn_id: int) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is not None:
+            self._drop(conn)
+
+    def _drop(self, conn: Connection) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return
+        self.ioloop.remove_handler(conn.sock.fileno())
+        conn.sock.close()
+        if conn.outbox:
+            log.warning("connection %d closed with %d bytes unsent", conn.id, len(conn.outbox))
+        self.post(Disconnected(conn.id, conn.channel))
+
+    def shutdown(self) -> None:
+        """Flush what can be flushed without blocking, close everything, remove the files."""
+        for conn in list(self.conns.values()):
+            if conn.outbox:
+                try:
+                    conn.sock.setblocking(True)
+                    conn.sock.settimeout(1.0)
+                    conn.sock.sendall(conn.outbox)
+                except OSError:
+                    pass
+            self.ioloop.remove_handler(conn.sock.fileno())
+            conn.sock.close()
+        self.conns.clear()
+        for fd, (sock, path, _) in list(self.listeners.items()):
+            self.ioloop.remove_handler(fd)
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.listeners.clear()

@@ -1,0 +1,227 @@
+"""S3/MinIO transfers on a bounded worker pool, retried with tenacity.
+
+Workers never touch the core: each transfer ends by posting one event back to the loop.
+Request economy (§ issue "S3 economy"): one GET per input file (``get_object`` streamed
+to disk, not ``fget_object``, which sends a HEAD first), one PUT per output file below the
+part size, the output bucket checked once per process, and a fixed region so the client
+never asks for a bucket's location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mimetypes
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import MIN_PART_SIZE
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from ..effects import DownloadFile, UploadFile
+from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
+
+log = logging.getLogger("sidecar.storage")
+CHUNK = 1 << 20
+_TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+                    "OperationAborted", "XMinioServerNotInitialized", "503 SlowDown"}
+_PERMANENT_CODES = {"NoSuchKey": "missing-object", "NoSuchBucket": "missing-bucket",
+                    "AccessDenied": "access-denied", "InvalidObjectName": "invalid-key",
+                    "InvalidAccessKeyId": "bad-credentials",
+                    "SignatureDoesNotMatch": "bad-credentials"}
+
+
+class UnsafePath(Exception):
+    """An output path that resolves (through symlinks) outside the data volume."""
+
+
+def classify(err: BaseException) -> tuple[str, bool]:
+    """(reason code, transient?) of a failed transfer."""
+    if isinstance(err, S3Error):
+        if err.code in _PERMANENT_CODES:
+            return _PERMANENT_CODES[err.code], False
+        status = err.response.status if err.response is not None else 0
+        return "storage-unavailable", err.code in _TRANSIENT_CODES or status >= 500
+    if isinstance(err, ServerError | InvalidResponseError | urllib3.exceptions.HTTPError):
+        return "storage-unavailable", True
+    if isinstance(err, UnsafePath):
+        return "unsafe-path", False
+    if isinstance(err, FileNotFoundError):
+        return "missing-file", False
+    if isinstance(err, OSError):
+        if err.errno == errno.ENOSPC:
+            return "volume-full", True
+        # socket-level failures are OSErrors too (reset, refused, timeout)
+        return ("storage-unavailable", True) if err.errno in _NET_ERRNOS else ("local-io", False)
+    return "unexpected-error", False
+
+
+_NET_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
+               errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, None}
+
+
+def is_transient(err: BaseException) -> bool:
+    return classify(err)[1]
+
+
+class Storage:
+    def __init__(self, settings: Any, post: Callable[[Event], None]):
+        self.s = settings
+        self.post = post
+        self.volume = os.path.realpath(settings.data_volume_path)
+        timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
+        http = urllib3.PoolManager(maxsize=settings.storage_workers + 2, timeout=timeout,
+                                   retries=False)  # tenacity owns the retries
+        self.client = Minio(settings.minio_url, access_key=settings.minio_access_key,
+                            secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
+                            region=settings.s3_region, http_client=http)
+        self.part_size = max(settings.part_size, MIN_PART_SIZE)
+        self.pool = ThreadPoolExecutor(settings.storage_workers, thread_name_prefix="storage")
+        self._bucket_lock = threading.Lock()
+        self._bucket_ready = False
+        self._retrying = Retrying(
+            stop=stop_after_attempt(settings.storage_attempts),
+            wait=wait_random_exponential(multiplier=0.25, max=settings.storage_backoff_max),
+            retry=retry_if_exception(is_transient), reraise=True, before_sleep=_log_retry)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- downloads -------------------------------------------------------------------
+
+    def download(self, e: DownloadFile) -> None:
+        self.pool.submit(self._download, e)
+
+    def _download(self, e: DownloadFile) -> None:
+        retrying = self._retrying.copy()
+        try:
+            size = retrying(self._get, e.bucket, e.key, e.dest)
+        except Exception as err:  # every failure becomes an event, never a dead worker
+            reason, transient = classify(err)
+            self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
+                                     _attempts(retrying)))
+        else:
+            self.post(FileDownloaded(e.input_id, e.index, size, _attempts(retrying)))
+
+    def _get(self, bucket: str, key: str, dest: str) -> int:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        partial = dest + ".part"
+        size = 0
+        try:
+            response = self.client.get_object(bucket, key)
+            try:
+                with open(partial, "wb") as out:
+                    for chunk in response.stream(CHUNK):
+                        out.write(chunk)
+                        size += len(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+            os.replace(partial, dest)
+        except BaseException:
+            _remove(partial)
+            raise
+        return size
+
+    # --- uploads ---------------------------------------------------------------------
+
+    def upload(self, e: UploadFile) -> None:
+        self.pool.submit(self._upload, e)
+
+    def _upload(self, e: UploadFile) -> None:
+        retrying = self._retrying.copy()
+        try:
+            self._ensure_output_bucket()
+            size = retrying(self._put, e.bucket, e.key, e.source)
+        except Exception as err:
+            reason, transient = classify(err)
+            self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
+                                   _attempts(retrying)))
+        else:
+            self.post(FileUploaded(e.output_id, e.index, size, _attempts(retrying)))
+
+    def _put(self, bucket: str, key: str, source: str) -> int:
+        real = os.path.realpath(source)
+        if not real.startswith(self.volume + os.sep):
+            raise UnsafePath(f"{source!r} resolves to {real!r}, outside the data volume")
+        with open(real, "rb") as data:
+            size = os.fstat(data.fileno()).st_size
+            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            self.client.put_object(bucket, key, data, size, content_type=content_type,
+                                   part_size=self.part_size, num_parallel_uploads=1)
+        return size
+
+    def _ensure_output_bucket(self) -> None:
+        """Checked (and created if missing) once per process, not before every file."""
+        with self._bucket_lock:
+            if not self._bucket_ready:
+                self._retrying.copy()(self._make_bucket, self.s.minio_output_bucket)
+                self._bucket_ready = True
+
+    def _make_bucket(self, bucket: str) -> None:
+        if self.client.bucket_exists(bucket):
+            return
+        try:
+            self.client.make_bucket(bucket)
+        except S3Error as err:  # another replica made it first
+            if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    # --- config files (§16.3) ----------------------------------------------------------
+
+    def fetch_config_files(self) -> None:
+        os.makedirs(self.s.config_dir, exist_ok=True)  # pyterum asserts that it exists
+        for name in sorted(set(self.s.config_files.values())):
+            self.pool.submit(self._fetch_config, name)
+
+    def _fetch_config(self, name: str) -> None:
+        """The fragmenter uploads config files, maybe after we start: wait for them."""
+        retrying = Retrying(
+            stop=stop_after_delay(self.s.config_file_timeout),
+            wait=wait_random_exponential(multiplier=0.5, max=10),
+            retry=retry_if_exception(lambda err: is_transient(err) or classify(err)[0] in (
+                "missing-object", "missing-bucket")),
+            reraise=True)
+        key = f"iterum_config/{name}"
+        try:
+            retrying(self._get, self.s.config_bucket, key, os.path.join(self.s.config_dir, name))
+        except Exception as err:
+            self.post(Fatal("config-file", f"config file {self.s.config_bucket}/{key} could not "
+                            f"be fetched: {_describe(err)}"))
+        else:
+            log.info("config file %s ready in %s", name, self.s.config_dir)
+
+
+def _attempts(retrying: Retrying) -> int:
+    return int(retrying.statistics.get("attempt_number", 1))
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, S3Error):
+        return f"{err.code}: {err.message} ({err.bucket_name}/{err.object_name})"
+    return f"{type(err).__name__}: {err}"
+
+
+def _log_retry(state: RetryCallState) -> None:
+    err = state.outcome.exception() if state.outcome else None
+    log.warning("S3 attempt %d failed (%s); retrying", state.attempt_number,
+                _describe(err) if err else "?")
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

@@ -1,0 +1,168 @@
+"""The shell: one thread, one selector loop, wiring the adapters to the core.
+
+Everything that touches the core runs on the loop thread: AMQP callbacks and socket I/O
+arrive there directly; storage workers and the upstream checker post their events with
+``add_callback_threadsafe``. Each event goes through ``Core.handle`` and the effects it
+returns are performed in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+from pika.adapters.select_connection import IOLoop
+
+from . import effects as fx
+from .config import Settings
+from .core import Core, CoreConfig, Transition
+from .events import Event, ShutdownRequested, Tick
+from .io.amqp import Broker
+from .io.manager import UpstreamChecker
+from .io.sockets import SocketServer
+from .io.storage import Storage
+
+log = logging.getLogger("sidecar")
+core_log = logging.getLogger("sidecar.core")
+Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+CLOSE_TIMEOUT = 10.0
+
+
+class Runner:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self.s = settings
+        self.clock = clock
+        self.core = Core(CoreConfig.from_settings(settings))
+        self.ioloop = IOLoop()
+        self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes)
+        self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
+                             settings.mq_input_queue,
+                             predeclare=(settings.mq_output_queue, settings.lineage_queue))
+        self.storage = Storage(settings, self.post)
+        self.checker = UpstreamChecker(settings, self.post)
+        self.observers: list[Observer] = []
+        self.totals: Counter[str] = Counter()
+        self.exit_code: int | None = None
+        self._queue: deque[Event] = deque()
+        self._busy = False
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        self._started = clock()
+        self._performers: dict[type, Callable[[Any], None]] = {
+            fx.StartConsuming: lambda e: self.broker.start_consuming(e.prefetch),
+            fx.StopConsuming: lambda e: self.broker.stop_consuming(),
+            fx.InspectQueue: lambda e: self.broker.inspect_queue(),
+            fx.Ack: lambda e: self.broker.ack(e.tag),
+            fx.Nack: lambda e: self.broker.nack(e.tag, e.requeue),
+            fx.Publish: lambda e: self.broker.publish(e.publish_id, e.queue, e.body,
+                                                      e.message_id, e.headers),
+            fx.DownloadFile: self.storage.download,
+            fx.UploadFile: self.storage.upload,
+            fx.SendFrame: lambda e: self.sockets.send(e.conn, e.payload),
+            fx.CloseConnection: lambda e: self.sockets.close(e.conn),
+            fx.DeleteFiles: _delete_files,
+            fx.Log: _log_effect,
+            fx.Exit: self._exit,
+        }
+
+    # --- running ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        if self.s.config_files:
+            self.storage.fetch_config_files()
+        self.sockets.listen(self.s.tts_path, "tts")
+        self.sockets.listen(self.s.fts_path, "fts")
+        self.broker.connect(self.clock())
+        self.checker.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info("started: consuming %s, prefetch %d, %d storage workers",
+                 self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
+        self.ioloop.start()
+        self.ioloop.close()
+        return 1 if self.exit_code is None else self.exit_code
+
+    def post(self, event: Event) -> None:
+        """Thread-safe: hand an event from a worker thread to the loop."""
+        self.ioloop.add_callback_threadsafe(lambda: self.feed(event))
+
+    def feed(self, event: Event) -> None:
+        """Run the core on one event (on the loop thread), then perform its effects."""
+        self._queue.append(event)
+        if self._busy:  # an effect caused an event: handle it after the current one
+            return
+        self._busy = True
+        try:
+            while self._queue:
+                current = self._queue.popleft()
+                now = self.clock()
+                effects = self.core.handle(current, now)
+                for observer in self.observers:
+                    observer(current, now, effects, self.core.transitions)
+                for t in self.core.transitions:
+                    if t.dest in ("acked", "dead_lettered", "requeued", "recorded", "failed"):
+                        self.totals[f"{t.machine} {t.dest}"] += 1
+                for effect in effects:
+                    self._performers[type(effect)](effect)
+            self._reschedule()
+        finally:
+            self._busy = False
+
+    def _reschedule(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self.ioloop.remove_timeout(self._timer)
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.ioloop.call_later(max(0.0, deadline - self.clock()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = self._timer_at = None
+        self.feed(Tick())
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        self.ioloop.add_callback_threadsafe(lambda: self.feed(ShutdownRequested(name)))
+
+    # --- the end ---------------------------------------------------------------------
+
+    def _exit(self, e: fx.Exit) -> None:
+        self.exit_code = e.code
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(self.totals.items())) or "no fragments"
+        level = logging.INFO if e.code == 0 else logging.ERROR
+        log.log(level, "exiting with code %d after %.1fs: %s (%s)", e.code,
+                self.clock() - self._started, e.reason, summary)
+        self.checker.stop()
+        self.sockets.shutdown()
+        self.storage.shutdown()
+        self.ioloop.call_later(CLOSE_TIMEOUT, self.ioloop.stop)
+        self.broker.close(on_closed=self.ioloop.stop)
+
+
+def _delete_files(e: fx.DeleteFiles) -> None:
+    for path in e.paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("could not delete %s: %s", path, err)
+    for d in e.dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty (shared by another fragment) or already gone
+
+
+def _log_effect(e: fx.Log) -> None:
+    suffix = f" fragment={e.fragment}" if e.fragment else ""
+    core_log.log(_LEVELS.get(e.level, logging.INFO), "[%s] %s%s", e.code, e.message, suffix)

@@ -1,0 +1,313 @@
+"""S3 for the tests: moto's S3 backend over real HTTP, with request recording and faults.
+
+moto keeps its state in process-wide backends (one per account, the default account here),
+so every S3Server in a process sees the same buckets, and bucket names are global. Tests
+stay apart by using unique bucket names: the Pipeline helper puts the random 32-character
+pipeline hash in front of every bucket it makes. Never call moto's `/moto-api/reset` while
+other tests may hold buckets. moto does not check credentials: any access/secret key works.
+
+Requests made by the harness' own client (`harness_client()`) are tagged through the
+User-Agent; they are recorded with `harness=True`, left out of `count()` by default and never
+hit by injected faults, so a test's setup and checks do not disturb what it measures.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import urllib3
+from minio import Minio
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+HARNESS_AGENT = "iterum-harness"
+MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
+                       "AbortMultipartUpload", "ListParts", "ListMultipartUploads"})
+
+
+@dataclass
+class S3Request:
+    method: str
+    bucket: str  # "" for service-level requests (ListBuckets)
+    key: str  # "" for bucket-level requests
+    query: dict[str, list[str]]
+    op: str  # S3 API name, see classify()
+    harness: bool  # made by the harness' own client
+    status: int | None = None  # the status answered (None while in flight or if dropped)
+    fault: str | None = None  # "status", "stall" or "drop" when a fault matched
+    time: float = field(default_factory=time.monotonic)
+
+
+def classify(method: str, bucket: str, key: str, query: dict[str, list[str]]) -> str:
+    """The S3 API operation of a path-style request (as minio-py and minio-go send them)."""
+    if not bucket:
+        return "ListBuckets" if method == "GET" else "Service" + method.title()
+    if not key:
+        if "location" in query:
+            return "GetBucketLocation"
+        if "uploads" in query:
+            return "ListMultipartUploads"
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
+                "GET": "ListObjects"}.get(method, "Bucket" + method.title())
+    if method == "POST" and "uploads" in query:
+        return "CreateMultipartUpload"
+    if "uploadId" in query:
+        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload",
+                "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(method, "Multipart")
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
+            "DELETE": "DeleteObject"}.get(method, "Object" + method.title())
+
+
+@dataclass
+class Fault:
+    """One injected fault; `times=None` means every matching request until cleared."""
+
+    match: Callable[[S3Request], bool]
+    action: str  # "status" | "stall" | "drop"
+    times: int | None
+    status: int = 503
+    code: str = "SlowDown"
+    message: str = "Please reduce your request rate."
+    stall_limit: float = 120.0  # a stalled request is let through after this, to never hang
+    hits: int = 0
+    released: threading.Event = field(default_factory=threading.Event)
+    hit_event: threading.Event = field(default_factory=threading.Event)
+
+    def active(self) -> bool:
+        return self.times is None or self.hits < self.times
+
+    def release(self) -> None:
+        """Let stalled requests (and later matching ones) through to moto."""
+        self.released.set()
+
+    def wait_hit(self, timeout: float = 10.0) -> bool:
+        """Wait until at least one request matched this fault."""
+        return self.hit_event.wait(timeout)
+
+
+class _Middleware:
+    def __init__(self, app, server: S3Server):
+        self.app = app
+        self.server = server
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
+        bucket, _, key = path.lstrip("/").partition("/")
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        method = environ["REQUEST_METHOD"]
+        req = S3Request(method, bucket, key, query, classify(method, bucket, key, query),
+                        HARNESS_AGENT in environ.get("HTTP_USER_AGENT", ""))
+        fault = self.server._record(req)
+
+        def recording_start_response(status, headers, exc_info=None):
+            req.status = int(status.split(None, 1)[0])
+            return start_response(status, headers, exc_info)
+
+        if fault is not None and fault.action == "stall":
+            fault.released.wait(fault.stall_limit)
+        elif fault is not None and fault.action == "drop":
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            raise ConnectionResetError("fault injection: connection dropped")
+        elif fault is not None:
+            _drain(environ)  # read the upload so the client sees the answer, not a reset
+            body = b"" if method == "HEAD" else _error_xml(fault, path)
+            recording_start_response(f"{fault.status} Injected", [
+                ("Content-Type", "application/xml"), ("Content-Length", str(len(body))),
+                ("x-amz-request-id", req_id := uuid.uuid4().hex[:16].upper()),
+                ("x-amz-id-2", req_id)])
+            return [body]
+        return self.app(environ, recording_start_response)
+
+
+def _drain(environ) -> None:
+    length = environ.get("CONTENT_LENGTH")
+    stream = environ["wsgi.input"]
+    if length and length.isdigit():
+        remaining = int(length)
+        while remaining > 0 and (chunk := stream.read(min(remaining, 1 << 20))):
+            remaining -= len(chunk)
+    elif environ.get("wsgi.input_terminated"):
+        while stream.read(1 << 20):
+            pass
+
+
+def _error_xml(fault: Fault, resource: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{fault.code}</Code><Message>{fault.message}</Message>"
+        f"<Resource>{resource}</Resource><RequestId>INJECTED</RequestId></Error>"
+    ).encode()
+
+
+class _QuietHandler(MotoRequestHandler):
+    def log_request(self, *args, **kwargs) -> None:  # no access log on the test output
+        pass
+
+
+class S3Server:
+    """moto S3 on http://127.0.0.1:<free port>, in a daemon thread of this process."""
+
+    access_key = "harness-access-key"
+    secret_key = "harness-secret-key"
+    region = "us-east-1"
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self._lock = threading.Lock()
+        self._requests: list[S3Request] = []
+        self._faults: list[Fault] = []
+        app = _Middleware(DomainDispatcherApplication(create_backend_app), self)
+        self._server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self.url = f"{host}:{self.port}"  # MINIO_URL: host:port, no scheme
+        self.endpoint = f"http://{self.url}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- clients -------------------------------------------------------------------
+
+    def client(self, retries: bool = True, timeout: float = 10.0) -> Minio:
+        """A minio client like the sidecar's. Its requests are counted and can be faulted.
+
+        minio-py's default HTTP pool retries 500/502/503/504 and connection errors up to 5
+        times inside urllib3 (backoff 0.2 s); `retries=False` shows every error to the caller.
+        """
+        pool = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), maxsize=10,
+            retries=urllib3.Retry(total=5, backoff_factor=0.2,
+                                  status_forcelist=[500, 502, 503, 504]) if retries else False)
+        return Minio(self.url, self.access_key, self.secret_key, secure=False,
+                     region=self.region, http_client=pool)
+
+    def harness_client(self) -> Minio:
+        """A client for test setup and checks: tagged, so never faulted nor counted."""
+        client = self.client()
+        client.set_app_info(HARNESS_AGENT, "1")
+        return client
+
+    # --- recording -----------------------------------------------------------------
+
+    def _record(self, req: S3Request) -> Fault | None:
+        with self._lock:
+            self._requests.append(req)
+            if req.harness:
+                return None
+            for fault in self._faults:
+                if fault.active() and not fault.released.is_set() and fault.match(req):
+                    fault.hits += 1
+                    req.fault = fault.action
+                    fault.hit_event.set()
+                    return fault
+        return None
+
+    def requests(self, include_harness: bool = False) -> list[S3Request]:
+        with self._lock:
+            return [r for r in self._requests if include_harness or not r.harness]
+
+    def count(self, op: str | Iterable[str] | None = None, *, bucket: str | None = None,
+              key: str | None = None, method: str | None = None,
+              include_harness: bool = False) -> int:
+        """Requests matching all given filters; `op` is a name or a set of names."""
+        match = _matcher(op, bucket, key, method)
+        return sum(1 for r in self.requests(include_harness) if match(r))
+
+    def ops(self, include_harness: bool = False) -> Counter:
+        """Counter of operation names, e.g. {'PutObject': 3, 'HeadBucket': 1}."""
+        return Counter(r.op for r in self.requests(include_harness))
+
+    def multipart_count(self) -> int:
+        return self.count(MULTIPART)
+
+    def wait_for(self, op: str | Iterable[str] | None = None, n: int = 1, timeout: float = 10.0,
+                 **filters) -> int:
+        """Wait until `count(op, **filters) >= n`; return the count or raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while (got := self.count(op, **filters)) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"S3: {got} of {n} {op or 'requests'} after {timeout}s; "
+                                   f"seen {dict(self.ops())}")
+            time.sleep(0.02)
+        return got
+
+    # --- faults --------------------------------------------------------------------
+
+    def _add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def fail(self, times: int | None = 1, status: int = 503, code: str = "SlowDown",
+             message: str = "Please reduce your request rate.", *, op=None, bucket=None,
+             key=None, method=None, match=None) -> Fault:
+        """Answer the next `times` matching requests with `status` and an S3 XML error.
+
+        Codes to use: SlowDown (503), ServiceUnavailable (503), InternalError (500),
+        NoSuchKey (404), AccessDenied (403).
+        """
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "status", times,
+                               status, code, message))
+
+    def stall(self, times: int | None = None, *, op=None, bucket=None, key=None, method=None,
+              match=None, limit: float = 120.0) -> Fault:
+        """Hold matching requests until `fault.release()` (or `limit` seconds)."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "stall", times,
+                               stall_limit=limit))
+
+    def drop(self, times: int | None = 1, *, op=None, bucket=None, key=None, method=None,
+             match=None) -> Fault:
+        """Close the connection of matching requests without any answer."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "drop", times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            faults, self._faults = self._faults, []
+        for fault in faults:
+            fault.release()
+
+    def reset(self) -> None:
+        """Forget recorded requests and remove (and release) every fault."""
+        self.clear_faults()
+        with self._lock:
+            self._requests.clear()
+
+    # --- data helpers --------------------------------------------------------------
+
+    def remove_bucket(self, bucket: str) -> None:
+        """Delete a bucket and everything in it (best effort, for teardown)."""
+        client = self.harness_client()
+        try:
+            if not client.bucket_exists(bucket):
+                return
+            for obj in client.list_objects(bucket, recursive=True):
+                client.remove_object(bucket, obj.object_name)
+            client.remove_bucket(bucket)
+        except Exception:  # teardown must not fail a test
+            pass
+
+    def stop(self) -> None:
+        self.clear_faults()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def _matcher(op, bucket, key, method) -> Callable[[S3Request], bool]:
+    ops = {op} if isinstance(op, str) else (set(op) if op is not None else None)
+
+    def match(r: S3Request) -> bool:
+        return ((ops is None or r.op in ops) and (bucket is None or r.bucket == bucket)
+                and (key is None or r.key == key) and (method is None or r.method == method))
+
+    return match
