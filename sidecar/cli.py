@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--fragments", type=int, default=20, help="sample fragments to process")
     demo.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F",
                       help="AMQP URL of the broker to use")
+    commands.add_parser("config-reference",
+                        help="print the configuration reference (docs/configuration.md)")
     args = parser.parse_args(argv)
+    if args.command == "config-reference":
+        from .reference import configuration_markdown
+
+        print(configuration_markdown(), end="")
+        return 0
     if args.command == "demo":
         from .demo import run_demo
 

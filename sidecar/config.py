@@ -146,8 +146,9 @@ VARIABLES: tuple[Variable, ...] = (
     _iterum("ITERUM_CONFIG", default="", parse=str, doc="Step configuration (JSON object). "
             "The sidecar reads `queue_mapping` (output_channel → queue) and `config_files` "
             "(alias → file name); other keys are for the transformation."),
-    _iterum("ITERUM_CONFIG_PATH", default="", parse=str, doc="Config-file directory, "
-            "relative to DATA_VOLUME_PATH (the manager sets `config`)."),
+    _iterum("ITERUM_CONFIG_PATH", doc="Config-file directory, relative to "
+            "DATA_VOLUME_PATH (the manager sets `config`); it must name a directory below "
+            "the volume, as in the original."),
     _iterum("MINIO_URL", doc="S3/MinIO endpoint as `host:port`, without a scheme."),
     _iterum("MINIO_ACCESS_KEY", doc="S3 access key.", secret=True),
     _iterum("MINIO_SECRET_KEY", doc="S3 secret key.", secret=True),
