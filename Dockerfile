@@ -11,8 +11,7 @@ RUN python -m venv /opt/sidecar \
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
 COPY states ./states
-RUN /opt/sidecar/bin/pip install --no-deps --no-build-isolation . 2>/dev/null \
- || /opt/sidecar/bin/pip install --no-deps .
+RUN /opt/sidecar/bin/pip install --no-deps .
 
 # --- runtime: no compiler, no pip cache, not root --------------------------------------
 FROM python:3.11-slim-bookworm
