@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +32,7 @@ core_log = logging.getLogger("sidecar.core")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 CLOSE_TIMEOUT = 10.0
+ERRORS_REMEMBERED = 32
 
 
 class Runner:
@@ -54,6 +55,9 @@ class Runner:
         self._timer: Any = None
         self._timer_at: float | None = None
         self._started = clock()
+        # Recent errors the core logged (message -> code): an exit whose reason was already
+        # logged refers to it instead of printing it a second time (§16.11: one error line).
+        self._errors: OrderedDict[str, str] = OrderedDict()
         self._performers: dict[type, Callable[[Any], None]] = {
             fx.StartConsuming: lambda e: self.broker.start_consuming(e.prefetch),
             fx.StopConsuming: lambda e: self.broker.stop_consuming(),
@@ -67,7 +71,7 @@ class Runner:
             fx.SendFrame: lambda e: self.sockets.send(e.conn, e.payload),
             fx.CloseConnection: lambda e: self.sockets.close(e.conn),
             fx.DeleteFiles: _delete_files,
-            fx.Log: _log_effect,
+            fx.Log: self._log,
             fx.Exit: self._exit,
         }
 
@@ -135,12 +139,22 @@ class Runner:
 
     # --- the end ---------------------------------------------------------------------
 
+    def _log(self, e: fx.Log) -> None:
+        if e.level == "error":
+            self._errors[e.message] = e.code
+            self._errors.move_to_end(e.message)
+            if len(self._errors) > ERRORS_REMEMBERED:
+                self._errors.popitem(last=False)
+        _log_effect(e)
+
     def _exit(self, e: fx.Exit) -> None:
         self.exit_code = e.code
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.totals.items())) or "no fragments"
-        level = logging.INFO if e.code == 0 else logging.ERROR
+        logged = self._errors.get(e.reason)
+        reason = f"[{logged}] (the error above)" if logged else e.reason
+        level = logging.INFO if e.code == 0 or logged else logging.ERROR
         log.log(level, "exiting with code %d after %.1fs: %s (%s)", e.code,
-                self.clock() - self._started, e.reason, summary)
+                self.clock() - self._started, reason, summary)
         self.checker.stop()
         self.sockets.shutdown()
         self.storage.shutdown()
