@@ -90,8 +90,11 @@ def check_lineage_shape(lineage: dict) -> None:
 def check_lineage(pipeline: Pipeline, outputs: list[Message], lineage: list[Message]) -> None:
     """Exactly one lineage message per published descriptor, describing it exactly (§3.8)."""
     published = sorted((m.json() for m in outputs), key=lambda b: b["metadata"]["fragment_id"])
+    raw = {m.json()["metadata"]["fragment_id"]: m.body for m in outputs}
     described = []
     for msg in lineage:
+        fid = msg.json()["description"]["metadata"]["fragment_id"]
+        assert fid in raw and raw[fid] in msg.body, "the description is not the published body"
         assert msg.properties.delivery_mode == 2, msg.properties
         assert msg.properties.content_type == "application/json", msg.properties
         body = msg.json()

@@ -31,10 +31,10 @@ def test_passthrough_one_to_one_publishes_descriptor_objects_and_lineage(pipelin
     inputs = [
         pipeline.send_input({"a.txt": b"alpha"}),
         pipeline.send_input({"b.bin": bytes(range(256)) * 40, "c.json": '{"c": 3}'}),
-        pipeline.send_input({"d.txt": "delta"}),
+        pipeline.send_input({"d.txt": "delta", "empty.txt": b"", "sub/dir/e.txt": "nested"}),
     ]
     contents = {"a.txt": b"alpha", "b.bin": bytes(range(256)) * 40, "c.json": b'{"c": 3}',
-                "d.txt": b"delta"}
+                "d.txt": b"delta", "empty.txt": b"", "sub/dir/e.txt": b"nested"}
     sidecar, trans = start_step(pipeline, "passthrough")
     outputs = pipeline.outputs(len(inputs))
     lineage = pipeline.lineage(len(inputs))
@@ -188,6 +188,7 @@ def test_output_channel_is_published_to_the_mapped_queue(pipeline: Pipeline):
     assert "target_queue" not in out["metadata"]
     check_lineage(pipeline, [default, rejected], lineage)
     assert pipeline.outputs() == [] and pipeline.rabbit.drain(mapped) == []
+    pipeline.rabbit.declare(mapped)  # same flags as the Iterum peers, or PRECONDITION_FAILED
 
 
 # --- large socket messages ------------------------------------------------------------------
@@ -348,4 +349,5 @@ def test_malformed_input_is_dead_lettered_and_the_rest_completes(pipeline: Pipel
     assert sorted(r["fragment_id"] for r in trans.record()["received"]) == ids
     assert sorted(m.json()["metadata"]["predecessors"][0] for m in outputs) == ids
     assert pipeline.rabbit.drain(pipeline.dead_queue) == []
+    pipeline.rabbit.declare(pipeline.dead_queue)  # declared with the input queue's flags
     assert queue_counts(pipeline.input_queue) == (0, 0)

@@ -17,8 +17,8 @@ def test_full_shutdown_leaves_no_sockets_files_or_unacked_messages(pipeline: Pip
     pipeline.config = {"config_files": {"settings": "settings.json", "model": "model.bin"}}
     pipeline.upload_config("settings.json", '{"a": 1}')
     pipeline.upload_config("model.bin", b"\x00model")
-    inputs = [pipeline.send_input({f"s{i}.txt": f"shutdown {i}", f"t{i}.bin": b"\x01" * 100})
-              for i in range(3)]
+    inputs = [pipeline.send_input({f"s{i}.txt": f"shutdown {i}",
+                                   f"deep/er/t{i}.bin": b"\x01" * 100}) for i in range(3)]
     ids = sorted(b["metadata"]["fragment_id"] for b in inputs)
     sidecar, trans = start_step(pipeline, "custom_echo")
     outputs = pipeline.outputs(3)
@@ -42,13 +42,14 @@ def test_full_shutdown_leaves_no_sockets_files_or_unacked_messages(pipeline: Pip
         [pred] = msg.json()["metadata"]["predecessors"]
         i = [b["metadata"]["fragment_id"] for b in inputs].index(pred)
         check_descriptor(pipeline, msg, predecessors=[pred], contents={
-            f"echo_s{i}.txt": f"shutdown {i}".encode(), f"echo_t{i}.bin": b"\x01" * 100})
+            f"echo_s{i}.txt": f"shutdown {i}".encode(), f"echo_deep/er/t{i}.bin": b"\x01" * 100})
     check_lineage(pipeline, outputs, lineage)
 
     assert not (pipeline.volume / "tts.sock").exists()
     assert not (pipeline.volume / "fts.sock").exists()
     # inputs and outputs are deleted; only the config files stay for the transformation
     assert volume_files(pipeline.volume) == ["config/model.bin", "config/settings.json"]
+    assert not (pipeline.volume / pipeline.input_bucket).exists()  # its download dirs too
     assert queue_counts(pipeline.input_queue) == (0, 0)
     assert pipeline.outputs() == [] and pipeline.lineage() == []
     assert "Traceback" not in sidecar.logs
