@@ -25,8 +25,7 @@ def test_input_is_acked_only_after_the_output_publish_is_confirmed(pipeline: Pip
     pipeline.broker_url = amqp_proxy.url()
     body = pipeline.send_input({"gated.txt": "hold my ack"})
     fid = body["metadata"]["fragment_id"]
-    sidecar, trans = start_step(pipeline, "passthrough",
-                                transformation_env={"RECORD_FILE": "record.json"})
+    sidecar, trans = start_step(pipeline, "passthrough")
 
     # The output's descriptor reaches the output queue, and the transformation said done_with.
     [out] = pipeline.outputs(1)
