@@ -219,6 +219,19 @@ class Core:
     def in_flight(self) -> int:
         return len(self.inputs) + len(self.outputs)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The complete state as JSON-ready data (see sidecar/snapshot.py)."""
+        from .snapshot import snapshot
+
+        return snapshot(self)
+
+    @classmethod
+    def restore(cls, config: CoreConfig, state: dict[str, Any]) -> Core:
+        """A core that continues exactly where the snapshotted one was."""
+        from .snapshot import restore
+
+        return restore(config, state)
+
     # --- bookkeeping helpers ---------------------------------------------------------
 
     def _emit(self, effect: fx.Effect) -> None:

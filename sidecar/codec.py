@@ -1,0 +1,139 @@
+"""JSON form of the core's events, effects and transitions (for the journal and replay).
+
+Events and effects are frozen, slotted dataclasses whose fields are str, int, float, bool,
+None, bytes or tuples of those. Their JSON form is an object with ``kind`` (the class name)
+and one key per field. Tuples become arrays (and arrays become tuples again on the way
+back). ``bytes`` fields hold mostly UTF-8 JSON (message bodies, socket frames), so they are
+written as a JSON string when they are valid UTF-8, which keeps a journal readable with
+``jq``; anything else is written as ``{"base64": "..."}``. Decoding knows which fields are
+bytes from the dataclass annotations, so no marker is needed on the common path.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import typing
+from typing import Any
+
+from . import effects as fx
+from . import events as ev
+from .core import Transition
+
+
+class CodecError(ValueError):
+    pass
+
+
+def _classes(module: Any, base: type) -> dict[str, type]:
+    found = {}
+    for name in dir(module):
+        obj = getattr(module, name)
+        if isinstance(obj, type) and issubclass(obj, base) and obj is not base:
+            found[name] = obj
+    return found
+
+
+EVENTS: dict[str, type] = _classes(ev, ev.Event)
+EFFECTS: dict[str, type] = _classes(fx, fx.Effect)
+_KINDS: dict[str, type] = {**EVENTS, **EFFECTS}
+if len(_KINDS) != len(EVENTS) + len(EFFECTS):  # pragma: no cover - a naming mistake
+    raise RuntimeError("an event and an effect share a class name")
+
+
+def _layout(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(field name, is bytes) for each field, from the resolved annotations."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name] is bytes) for f in dataclasses.fields(cls))
+
+
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {c: _layout(c) for c in _KINDS.values()}
+
+
+def bytes_out(value: bytes) -> str | dict[str, str]:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode("ascii")}
+
+
+def bytes_in(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and isinstance(value.get("base64"), str):
+        return base64.b64decode(value["base64"], validate=True)
+    raise CodecError(f"not an encoded bytes value: {value!r}")
+
+
+def encode(obj: ev.Event | fx.Effect) -> dict[str, Any]:
+    """An event or effect as a JSON-ready dict (tuples stay tuples; json writes arrays)."""
+    out: dict[str, Any] = {"kind": type(obj).__name__}
+    for name, is_bytes in _FIELDS[type(obj)]:
+        value = getattr(obj, name)
+        out[name] = bytes_out(value) if is_bytes else value
+    return out
+
+
+def decode(data: dict[str, Any]) -> Any:
+    """The event or effect that ``encode`` turned into ``data`` (after a trip through JSON)."""
+    try:
+        cls = _KINDS[data["kind"]]
+    except (KeyError, TypeError):
+        raise CodecError(f"unknown kind in {data!r}"[:200]) from None
+    fields = _FIELDS[cls]
+    unknown = set(data) - {"kind"} - {name for name, _ in fields}
+    if unknown:
+        raise CodecError(f"{data['kind']} has no field(s) {sorted(unknown)}")
+    values = {}
+    for name, is_bytes in fields:
+        if name not in data:
+            continue  # a field with a default, absent in an older journal
+        value = data[name]
+        values[name] = bytes_in(value) if is_bytes else _tuples(value)
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise CodecError(f"{data['kind']}: {err}") from None
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+# --- the compact forms a journal line records for what the core answered ---------------
+#
+# Replay recomputes the effects (the core is deterministic), so a line needs only enough
+# of them to check the recomputation and to be read by a person: every field, except that
+# a bytes field longer than SHORT_BYTES (descriptor and lineage bodies, fragment frames) is
+# recorded as its SHA-256 prefix and length. Transitions name their fragment by a 12-char
+# prefix of its id. Both halve a line's size compared with recording everything.
+
+SHORT_BYTES = 64
+FRAGMENT_PREFIX = 12
+
+
+def digest(value: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(value).hexdigest()[:16], "len": len(value)}
+
+
+def encode_effect(effect: fx.Effect) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": type(effect).__name__}
+    for name, is_bytes in _FIELDS[type(effect)]:
+        value = getattr(effect, name)
+        if is_bytes:
+            value = bytes_out(value) if len(value) <= SHORT_BYTES else digest(value)
+        out[name] = value
+    return out
+
+
+def recorded_effect(data: dict[str, Any]) -> dict[str, Any]:
+    """A recorded effect in the shape ``encode_effect`` gives (arrays back to tuples)."""
+    return {k: _tuples(v) for k, v in data.items()}
+
+
+def encode_transition(t: Transition) -> list[Any]:
+    """Compact: [machine, serial, fragment id prefix, trigger, source, dest]."""
+    return [t.machine, t.serial, t.fragment[:FRAGMENT_PREFIX], t.trigger, t.source, t.dest]

@@ -1,0 +1,206 @@
+"""A complete, JSON-serialisable picture of the core's state, and the way back.
+
+``snapshot(core)`` captures everything ``Core.handle`` depends on, so that
+``restore(config, snapshot(core))`` continues exactly where ``core`` is: fed the same
+events with the same clock readings, both make the same transitions and effects. The
+journal starts every segment with one (a checkpoint), so replay can begin at any segment,
+and a restarted sidecar can later resume from one.
+
+Pure data, no I/O. Orders that the core depends on are kept (the insertion order of the
+inputs, outputs, deadlines and of the LRU output index); sets are written sorted.
+``index_keys`` is not written: it is an index over ``output_index`` and rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, OrderedDict, deque
+from typing import Any
+
+from . import codec
+from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
+from .protocol import LocalFile, RemoteFile, RemoteFragment
+
+FORMAT = 1
+
+# Core attributes that are not state: the config (written separately) and per-call scratch.
+NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys"})
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+def config_to_json(cfg: CoreConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(cfg)
+    data["queue_mapping"] = dict(cfg.queue_mapping)
+    return data
+
+
+def config_from_json(data: dict[str, Any]) -> CoreConfig:
+    known = {f.name for f in dataclasses.fields(CoreConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise SnapshotError(f"unknown config fields {sorted(unknown)}")
+    return CoreConfig(**data)
+
+
+# --- the core ----------------------------------------------------------------------------
+
+
+def snapshot(core: Core) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "now": core.now,
+        "step": _tracked(core.step),
+        "inputs": [_input(i) for i in core.inputs.values()],
+        "outputs": [_output(o) for o in core.outputs.values()],
+        "by_fragment": dict(core.by_fragment),
+        "publishes": [[pid, _publish(p)] for pid, p in core.publishes.items()],
+        "ready": list(core.ready),
+        "tts": list(core.tts),
+        "fts": sorted(core.fts),
+        "killed": sorted(core.killed),
+        "kill_received": core.kill_received,
+        "orphaned": core.orphaned,
+        "consuming": core.consuming,
+        "upstream_finished": core.upstream_finished,
+        "deadlines": dict(core.deadlines),
+        "output_index": [[list(key), n] for key, n in core.output_index.items()],
+        "bucket_dirs": sorted(core.bucket_dirs),
+        "counts": dict(core.counts),
+        "states": {name: dict(c) for name, c in core.states.items()},
+        "exit_code": core.exit_code,
+        "exit_reason": core.exit_reason,
+        "serial": core._serial,
+        "publish_id": core._publish_id,
+        "rr": core._rr,
+    }
+
+
+def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
+    if data.get("format") != FORMAT:
+        raise SnapshotError(f"snapshot format {data.get('format')!r} is not {FORMAT}")
+    core = Core(config)
+    try:
+        core.now = data["now"]
+        core.step = _restore_tracked(Tracked, data["step"])
+        core.inputs = {i.serial: i for i in map(_restore_input, data["inputs"])}
+        core.outputs = {o.serial: o for o in map(_restore_output, data["outputs"])}
+        core.by_fragment = dict(data["by_fragment"])
+        core.publishes = {pid: _restore_publish(p) for pid, p in data["publishes"]}
+        core.ready = deque(data["ready"])
+        core.tts = list(data["tts"])
+        core.fts = set(data["fts"])
+        core.killed = set(data["killed"])
+        core.kill_received = data["kill_received"]
+        core.orphaned = data["orphaned"]
+        core.consuming = data["consuming"]
+        core.upstream_finished = data["upstream_finished"]
+        core.deadlines = dict(data["deadlines"])
+        core.output_index = OrderedDict((tuple(key), n) for key, n in data["output_index"])
+        core.index_keys = rebuild_index_keys(core.output_index)
+        core.bucket_dirs = set(data["bucket_dirs"])
+        core.counts = Counter(data["counts"])
+        core.states = {name: Counter(c) for name, c in data["states"].items()}
+        core.exit_code = data["exit_code"]
+        core.exit_reason = data["exit_reason"]
+        core._serial = data["serial"]
+        core._publish_id = data["publish_id"]
+        core._rr = data["rr"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
+    return core
+
+
+def rebuild_index_keys(output_index: OrderedDict[tuple[str, ...], int]
+                       ) -> dict[str, set[tuple[str, ...]]]:
+    keys: dict[str, set[tuple[str, ...]]] = {}
+    for key in output_index:
+        for p in set(key):
+            keys.setdefault(p, set()).add(key)
+    return keys
+
+
+# --- the models --------------------------------------------------------------------------
+
+
+def _tracked(m: Tracked) -> dict[str, Any]:
+    return {"serial": m.serial, "state": m.state, "history": [[s, t] for s, t in m.history]}
+
+
+def _restore_tracked(cls: type, d: dict[str, Any], **more: Any) -> Any:
+    return cls(serial=d["serial"], state=d["state"],
+               history=[(s, t) for s, t in d["history"]], **more)
+
+
+def _input(i: Input) -> dict[str, Any]:
+    d = _tracked(i)
+    d.update(
+        tag=i.tag, body=codec.bytes_out(i.body), desc=_remote_fragment(i.desc),
+        paths=list(i.paths), dirs=list(i.dirs), downloads_left=i.downloads_left,
+        failure=codec.encode(i.failure) if i.failure else None, conn=i.conn,
+        unuploaded=sorted(i.unuploaded), unrecorded=sorted(i.unrecorded),
+        taint=list(i.taint) if i.taint else None, indexed=i.indexed)
+    return d
+
+
+def _restore_input(d: dict[str, Any]) -> Input:
+    return _restore_tracked(
+        Input, d, tag=d["tag"], body=codec.bytes_in(d["body"]),
+        desc=_restore_remote_fragment(d["desc"]), paths=tuple(d["paths"]),
+        dirs=tuple(d["dirs"]), downloads_left=d["downloads_left"],
+        failure=codec.decode(d["failure"]) if d["failure"] else None, conn=d["conn"],
+        unuploaded=set(d["unuploaded"]), unrecorded=set(d["unrecorded"]),
+        taint=tuple(d["taint"]) if d["taint"] else None, indexed=d["indexed"])
+
+
+def _output(o: Output) -> dict[str, Any]:
+    d = _tracked(o)
+    d.update(
+        fragment_id=o.fragment_id, files=[[f.name, f.path] for f in o.files],
+        remote=[[r.name, r.path, r.bucket] for r in o.remote],
+        predecessors=list(o.predecessors), queue=o.queue, target_queue=o.target_queue,
+        custom=o.custom, uploads_left=o.uploads_left,
+        failure=codec.encode(o.failure) if o.failure else None, gates=sorted(o.gates),
+        descriptor=codec.bytes_out(o.descriptor))
+    return d
+
+
+def _restore_output(d: dict[str, Any]) -> Output:
+    return _restore_tracked(
+        Output, d, fragment_id=d["fragment_id"],
+        files=tuple(LocalFile(n, p) for n, p in d["files"]),
+        remote=tuple(RemoteFile(n, p, b) for n, p, b in d["remote"]),
+        predecessors=tuple(d["predecessors"]), queue=d["queue"],
+        target_queue=d["target_queue"], custom=d["custom"], uploads_left=d["uploads_left"],
+        failure=codec.decode(d["failure"]) if d["failure"] else None, gates=set(d["gates"]),
+        descriptor=codec.bytes_in(d["descriptor"]))
+
+
+def _remote_fragment(r: RemoteFragment | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"fragment_id": r.fragment_id, "files": [[f.name, f.path, f.bucket] for f in r.files],
+            "predecessors": r.predecessors, "custom": r.custom}
+
+
+def _restore_remote_fragment(d: dict[str, Any] | None) -> RemoteFragment | None:
+    if d is None:
+        return None
+    return RemoteFragment(d["fragment_id"], tuple(RemoteFile(*f) for f in d["files"]),
+                          d["predecessors"], d["custom"])
+
+
+def _publish(p: PendingPublish) -> dict[str, Any]:
+    return {"kind": p.kind, "owner": p.owner, "queue": p.queue, "body": codec.bytes_out(p.body),
+            "message_id": p.message_id, "headers": [list(h) for h in p.headers],
+            "attempt": p.attempt}
+
+
+def _restore_publish(d: dict[str, Any]) -> PendingPublish:
+    return PendingPublish(d["kind"], d["owner"], d["queue"], codec.bytes_in(d["body"]),
+                          d["message_id"], tuple(tuple(h) for h in d["headers"]), d["attempt"])

@@ -1,0 +1,97 @@
+"""Core.snapshot() / Core.restore(): a restored core continues exactly where the original was
+(the journal's checkpoints, and later a restarted sidecar, depend on it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from test_core_replay import busy_run
+from unit_driver import Driver, fid, make_config
+
+from sidecar import events as ev
+from sidecar.core import Core, Input, Output
+from sidecar.snapshot import NOT_STATE, SnapshotError, rebuild_index_keys, snapshot
+
+A, B = fid("a"), fid("b")
+
+
+def _json(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+def test_the_snapshot_covers_every_attribute_of_the_core() -> None:
+    """A new Core attribute must be added to sidecar/snapshot.py (or to NOT_STATE)."""
+    core = Core(make_config())
+    attributes = {a.lstrip("_") for a in vars(core)} - {a.lstrip("_") for a in NOT_STATE}
+    assert attributes == set(snapshot(core)) - {"format"}
+
+
+def test_the_snapshot_covers_every_field_of_the_models() -> None:
+    drv = Driver()
+    drv.start()
+    drv.connect()
+    drv.ready_input(1, A)
+    drv.output([A])
+    state = snapshot(drv.core)
+    [inp] = state["inputs"]
+    [out] = state["outputs"]
+    assert set(inp) == {f.name for f in dataclasses.fields(Input)}
+    assert set(out) == {f.name for f in dataclasses.fields(Output)}
+
+
+def test_restoring_at_any_event_of_a_busy_run_continues_identically() -> None:
+    drv = busy_run()
+    cfg = make_config()
+    core = Core(cfg)
+    for i, (event, at, _, _) in enumerate(drv.journal):
+        state = snapshot(core)
+        assert _json(state) == state, "a snapshot is plain JSON data"
+        restored = Core.restore(cfg, _json(state))
+        assert snapshot(restored) == state
+        assert restored.index_keys == core.index_keys
+        for later, t, out, transitions in drv.journal[i:]:
+            assert restored.handle(later, t) == out, f"restored at {i}, differs at {later}"
+            assert restored.transitions == transitions
+        core.handle(event, at)
+    assert core.step.state == "exited"
+
+
+def test_a_restored_core_keeps_the_orders_the_core_depends_on() -> None:
+    drv = Driver()
+    drv.start()
+    drv.connect()
+    for tag, ch in enumerate("cab", start=1):
+        drv.ready_input(tag, fid(ch))
+    drv.output([fid("b")])
+    drv.output([fid("a"), fid("c")])
+    drv.output([fid("c")])
+    drv.disconnect()  # a grace deadline
+    drv.feed(ev.ShutdownRequested("SIGTERM"))  # and a shutdown deadline after it
+    restored = Core.restore(drv.core.cfg, _json(drv.core.snapshot()))
+    assert list(restored.inputs) == list(drv.core.inputs)
+    assert list(restored.outputs) == list(drv.core.outputs)
+    assert list(restored.output_index.items()) == list(drv.core.output_index.items())
+    assert list(restored.deadlines.items()) == list(drv.core.deadlines.items())
+    assert [m.history for m in restored.inputs.values()] == [
+        m.history for m in drv.core.inputs.values()]
+
+
+def test_index_keys_are_an_index_of_the_output_index() -> None:
+    drv = busy_run()
+    assert rebuild_index_keys(drv.core.output_index) == drv.core.index_keys
+
+
+@pytest.mark.parametrize("damage", [lambda s: s.update(format=99), lambda s: s.pop("inputs"),
+                                    lambda s: s.update(publishes=[[1, {"kind": "x"}]])])
+def test_a_damaged_snapshot_is_refused(damage) -> None:
+    drv = Driver()
+    drv.start()
+    drv.connect()
+    drv.ready_input(1, A)
+    drv.record(drv.output([A]))
+    state = _json(drv.core.snapshot())
+    damage(state)
+    with pytest.raises(SnapshotError):
+        Core.restore(drv.core.cfg, state)
