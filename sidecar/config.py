@@ -208,6 +208,18 @@ VARIABLES: tuple[Variable, ...] = (
          "Publishes of one message the broker may refuse (nack or return) before its "
          "fragment is given up."),
     _own("SIDECAR_LOG_LEVEL", log_level, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    _own("SIDECAR_JOURNAL", choice("on", "off"), "on",
+         "Record every event the core consumes to a journal, for `iterum-sidecar replay` "
+         "(docs/debugging.md): `on` or `off`."),
+    _own("SIDECAR_JOURNAL_DIR", parse_text, ".sidecar/journal",
+         "Directory of the journal; a relative path is taken below DATA_VOLUME_PATH. The "
+         "sidecar's cleanup never touches it."),
+    _own("SIDECAR_JOURNAL_MAX_BYTES", byte_size, "32MiB",
+         "Size at which a journal segment is closed and a new one (starting with a "
+         "checkpoint of the core's state) begins."),
+    _own("SIDECAR_JOURNAL_SEGMENTS", positive_int, "4",
+         "Journal segments kept in the directory (older ones are deleted): the journal "
+         "uses at most this many times SIDECAR_JOURNAL_MAX_BYTES."),
 )
 
 
@@ -255,6 +267,11 @@ class Settings:
     config_dir: str
     tts_path: str
     fts_path: str
+    # the journal (sidecar/journal.py); defaults so that a Settings built by hand needs none
+    journal: str = "on"
+    journal_dir: str = ".sidecar/journal"
+    journal_max_bytes: int = 32 << 20
+    journal_segments: int = 4
 
     @property
     def prefetch(self) -> int:
@@ -272,6 +289,16 @@ class Settings:
     @property
     def config_bucket(self) -> str:
         return f"{self.pipeline_hash}-iterum-config"
+
+    @property
+    def journal_enabled(self) -> bool:
+        return self.journal == "on"
+
+    @property
+    def journal_path(self) -> str:
+        if posixpath.isabs(self.journal_dir):
+            return posixpath.normpath(self.journal_dir)
+        return join_under(self.data_volume_path, self.journal_dir)
 
     @property
     def dummy_manager(self) -> bool:

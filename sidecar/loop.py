@@ -19,6 +19,7 @@ from typing import Any
 from pika.adapters.select_connection import IOLoop
 
 from . import effects as fx
+from . import journal
 from .config import Settings
 from .core import Core, CoreConfig, Transition
 from .events import Event, ShutdownRequested, Tick
@@ -48,6 +49,7 @@ class Runner:
         self.storage = Storage(settings, self.post)
         self.checker = UpstreamChecker(settings, self.post)
         self.observers: list[Observer] = []
+        self.journal: journal.Recorder | None = None
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
@@ -78,6 +80,7 @@ class Runner:
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
+        self.journal = journal.attach(self)  # an observer; None when SIDECAR_JOURNAL=off
         if self.s.config_files:
             self.storage.fetch_config_files()
         self.sockets.listen(self.s.tts_path, "tts")
@@ -88,7 +91,11 @@ class Runner:
             signal.signal(sig, self._on_signal)
         log.info("started: consuming %s, prefetch %d, %d storage workers",
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
-        self.ioloop.start()
+        try:
+            self.ioloop.start()
+        finally:
+            if self.journal is not None:
+                self.journal.close()
         self.ioloop.close()
         return 1 if self.exit_code is None else self.exit_code
 
@@ -155,6 +162,8 @@ class Runner:
         level = logging.INFO if e.code == 0 or logged else logging.ERROR
         log.log(level, "exiting with code %d after %.1fs: %s (%s)", e.code,
                 self.clock() - self._started, reason, summary)
+        if self.journal is not None:
+            self.journal.flush()
         self.checker.stop()
         self.sockets.shutdown()
         self.storage.shutdown()

@@ -106,8 +106,10 @@ def check_lineage(pipeline: Pipeline, outputs: list[Message], lineage: list[Mess
 
 
 def volume_files(volume: Path) -> list[str]:
-    """Every regular file left on the volume, relative to it (sockets are not regular)."""
-    return sorted(str(p.relative_to(volume)) for p in volume.rglob("*") if p.is_file())
+    """Every regular file left on the volume, relative to it (sockets are not regular),
+    except the sidecar's own journal under `.sidecar/` (docs/debugging.md), which stays."""
+    return sorted(str(p.relative_to(volume)) for p in volume.rglob("*")
+                  if p.is_file() and p.relative_to(volume).parts[0] != ".sidecar")
 
 
 def log_lines(text: str, level: str) -> list[str]:

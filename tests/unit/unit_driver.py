@@ -89,6 +89,7 @@ class Driver:
         self.clock = 0.0
         self.journal: list[tuple[ev.Event, float, list[fx.Effect], list[Transition]]] = []
         self.inputs: dict[str, Input] = {}  # fragment id -> its latest Input model
+        self.observers: list = []  # called like the Runner's (e.g. a journal Recorder)
 
     # --- raw feeding -------------------------------------------------------------------
 
@@ -100,6 +101,8 @@ class Driver:
         before = set(self.core.inputs)
         out = self.core.handle(event, at)
         self.journal.append((event, at, list(out), list(self.core.transitions)))
+        for observer in self.observers:
+            observer(event, at, out, self.core.transitions)
         for serial in set(self.core.inputs) - before:
             model = self.core.inputs[serial]
             if model.indexed:  # the copy that owns its fragment id (not a duplicate)
