@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from . import __version__, config
 
@@ -25,17 +26,42 @@ def main(argv: list[str] | None = None) -> int:
                       help="AMQP URL of the broker to use")
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
+    _add_debugging_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "config-reference":
         from .reference import configuration_markdown
 
         print(configuration_markdown(), end="")
         return 0
+    if args.command == "replay":
+        from .replay import run_replay
+
+        return run_replay(args.journal, run=args.run, fragment=args.fragment or "",
+                          limit=args.limit, quiet=args.quiet, step=args.step)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(args.fragments, args.broker)
     return run_from_environment()
+
+
+def _add_debugging_commands(commands: Any) -> None:
+    """`replay` (docs/debugging.md)."""
+    replay = commands.add_parser(
+        "replay", help="re-run the core offline on a recorded journal, check that it makes "
+        "the same transitions and effects, print each fragment's timeline and a summary "
+        "(exit 1 at the first divergence, 2 if the journal cannot be read)")
+    replay.add_argument("journal", help="a journal directory (its newest run, e.g. "
+                        "<volume>/.sidecar/journal) or one segment file")
+    replay.add_argument("--run", type=int, help="replay this run of the directory instead")
+    replay.add_argument("--step", action="store_true",
+                        help="step through the run interactively (next, continue, break, "
+                        "show, list, ...)")
+    replay.add_argument("--fragment", metavar="ID",
+                        help="only this fragment's lifecycle (an id prefix, or #serial)")
+    replay.add_argument("--limit", type=int, default=50, metavar="N",
+                        help="fragments shown in the timeline (default 50, 0 for all)")
+    replay.add_argument("--quiet", "-q", action="store_true", help="no timeline")
 
 
 def run_from_environment() -> int:

@@ -39,6 +39,7 @@ class Track:
     serial: int
     fragment: str
     states: list[tuple[str, float]] = field(default_factory=list)
+    dropped: bool = False  # forgotten outside a terminal state: a duplicate delivery's copy
 
     @property
     def state(self) -> str:
@@ -46,7 +47,7 @@ class Track:
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL[self.machine]
+        return self.dropped or self.state in TERMINAL[self.machine]
 
     @property
     def label(self) -> str:
@@ -209,6 +210,10 @@ class Replayer:
                         self.tags[model.tag] = model.serial
             else:
                 self.tracks[key].states.append((tr.dest, t))
+        for tr in step.transitions:
+            if tr.trigger == "new" and tr.machine == INPUT.name and (
+                    tr.serial not in self.core.inputs and tr.dest not in INPUT.terminal):
+                self.tracks[(tr.machine, tr.serial)].dropped = True
         for e in step.effects:
             if isinstance(e, fx.Exit):
                 self.exit = e
@@ -318,6 +323,8 @@ def timeline_line(track: Track, origin: float, now: float) -> str:
             parts.append(f"{state} {duration(nxt[1] - entered)}")
         elif state in TERMINAL[track.machine]:
             parts.append(state)
+        elif track.dropped:
+            parts.append(f"{state} → dropped (a duplicate of a fragment in flight)")
         else:
             parts.append(f"{state} ({duration(now - entered)} so far, not finished)")
     start = track.states[0][1] - origin
@@ -343,7 +350,8 @@ def print_timeline(replayer: Replayer, out: TextIO, prefix: str = "", limit: int
 def print_summary(replayer: Replayer, out: TextIO) -> None:
     tracks = replayer.fragment_tracks()
     origin = replayer.first_t if replayer.first_t is not None else replayer.now
-    inputs = Counter(t.state for t in tracks if t.machine == INPUT.name)
+    inputs = Counter("dropped" if t.dropped else t.state
+                     for t in tracks if t.machine == INPUT.name)
     outputs = Counter(t.state for t in tracks if t.machine == OUTPUT.name)
     unfinished = [t for t in tracks if not t.finished]
     print("summary:", file=out)
