@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_replay(args.journal, run=args.run, fragment=args.fragment or "",
                           limit=args.limit, quiet=args.quiet, step=args.step)
+    if args.command == "graph":
+        from .graph import run_graph
+
+        return run_graph(args.format, args.machine, args.out)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_debugging_commands(commands: Any) -> None:
-    """`replay` (docs/debugging.md)."""
+    """`replay` and `graph` (docs/debugging.md)."""
     replay = commands.add_parser(
         "replay", help="re-run the core offline on a recorded journal, check that it makes "
         "the same transitions and effects, print each fragment's timeline and a summary "
@@ -62,6 +66,14 @@ def _add_debugging_commands(commands: Any) -> None:
     replay.add_argument("--limit", type=int, default=50, metavar="N",
                         help="fragments shown in the timeline (default 50, 0 for all)")
     replay.add_argument("--quiet", "-q", action="store_true", help="no timeline")
+    graph = commands.add_parser(
+        "graph", help="draw the lifecycle state machines (Mermaid text; SVG/PNG with "
+        "Graphviz); docs/lifecycle.md is `graph --format markdown`")
+    graph.add_argument("--format", choices=("mermaid", "markdown", "svg", "png"),
+                       default="mermaid")
+    graph.add_argument("--machine", choices=("input", "output", "step", "all"),
+                       help="one lifecycle (default: all; input for an image)")
+    graph.add_argument("--out", metavar="PATH", help="write to PATH instead of stdout")
 
 
 def run_from_environment() -> int:
