@@ -258,7 +258,9 @@ class Replayer:
         actual = [codec.encode_effect(e) for e in step.effects]
         if expected != actual:
             self.divergence = Divergence(record.seq, record.t, record.event,
-                                         "the effects differ", expected, actual)
+                                         "the effects differ",
+                                         [_fx_text(e) for e in expected],
+                                         [_fx_text(e) for e in actual])
 
     # --- questions for the timeline, the summary and the debugger -------------------------
 
@@ -287,6 +289,18 @@ def _tr_text(t: list[Any]) -> str:
     machine, serial, fragment, trigger, source, dest = t
     who = f"{machine} #{serial}" + (f" {fragment[:12]}" if fragment else "")
     return f"{who}: {source or '(new)'} --{trigger}--> {dest}"
+
+
+def _fx_text(data: dict[str, Any]) -> str:
+    """A recorded-form effect on one line: Kind(field=value, ...), digests shortened."""
+    parts = []
+    for key, v in data.items():
+        if key == "kind":
+            continue
+        if isinstance(v, dict) and "sha256" in v:
+            v = f"<sha256 {v['sha256']}, {v['len']} bytes>"
+        parts.append(f"{key}={v}" if isinstance(v, str) else f"{key}={v!r}")
+    return f"{data.get('kind')}(" + ", ".join(parts) + ")"
 
 
 def short(value: Any, limit: int = 120) -> str:

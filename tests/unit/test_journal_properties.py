@@ -84,8 +84,9 @@ class RoughWorld(World):
             super().run(action)
 
 
-def ack_gating_violations(world: World) -> list[str]:
-    """§16.8, read off the run (events, transitions, effects) rather than the core."""
+def ack_gating_violations(steps: list[tuple]) -> list[str]:
+    """§16.8, read off a run's (event, clock, effects, transitions) steps rather than the
+    core's bookkeeping."""
     born: dict[int, int] = {}
     fragment: dict[int, str] = {}
     done: dict[int, int] = {}
@@ -94,7 +95,7 @@ def ack_gating_violations(world: World) -> list[str]:
     outputs: list[tuple[int, int, list[str]]] = []  # (serial, step, predecessors)
     recorded: dict[int, int] = {}
     ack_steps: dict[int, int] = {}
-    for i, (event, _, out, transitions) in enumerate(world.drv.journal):
+    for i, (event, _, out, transitions) in enumerate(steps):
         for t in transitions:
             if t.machine == "input" and t.trigger == "new":
                 born[t.serial], fragment[t.serial] = i, t.fragment
@@ -145,7 +146,7 @@ def check_the_run(world: RoughWorld, directory: str) -> None:
     if exit_effect.code == 0:
         assert fx_of(effects, fx.Nack) == []
 
-    assert ack_gating_violations(world) == []
+    assert ack_gating_violations(drv.journal) == []
     drv.assert_files_deleted_once()
 
     # the journal replays: rotated segments, their checkpoints, and each segment alone
@@ -198,29 +199,40 @@ def test_rough_interleavings_keep_the_invariants_and_replay(
         note("segments: " + ("several" if recorder.segment > 1 else "one"))
 
 
+def _ack_moved(journal: list[tuple], to: int) -> list[tuple]:
+    """The same run with the Ack (and its transition) moved to step ``to``."""
+    moved = list(journal)
+    at = next(i for i, (_, _, out, _) in enumerate(moved) if fx_of(out, fx.Ack))
+    event, t, out, trs = moved[at]
+    acks, ack_tr = fx_of(out, fx.Ack), [x for x in trs if x.dest == "acked"]
+    moved[at] = (event, t, [e for e in out if e not in acks], [x for x in trs
+                                                                 if x not in ack_tr])
+    event, t, out, trs = moved[to]
+    moved[to] = (event, t, out + acks, trs + ack_tr)
+    return moved
+
+
 def test_the_ack_gating_check_catches_an_early_ack() -> None:
-    """The invariant above is not vacuous: an ack moved before its output's lineage
-    confirm is reported."""
+    """The invariant above is not vacuous: an ack moved before the input's done_with, or
+    between the done_with and its output's lineage confirm, is reported."""
     world = RoughWorld({fid("a"): Spec(files=1, before=1, after=0, pair=False)})
     world.undelivered.append((10, remote_body(fid("a"), ["0.in"])))
     world.feed(ev.BrokerReady())
     while not world.exited and world.actions():
-        world.run(world.actions()[0])
-    assert ack_gating_violations(world) == []
+        world.run(world.actions()[0])  # a fixed order: output, done_with, upload, confirms
     journal = world.drv.journal
-    ack_at = next(i for i, (_, _, out, _) in enumerate(journal) if fx_of(out, fx.Ack))
-    recorded_at = next(i for i, (_, _, _, trs) in enumerate(journal)
-                       if any(t.dest == "recorded" for t in trs))
-    assert recorded_at <= ack_at
-    # move the ack (and its transition) to the step of the output's creation
-    created_at = next(i for i, (_, _, _, trs) in enumerate(journal)
-                      if any(t.machine == "output" and t.trigger == "new" for t in trs))
-    event, t, out, trs = journal[ack_at]
-    acks = [e for e in out if isinstance(e, fx.Ack)]
-    ack_tr = [x for x in trs if x.dest == "acked"]
-    journal[ack_at] = (event, t, [e for e in out if e not in acks],
-                       [x for x in trs if x not in ack_tr])
-    ev2, t2, out2, trs2 = journal[created_at]
-    journal[created_at] = (ev2, t2, out2 + acks, trs2 + ack_tr)
-    problems = ack_gating_violations(world)
-    assert problems and "before done_with" in problems[0]
+    assert ack_gating_violations(journal) == []
+
+    def step_where(predicate) -> int:
+        return next(i for i, (_, _, _, trs) in enumerate(journal)
+                    if any(predicate(t) for t in trs))
+
+    created = step_where(lambda t: t.machine == "output" and t.trigger == "new")
+    done = step_where(lambda t: t.dest == "processed")
+    recorded = step_where(lambda t: t.dest == "recorded")
+    assert created < done < recorded - 1
+    [early] = ack_gating_violations(_ack_moved(journal, created))
+    assert early == f"input #1: acked at {created} before done_with ({done})"
+    [unconfirmed] = ack_gating_violations(_ack_moved(journal, recorded - 1))
+    assert unconfirmed == (f"input #1 acked at {recorded - 1}, its output #2 (step "
+                           f"{created}) recorded at {recorded}")

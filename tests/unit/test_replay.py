@@ -143,8 +143,8 @@ def test_a_tampered_effect_is_the_first_divergence(tmp_path: Path, capsys) -> No
     code, out = replay(capsys, str(tmp_path))
     assert code == 1
     assert f"replay DIVERGED at seq {seq} " in out and "the effects differ" in out
-    assert "≠ recorded: {'kind': 'Ack', 'tag': 99}" in out
-    assert "≠ replayed: {'kind': 'Ack', 'tag': " in out
+    assert "≠ recorded: Ack(tag=99)" in out
+    assert "≠ replayed: Ack(tag=" in out
     assert "replay OK" not in out
 
 
