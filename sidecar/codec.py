@@ -48,7 +48,16 @@ def _layout(cls: type) -> tuple[tuple[str, bool], ...]:
     return tuple((f.name, hints[f.name] is bytes) for f in dataclasses.fields(cls))
 
 
+def _tuple_fields(cls: type) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(f.name for f in dataclasses.fields(cls)
+                     if typing.get_origin(hints[f.name]) is tuple)
+
+
 _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {c: _layout(c) for c in _KINDS.values()}
+_TUPLES: dict[type, frozenset[str]] = {c: _tuple_fields(c) for c in _KINDS.values()}
+_NAMES: dict[type, frozenset[str]] = {c: frozenset({"kind", *(n for n, _ in f)})
+                                      for c, f in _FIELDS.items()}
 
 
 def bytes_out(value: bytes) -> str | dict[str, str]:
@@ -81,12 +90,11 @@ def decode(data: dict[str, Any]) -> Any:
         cls = _KINDS[data["kind"]]
     except (KeyError, TypeError):
         raise CodecError(f"unknown kind in {data!r}"[:200]) from None
-    fields = _FIELDS[cls]
-    unknown = set(data) - {"kind"} - {name for name, _ in fields}
-    if unknown:
-        raise CodecError(f"{data['kind']} has no field(s) {sorted(unknown)}")
+    if not _NAMES[cls].issuperset(data):
+        unknown = sorted(set(data) - _NAMES[cls])
+        raise CodecError(f"{data['kind']} has no field(s) {unknown}")
     values = {}
-    for name, is_bytes in fields:
+    for name, is_bytes in _FIELDS[cls]:
         if name not in data:
             continue  # a field with a default, absent in an older journal
         value = data[name]
@@ -120,18 +128,24 @@ def digest(value: bytes) -> dict[str, Any]:
 
 
 def encode_effect(effect: fx.Effect) -> dict[str, Any]:
+    """The recorded form, already JSON-shaped (arrays as lists), so that what replay reads
+    back from a line compares equal to a fresh encoding without conversion."""
     out: dict[str, Any] = {"kind": type(effect).__name__}
+    tuples = _TUPLES[type(effect)]
     for name, is_bytes in _FIELDS[type(effect)]:
         value = getattr(effect, name)
         if is_bytes:
             value = bytes_out(value) if len(value) <= SHORT_BYTES else digest(value)
+        elif name in tuples:
+            value = _lists(value)
         out[name] = value
     return out
 
 
-def recorded_effect(data: dict[str, Any]) -> dict[str, Any]:
-    """A recorded effect in the shape ``encode_effect`` gives (arrays back to tuples)."""
-    return {k: _tuples(v) for k, v in data.items()}
+def _lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 def encode_transition(t: Transition) -> list[Any]:

@@ -306,7 +306,7 @@ class Debugger(cmd.Cmd):
             self.say("nothing replayed yet")
             return
         effects = self._effects(step)
-        self.say(f"effects of [{step.record.seq}]: " + ("none" if not effects else ""))
+        self.say(f"effects of [{step.record.seq}]:" + (" none" if not effects else ""))
         for e in effects:
             self.say("  " + short(e, 400))
 

@@ -15,6 +15,10 @@ Then one line per event the core consumed::
      "tr": [["input", 3, "5b1f0c2a9e7d", "download_done", "received", "downloaded"]],
      "fx": [{"kind": "SendFrame", "conn": 1, "payload": {"sha256": "…", "len": 243}}]}
 
+A segment is closed once its event lines reach ``max_bytes`` (the header and checkpoint
+are not counted, so a segment always holds that much history; a checkpoint is about 75
+bytes per remembered output index entry, at most 100,000 of them).
+
 ``t`` is the loop clock reading the core was given; the event is recorded in full (bytes
 as UTF-8 text when they are text). ``tr`` are the transitions the event caused (fragment
 ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes fields as a
@@ -29,6 +33,7 @@ the journal with one warning: the sidecar itself never fails because of its jour
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -158,11 +163,13 @@ class Recorder:
         except OSError as err:
             self._give_up(err)
             return
-        self.size = 0
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall_clock()))
         header = {**self._header, "segment": self.segment, "started": started}
         self._write(_dumps({"header": header}) + "\n")
         self._write(_dumps({"checkpoint": self.core.snapshot(), "after": self.seq}) + "\n")
+        # Only event lines count towards max_bytes: a checkpoint larger than the bound
+        # (a big output index) must not make every following event start a new segment.
+        self.size = 0
         self._prune()
 
     def _rotate(self) -> None:
@@ -311,6 +318,18 @@ def read_segment(path: str) -> Segment:
 
 def load(path: str, run: int | None = None) -> Journal:
     """A segment file, or a directory (its newest run, or ``run``), as one journal."""
+    # Reading creates millions of long-lived objects: without the cyclic collector
+    # scanning them over and over, a 10,000-fragment journal loads about twice as fast.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(path, run)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(path: str, run: int | None) -> Journal:
     if os.path.isdir(path):
         found = list_segments(path)
         if not found:

@@ -254,12 +254,11 @@ class Replayer:
                 record.seq, record.t, record.event, "the transitions differ",
                 [_tr_text(t) for t in record.transitions], [_tr_text(t) for t in actual_tr])
             return
-        expected = [codec.recorded_effect(e) for e in record.effects]
         actual = [codec.encode_effect(e) for e in step.effects]
-        if expected != actual:
+        if actual != record.effects:
             self.divergence = Divergence(record.seq, record.t, record.event,
                                          "the effects differ",
-                                         [_fx_text(e) for e in expected],
+                                         [_fx_text(e) for e in record.effects],
                                          [_fx_text(e) for e in actual])
 
     # --- questions for the timeline, the summary and the debugger -------------------------
@@ -407,6 +406,7 @@ def run_replay(path: str, *, run: int | None = None, fragment: str = "", limit: 
                err: TextIO | None = None, stdin: TextIO | None = None) -> int:
     """`iterum-sidecar replay`: 0 when the replay matches, 1 at a divergence, 2 when the
     journal cannot be read."""
+    import gc
     import sys
 
     from .journal import JournalError, load
@@ -419,6 +419,7 @@ def run_replay(path: str, *, run: int | None = None, fragment: str = "", limit: 
     except (JournalError, ValueError) as problem:
         print(f"iterum-sidecar replay: {problem}", file=err)
         return 2
+    gc.freeze()  # the journal lives until exit: keep the collector from rescanning it
     print(describe_journal(journal), file=out)
     if step:
         from .debugger import run_debugger

@@ -81,7 +81,9 @@ def test_long_effect_bytes_are_recorded_as_a_digest_short_ones_as_text() -> None
     kill = fx.SendFrame(1, b'{"status":"complete"}')
     assert codec.encode_effect(kill)["payload"] == '{"status":"complete"}'
     # what replay compares: the recorded form read back equals a fresh encoding
-    assert codec.recorded_effect(json.loads(json.dumps(recorded))) == recorded
+    assert json.loads(json.dumps(recorded)) == recorded
+    deleted = codec.encode_effect(fx.DeleteFiles(("/v/a", "/v/b"), ("/v",)))
+    assert json.loads(json.dumps(deleted)) == deleted
     other = fx.Publish(3, "h-out", body.replace(b"a", b"b"), "a" * 64, (("x-a", "b"),))
     assert codec.encode_effect(other) != recorded
 

@@ -97,6 +97,18 @@ def test_rotation_keeps_the_newest_segments_each_one_self_contained(tmp_path: Pa
     assert [r.seq for r in journal.records()][-1] == len(drv.journal)
 
 
+def test_a_segment_holds_max_bytes_of_events_even_after_a_big_checkpoint(tmp_path: Path
+                                                                         ) -> None:
+    recorded_busy_run(tmp_path, max_bytes=1000, keep=1000)
+    segments = [Path(p).read_text().splitlines(keepends=True)
+                for _, _, p in list_segments(str(tmp_path))]
+    assert any(len(seg[1]) > 1000 for seg in segments)  # checkpoints larger than the bound
+    for seg in segments[:-1]:
+        events = seg[2:]
+        assert sum(len(line) for line in events) >= 1000
+        assert sum(len(line) for line in events[:-1]) < 1000  # closed right after
+
+
 def test_a_second_process_starts_a_new_run_and_replay_takes_the_newest(tmp_path: Path
                                                                        ) -> None:
     recorded_busy_run(tmp_path)
