@@ -72,7 +72,8 @@ class Debugger(cmd.Cmd):
             if keys is not None and (tr.machine, tr.serial) not in keys:
                 continue
             who = f"{tr.machine} #{tr.serial}" + (f" {tr.fragment[:12]}" if tr.fragment else "")
-            self.say(f"    {who}: {tr.source or '(new)'} -> {tr.dest}  ({tr.trigger})")
+            how = "" if tr.trigger == "new" else f"  ({tr.trigger})"
+            self.say(f"    {who}: {tr.source or '(new)'} -> {tr.dest}{how}")
         effects = self._effects(step)
         if effects:
             self.say("    effects: " + "; ".join(short(e, 100) for e in effects))
@@ -316,8 +317,10 @@ class Debugger(cmd.Cmd):
         if n is None:
             self.say("usage: history [n]")
             return
+        keys = self.replayer.related(self.fragment) if self.fragment else None
         for step in self.seen[-n:] if n else []:
-            tr = ", ".join(f"#{t.serial} {t.dest}" for t in step.transitions)
+            tr = ", ".join(f"#{t.serial} {t.dest}" for t in step.transitions
+                           if keys is None or (t.machine, t.serial) in keys)
             self.say(f"[{step.record.seq}] {self._t(step.record.t)} "
                      f"{type(step.record.event).__name__}" + (f": {tr}" if tr else ""))
         if not self.seen:

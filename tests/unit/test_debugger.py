@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,8 +138,10 @@ def test_following_one_fragment_steps_over_everything_else(recorded) -> None:
     assert a_done not in shown
     assert "dddddddddddd" not in after_prompt(out, "next 100")
     assert "end of the journal: 38 events replayed, all as recorded" in out
-    assert [int(ln[1:ln.index("]")]) for ln in after_prompt(out, "history 100").splitlines()
-            ] == shown
+    history = after_prompt(out, "history 100").splitlines()
+    assert [int(ln[1:ln.index("]")]) for ln in history] == shown
+    # only b's input (#2) and the output naming it (#5) appear in the transitions listed
+    assert {s for ln in history for s in re.findall(r"#(\d+)", ln)} == {"2", "5"}
 
 
 def test_a_divergence_while_stepping_is_shown_and_the_exit_code_is_1(recorded) -> None:
