@@ -367,7 +367,9 @@ def print_summary(replayer: Replayer, out: TextIO) -> None:
                      for t in tracks if t.machine == INPUT.name)
     outputs = Counter(t.state for t in tracks if t.machine == OUTPUT.name)
     unfinished = [t for t in tracks if not t.finished]
-    print("summary:", file=out)
+    where = (f" (up to the divergence at seq {replayer.divergence.seq})"
+             if replayer.divergence is not None else "")
+    print(f"summary{where}:", file=out)
     print(f"  {replayer.steps} events over {duration(replayer.now - origin)} "
           f"(loop clock), {sum(inputs.values())} input(s), {sum(outputs.values())} "
           "output(s)", file=out)
