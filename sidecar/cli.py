@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from urllib.parse import unquote, urlsplit
 
 from . import __version__, config
 
@@ -44,7 +45,7 @@ def run_from_environment() -> int:
     except config.ConfigError as err:
         print(f"iterum-sidecar: configuration error: {err}", file=sys.stderr)
         return 1
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, secrets(settings))
     from .loop import Runner
 
     try:
@@ -55,9 +56,15 @@ def run_from_environment() -> int:
         return 1
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet = max(logging.WARNING, logging.getLevelName(level))
-    for noisy in ("pika", "transitions"):  # their INFO lines are per frame / per transition
-        logging.getLogger(noisy).setLevel(quiet)
+def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:
+    from .logs import setup
+
+    setup(level, fmt, secret_values)
+
+
+def secrets(settings: config.Settings) -> tuple[str, ...]:
+    """The values no log line may contain (docs/operations.md)."""
+    values = [getattr(settings, v.attr) for v in config.VARIABLES if v.secret]
+    password = urlsplit(settings.mq_broker_url).password or ""
+    values += [password, unquote(password)]
+    return tuple(v for v in values if v)

@@ -232,6 +232,14 @@ class Core:
     def next_deadline(self) -> float | None:
         return min(self.deadlines.values(), default=None)
 
+    def state_of(self, fragment_id: str) -> str:
+        """The state of the input (else output) with this id in flight, or ""."""
+        inp = self.inputs.get(self.by_fragment.get(fragment_id, -1))
+        if inp is not None:
+            return inp.state
+        return next((o.state for o in self.outputs.values()
+                     if o.fragment_id == fragment_id), "") if fragment_id else ""
+
     @property
     def in_flight(self) -> int:
         return len(self.inputs) + len(self.outputs)

@@ -26,11 +26,10 @@ from .io.amqp import Broker
 from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
 from .io.storage import Storage
+from .logs import log_effect
 
 log = logging.getLogger("sidecar")
-core_log = logging.getLogger("sidecar.core")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 CLOSE_TIMEOUT = 10.0
 ERRORS_REMEMBERED = 32
 
@@ -51,6 +50,7 @@ class Runner:
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
+        self._event = ""  # the name of the event being handled, for the logs
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None
@@ -105,6 +105,7 @@ class Runner:
         try:
             while self._queue:
                 current = self._queue.popleft()
+                self._event = type(current).__name__
                 now = self.clock()
                 effects = self.core.handle(current, now)
                 for observer in self.observers:
@@ -145,7 +146,7 @@ class Runner:
             self._errors.move_to_end(e.message)
             if len(self._errors) > ERRORS_REMEMBERED:
                 self._errors.popitem(last=False)
-        _log_effect(e)
+        log_effect(e, self.core.state_of(e.fragment), self._event)
 
     def _exit(self, e: fx.Exit) -> None:
         self.exit_code = e.code
@@ -176,7 +177,3 @@ def _delete_files(e: fx.DeleteFiles) -> None:
         except OSError:
             pass  # not empty (shared by another fragment) or already gone
 
-
-def _log_effect(e: fx.Log) -> None:
-    suffix = f" fragment={e.fragment}" if e.fragment else ""
-    core_log.log(_LEVELS.get(e.level, logging.INFO), "[%s] %s%s", e.code, e.message, suffix)

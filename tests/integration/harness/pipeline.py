@@ -45,6 +45,7 @@ FAST_SIDECAR_ENV = {
     "SIDECAR_TRANSFORMATION_GRACE": "12",
     "SIDECAR_SHUTDOWN_GRACE": "10",
     "SIDECAR_LOG_LEVEL": "DEBUG",
+    "SIDECAR_LOG_FORMAT": "text",  # the tests read `<time> LEVEL logger: message` lines
 }
 # Variables a developer's shell might have set that must not leak into the children
 # (ENC_MSG_SIZE_LENGTH set at all breaks pyterum, protocol §2.3).
