@@ -7,6 +7,7 @@ the sidecar's own knobs are prefixed ``SIDECAR_``. Every variable is declared on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import posixpath
@@ -367,6 +368,9 @@ def _derived(v: dict[str, Any]) -> dict[str, Any]:
     if "://" in v["minio_url"]:
         raise ConfigError("MINIO_URL", "give host:port without a scheme", v["minio_url"])
     _check_broker_url(v["mq_broker_url"])
+    if v["openlineage"] != "off" and importlib.util.find_spec("openlineage") is None:
+        raise ConfigError("SIDECAR_OPENLINEAGE", "needs the openlineage extra: pip install "
+                          "'iterum-sidecar[openlineage]'", v["openlineage"])
     if v["openlineage"] in ("file", "http") and not v["openlineage_url"]:
         raise ConfigError("SIDECAR_OPENLINEAGE_URL",
                           f"required with SIDECAR_OPENLINEAGE={v['openlineage']}", "")

@@ -27,6 +27,7 @@ from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
+from .operate import Operations
 
 log = logging.getLogger("sidecar")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
@@ -74,10 +75,12 @@ class Runner:
             fx.Log: self._log,
             fx.Exit: self._exit,
         }
+        self.ops = Operations(self)  # metrics, HTTP endpoint, volume, OpenLineage
 
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
+        self.ops.start()  # first: a taken HTTP port ends the start cleanly
         if self.s.config_files:
             self.storage.fetch_config_files()
         self.sockets.listen(self.s.tts_path, "tts")
@@ -90,6 +93,7 @@ class Runner:
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
         self.ioloop.start()
         self.ioloop.close()
+        self.ops.stop()
         return 1 if self.exit_code is None else self.exit_code
 
     def post(self, event: Event) -> None:
