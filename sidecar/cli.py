@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--fragments", type=int, default=20, help="sample fragments to process")
     demo.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F",
                       help="AMQP URL of the broker to use")
+    demo.add_argument("--openlineage", metavar="FILE",
+                      help="also write OpenLineage run events to FILE (JSON lines)")
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
     args = parser.parse_args(argv)
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.fragments, args.broker)
+        return run_demo(args.fragments, args.broker, args.openlineage)
     return run_from_environment()
 
 
