@@ -171,3 +171,12 @@ def test_storage_hooks_count_requests_bytes_and_reachability() -> None:
 ])
 def test_s3_operation_names(method: str, url: str, operation: str) -> None:
     assert s3_operation(method, url, "s3:9000") == operation
+
+
+def test_every_metric_is_in_the_operations_table() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for family in Metrics().registry.collect():
+        suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+        assert f"| `{family.name}{suffix}` |" in doc, family.name
