@@ -40,8 +40,12 @@ class Operations:
         """Bind the HTTP port (OSError if it is taken), then schedule the periodic work."""
         s = self.runner.s
         if s.http_port:
-            self.server = HttpServer(s.http_host, s.http_port, self.board,
-                                     self.metrics.registry)
+            try:
+                self.server = HttpServer(s.http_host, s.http_port, self.board,
+                                         self.metrics.registry)
+            except OSError as err:
+                raise OSError(err.errno, f"HTTP endpoint {s.http_host}:{s.http_port} "
+                              f"(SIDECAR_HTTP_PORT): {err.strerror}") from None
             self.server.start()
         self._running = True
         self.publish()

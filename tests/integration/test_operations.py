@@ -267,3 +267,16 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
     assert "lineage of pipeline run" in out
     assert out.count("output ") >= 5 and "sample_0004.txt" in out
     assert "demo: OK" in out
+
+
+def test_a_taken_http_port_ends_the_start_with_one_line(pipeline: Pipeline) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        sidecar = pipeline.start_sidecar(SIDECAR_HTTP_PORT=str(port))
+        sidecar.expect_exit(1, TIMEOUT)
+    assert "Traceback" not in sidecar.logs
+    [line] = [ln for ln in sidecar.stderr.splitlines() if " ERROR " in ln]
+    assert "cannot start" in line and f"127.0.0.1:{port} (SIDECAR_HTTP_PORT)" in line
+    assert not (pipeline.volume / "tts.sock").exists()

@@ -4,6 +4,8 @@ given, so they are exact here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -174,8 +176,6 @@ def test_s3_operation_names(method: str, url: str, operation: str) -> None:
 
 
 def test_every_metric_is_in_the_operations_table() -> None:
-    from pathlib import Path
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for family in Metrics().registry.collect():
         suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
