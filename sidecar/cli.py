@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from . import __version__, config
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--fragments", type=int, default=20, help="sample fragments to process")
     demo.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F",
                       help="AMQP URL of the broker to use")
+    demo.add_argument("--openlineage", metavar="FILE",
+                      help="also write OpenLineage run events to FILE (JSON lines)")
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
     _add_debugging_commands(commands)
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.fragments, args.broker)
+        return run_demo(args.fragments, args.broker, args.openlineage)
     return run_from_environment()
 
 
@@ -82,7 +85,7 @@ def run_from_environment() -> int:
     except config.ConfigError as err:
         print(f"iterum-sidecar: configuration error: {err}", file=sys.stderr)
         return 1
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, secrets(settings))
     from .loop import Runner
 
     try:
@@ -93,9 +96,15 @@ def run_from_environment() -> int:
         return 1
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet = max(logging.WARNING, logging.getLevelName(level))
-    for noisy in ("pika", "transitions"):  # their INFO lines are per frame / per transition
-        logging.getLogger(noisy).setLevel(quiet)
+def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:
+    from .logs import setup
+
+    setup(level, fmt, secret_values)
+
+
+def secrets(settings: config.Settings) -> tuple[str, ...]:
+    """The values no log line may contain (docs/operations.md)."""
+    values = [getattr(settings, v.attr) for v in config.VARIABLES if v.secret]
+    password = urlsplit(settings.mq_broker_url).password or ""
+    values += [password, unquote(password)]
+    return tuple(v for v in values if v)

@@ -7,6 +7,7 @@ the sidecar's own knobs are prefixed ``SIDECAR_``. Every variable is declared on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import posixpath
@@ -97,6 +98,25 @@ def byte_size(raw: str) -> int:
     value = int(digits) * _UNITS[unit]
     if value < 1:
         raise ValueError("must be at least 1 byte")
+    return value
+
+
+def seconds_or_off(raw: str) -> float:
+    """A number of seconds > 0, or 0 to switch the feature off."""
+    if raw.strip() in ("0", "0.0"):
+        return 0.0
+    return seconds(raw)
+
+
+def byte_size_or_off(raw: str) -> int:
+    """A byte size, or 0 to switch the feature off."""
+    return 0 if raw.strip() == "0" else byte_size(raw)
+
+
+def port(raw: str) -> int:
+    value = _int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 1-65535, or 0 for off")
     return value
 
 
@@ -220,6 +240,36 @@ VARIABLES: tuple[Variable, ...] = (
     _own("SIDECAR_JOURNAL_SEGMENTS", positive_int, "4",
          "Journal segments kept in the directory (older ones are deleted): the journal "
          "uses at most this many times SIDECAR_JOURNAL_MAX_BYTES."),
+    # --- operations (docs/operations.md) ---
+    _own("SIDECAR_LOG_FORMAT", choice("auto", "json", "text"), "auto",
+         "`json`: one JSON object per line; `text`: readable lines; `auto`: JSON unless "
+         "stderr is a terminal (so JSON in a container)."),
+    _own("SIDECAR_HTTP_PORT", port, "9090",
+         "Port of the HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, "
+         "`/debug/fragments`. `0` switches it off."),
+    _own("SIDECAR_HTTP_HOST", parse_text, "0.0.0.0",
+         "Address the HTTP endpoint listens on (the pod IP must be reachable for probes "
+         "and scraping; `127.0.0.1` keeps it local)."),
+    _own("SIDECAR_STUCK_AFTER", seconds_or_off, "300",
+         "A fragment longer than this in one lifecycle state is logged (`stuck-...`) and "
+         "counted, once per state it is stuck in. `0` switches it off."),
+    _own("SIDECAR_VOLUME_MIN_FREE", byte_size_or_off, "256MiB",
+         "Below this much free space on DATA_VOLUME_PATH the sidecar stops consuming; it "
+         "resumes at 25% above it. `0` switches it off."),
+    _own("SIDECAR_VOLUME_CHECK_INTERVAL", seconds, "5",
+         "Seconds between measurements of the volume's free space."),
+    _own("SIDECAR_OPENLINEAGE", choice("off", "console", "file", "http"), "off",
+         "Also emit OpenLineage run events per output fragment (docs/openlineage.md): "
+         "`console` (the log), `file` (JSON lines) or `http` (an OpenLineage backend). "
+         "Needs the `openlineage` extra."),
+    _own("SIDECAR_OPENLINEAGE_URL", str, "",
+         "For `file`: the path of the JSON-lines file (appended to). For `http`: the "
+         "backend's base URL, e.g. `http://marquez:5000`."),
+    _own("SIDECAR_OPENLINEAGE_NAMESPACE", parse_text, "iterum",
+         "OpenLineage job namespace of the step's runs."),
+    Variable("SIDECAR_OPENLINEAGE_API_KEY", "openlineage_api_key", str, "",
+             "Bearer API key for the `http` transport (optional).", secret=True,
+             iterum=False),
 )
 
 
@@ -261,6 +311,16 @@ class Settings:
     config_file_timeout: float
     publish_attempts: int
     log_level: str
+    log_format: str
+    http_port: int
+    http_host: str
+    stuck_after: float
+    volume_min_free: int
+    volume_check_interval: float
+    openlineage: str
+    openlineage_url: str
+    openlineage_namespace: str
+    openlineage_api_key: str = field(repr=False)
     # derived
     queue_mapping: Mapping[str, str]
     config_files: Mapping[str, str]
@@ -335,6 +395,12 @@ def _derived(v: dict[str, Any]) -> dict[str, Any]:
     if "://" in v["minio_url"]:
         raise ConfigError("MINIO_URL", "give host:port without a scheme", v["minio_url"])
     _check_broker_url(v["mq_broker_url"])
+    if v["openlineage"] != "off" and importlib.util.find_spec("openlineage") is None:
+        raise ConfigError("SIDECAR_OPENLINEAGE", "needs the openlineage extra: pip install "
+                          "'iterum-sidecar[openlineage]'", v["openlineage"])
+    if v["openlineage"] in ("file", "http") and not v["openlineage_url"]:
+        raise ConfigError("SIDECAR_OPENLINEAGE_URL",
+                          f"required with SIDECAR_OPENLINEAGE={v['openlineage']}", "")
     mapping, files = _parse_iterum_config(v["iterum_config"])
     return {
         "queue_mapping": mapping,

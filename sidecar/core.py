@@ -9,6 +9,7 @@ back on a crash §16.5) lives here; the shell only moves bytes.
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -62,6 +63,11 @@ class CoreConfig:
     shutdown_grace: float = 20.0
     queue_poll_interval: float = 1.0
     publish_attempts: int = 5
+    # Operations (docs/operations.md). The defaults here switch the rules off; the
+    # settings switch them on in production.
+    stuck_after: float = 0.0  # seconds in one state before a fragment is reported stuck
+    volume_min_free: int = 0  # bytes; below this, intake pauses (resumes at +25%)
+    pause_when_orphaned: bool = False  # pause intake while the transformation is gone
 
     @classmethod
     def from_settings(cls, s: Any) -> CoreConfig:
@@ -72,7 +78,9 @@ class CoreConfig:
                    object_layout=s.object_layout,
                    transformation_grace=s.transformation_grace,
                    shutdown_grace=s.shutdown_grace, queue_poll_interval=s.queue_poll_interval,
-                   publish_attempts=s.publish_attempts)
+                   publish_attempts=s.publish_attempts,
+                   stuck_after=s.stuck_after, volume_min_free=s.volume_min_free,
+                   pause_when_orphaned=True)
 
     def object_key(self, fragment_id: str, name: str) -> str:
         if self.object_layout == "flat":
@@ -87,6 +95,7 @@ class Tracked:
     serial: int
     state: str
     history: list[tuple[str, float]] = field(default_factory=list)
+    stuck_reported: int = 0  # len(history) when last reported stuck: once per state entry
 
 
 @dataclass(eq=False)
@@ -172,6 +181,13 @@ class Core:
         self.states: dict[str, Counter[str]] = {lc.name: Counter() for lc in (INPUT, OUTPUT)}
         self.exit_code: int | None = None
         self.exit_reason = ""
+        # intake control (docs/operations.md): why consuming is paused, if it is
+        self.volume_free: int | None = None
+        self.volume_low = False
+        self.paused: tuple[str, ...] = ()
+        self.cancelling = False  # a basic.cancel is in flight
+        self.pause_cancel = False  # ... and it is for a pause, not for the end of input
+        self.intake_ended = False
         self._serial = 0
         self._publish_id = 0
         self._rr = 0
@@ -198,6 +214,7 @@ class Core:
             ev.Fatal: self._on_fatal,
             ev.ShutdownRequested: self._on_shutdown,
             ev.Tick: self._on_tick,
+            ev.VolumeSpace: self._on_volume_space,
         }
 
     # --- entry points ----------------------------------------------------------------
@@ -214,6 +231,14 @@ class Core:
 
     def next_deadline(self) -> float | None:
         return min(self.deadlines.values(), default=None)
+
+    def state_of(self, fragment_id: str) -> str:
+        """The state of the input (else output) with this id in flight, or ""."""
+        inp = self.inputs.get(self.by_fragment.get(fragment_id, -1))
+        if inp is not None:
+            return inp.state
+        return next((o.state for o in self.outputs.values()
+                     if o.fragment_id == fragment_id), "") if fragment_id else ""
 
     @property
     def in_flight(self) -> int:
@@ -272,8 +297,13 @@ class Core:
         if self.step.state != "starting":
             return
         self._fire(STEP, self.step, "broker_ready")
-        self.consuming = True
-        self._emit(fx.StartConsuming(self.cfg.prefetch))
+        reasons = self._pause_reasons()
+        if reasons:
+            self.paused = reasons
+            self._log("warning", "intake-paused", "not consuming yet: " + ", ".join(reasons))
+        else:
+            self.consuming = True
+            self._emit(fx.StartConsuming(self.cfg.prefetch))
         if self.upstream_finished:
             self._begin_queue_drain()
 
@@ -319,11 +349,17 @@ class Core:
             return
         if e.ready == 0:
             self._stop_consuming()
+            if not self.cancelling:  # intake was paused: no consumer left to cancel
+                self._fire(STEP, self.step, "consumer_stopped")
         else:
             self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
 
     def _on_consumer_stopped(self, _: ev.ConsumerStopped) -> None:
         self.consuming = False
+        self.cancelling = False
+        if self.pause_cancel:  # a pause, not the end of the input
+            self.pause_cancel = False
+            return
         if self.step.state == "draining_queue":
             self._fire(STEP, self.step, "consumer_stopped")
 
@@ -348,9 +384,96 @@ class Core:
                    f"{e.error}; exiting: unacked inputs return to the queue")
 
     def _stop_consuming(self) -> None:
+        """No more intake, for good (end of the input, or stopping)."""
+        self.intake_ended = True
+        self.pause_cancel = False  # a pause's cancel in flight now ends the input
         if self.consuming:
             self.consuming = False
+            self.cancelling = True
             self._emit(fx.StopConsuming())
+
+    # --- intake control and the volume (docs/operations.md) ---------------------------
+
+    def _on_volume_space(self, e: ev.VolumeSpace) -> None:
+        self.volume_free = e.free_bytes
+        limit = self.cfg.volume_min_free
+        if not limit:
+            return
+        if not self.volume_low and e.free_bytes < limit:
+            self.volume_low = True
+            self._log("warning", "volume-low",
+                      f"{e.free_bytes} bytes free on the volume, below "
+                      f"SIDECAR_VOLUME_MIN_FREE ({limit})")
+        elif self.volume_low and e.free_bytes >= limit + limit // 4:
+            self.volume_low = False
+            self._log("info", "volume-ok", f"{e.free_bytes} bytes free on the volume again")
+
+    def _pause_reasons(self) -> tuple[str, ...]:
+        reasons = []
+        if self.orphaned and self.cfg.pause_when_orphaned:
+            reasons.append("transformation-absent")
+        if self.volume_low:
+            reasons.append("volume-low")
+        return tuple(reasons)
+
+    def _steer_intake(self) -> None:
+        """Pause consuming (basic.cancel) while the transformation is gone or the volume is
+        nearly full; resume (basic.qos + basic.consume) when neither holds any more.
+
+        Deliveries already on their way when the cancel is sent are processed normally;
+        the unacked ones stay ours. A resume waits for the cancel's confirmation, so the
+        consumer tag is never reused while the broker still knows it.
+        """
+        if self.step.state not in ("consuming", "draining_queue") or self.intake_ended:
+            return
+        reasons = self._pause_reasons()
+        if reasons:
+            if not self.paused:
+                self._log("warning", "intake-paused",
+                          "stopped consuming: " + ", ".join(reasons))
+            self.paused = reasons
+            if self.consuming:
+                self.consuming = False
+                self.cancelling = self.pause_cancel = True
+                self._emit(fx.StopConsuming())
+        elif self.paused and not self.cancelling:
+            self.paused = ()
+            self.consuming = True
+            self._log("info", "intake-resumed", "consuming again")
+            self._emit(fx.StartConsuming(self.cfg.prefetch))
+
+    # --- stuck fragments (docs/operations.md) -----------------------------------------
+
+    def _tracked(self) -> itertools.chain[Input | Output]:
+        return itertools.chain(self.inputs.values(), self.outputs.values())
+
+    def _watch_stuck(self) -> None:
+        """Keep the "stuck" deadline at the first moment a fragment would be stuck."""
+        if not self.cfg.stuck_after:
+            return
+        due = min((m.history[-1][1] for m in self._tracked()
+                   if m.stuck_reported != len(m.history) and not _terminal(m)), default=None)
+        if due is None:
+            self.deadlines.pop("stuck", None)
+        else:
+            self.deadlines["stuck"] = due + self.cfg.stuck_after
+
+    def _report_stuck(self) -> None:
+        for model in self._tracked():
+            since = model.history[-1][1]
+            if (model.stuck_reported == len(model.history) or _terminal(model)
+                    or self.now - since < self.cfg.stuck_after):
+                continue
+            model.stuck_reported = len(model.history)
+            kind = "input" if isinstance(model, Input) else "output"
+            self._log("warning", f"stuck-{kind}-{model.state}",
+                      f"{kind} fragment {model.state} for {self.now - since:.0f}s "
+                      f"(SIDECAR_STUCK_AFTER={self.cfg.stuck_after:g}s)", _fragment_of(model))
+
+    def stuck(self) -> list[Input | Output]:
+        """The fragments reported stuck that are still in the state they were stuck in."""
+        return [m for m in self._tracked()
+                if m.stuck_reported == len(m.history) and not _terminal(m)]
 
     # --- downloads -------------------------------------------------------------------
 
@@ -789,7 +912,8 @@ class Core:
             {"inspect": lambda: self._emit(fx.InspectQueue()),
              "grace": self._on_grace_expired,
              "shutdown": lambda: self._give_back_unprocessed("shutdown", "shutdown grace over"),
-             "fts_close": lambda: None}[name]()
+             "fts_close": lambda: None,
+             "stuck": self._report_stuck}[name]()
 
     def _on_grace_expired(self) -> None:
         self._stop(EXIT_TRANSFORMATION, "transformation-lost",
@@ -798,6 +922,7 @@ class Core:
 
     def _advance(self) -> None:
         """After every event: dispatch, send the kill when due, exit when drained."""
+        self._steer_intake()
         self._dispatch_ready()
         state = self.step.state
         if state == "input_ended" and not self._pending_dispatch():
@@ -820,6 +945,8 @@ class Core:
             if self.bucket_dirs:
                 self._emit(fx.DeleteFiles((), tuple(sorted(self.bucket_dirs))))
             self._emit(fx.Exit(self.exit_code, self.exit_reason or "done"))
+            return
+        self._watch_stuck()
 
     def _pending_dispatch(self) -> bool:
         counts = self.states[INPUT.name]
@@ -838,6 +965,10 @@ class Core:
 
     def _drained(self) -> bool:
         return not self.inputs and not self.outputs and not self.publishes
+
+
+def _terminal(model: Input | Output) -> bool:
+    return model.state in (INPUT.terminal if isinstance(model, Input) else OUTPUT.terminal)
 
 
 def _fragment_of(model: Tracked) -> str:

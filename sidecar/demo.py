@@ -5,6 +5,10 @@ sample input files the way the fragmenter would (§14.1), publishes their descri
 runs the real sidecar process next to the bundled pyterum example transformation. The
 upstream is the built-in dummy manager, so the step ends by itself and the sidecar exits
 through the same shutdown chain as in a cluster.
+
+While it runs, a live table shows the fragments by lifecycle state, read from the
+sidecar's own ``/debug/fragments`` endpoint. At the end: a summary, and the lineage of the
+outputs (from the lineage queue) as a tree.
 """
 
 from __future__ import annotations
@@ -14,23 +18,43 @@ import json
 import logging
 import os
 import random
+import socket
 import string
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pika
 from minio import Minio
+
+from states import INPUT, OUTPUT
 
 from .examples import PASSTHROUGH
 
 STEP = "demo-step"
 _ALPHABET = string.ascii_lowercase + string.digits
+TREE_LIMIT = 8  # inputs shown in the lineage tree
+POLL = 0.2
 
 
-def run_demo(fragments: int, broker_url: str) -> int:
+@dataclass
+class Run:
+    run_hash: str
+    queues: dict[str, str]
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the descriptors sent
+    progress: dict[str, Any] = field(default_factory=dict)  # the last /debug/fragments
+    seconds: float = 0.0
+    sidecar_code: int | None = None
+    transformation_code: int | None = None
+    log_path: Path | None = None
+
+
+def run_demo(fragments: int, broker_url: str, openlineage: str | None = None) -> int:
     try:
         connection = pika.BlockingConnection(_params(broker_url))
     except pika.exceptions.AMQPError as err:
@@ -40,49 +64,65 @@ def run_demo(fragments: int, broker_url: str) -> int:
         return 1
     try:
         from moto.server import ThreadedMotoServer
+        from rich.console import Console
     except ImportError:
         print("iterum-sidecar demo: the demo needs its extra: pip install "
               "'iterum-sidecar[demo]'", file=sys.stderr)
+        connection.close()
         return 1
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3.start()
     try:
         with tempfile.TemporaryDirectory(prefix="iterum-demo-") as tmp:
-            return _run(Path(tmp), fragments, broker_url, connection, s3)
+            return _run(Console(), Path(tmp), fragments, broker_url, connection, s3,
+                        openlineage)
     finally:
         s3.stop()
         if connection.is_open:
             connection.close()
 
 
-def _run(tmp: Path, fragments: int, broker_url: str, connection, s3) -> int:
+def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection, s3,
+         openlineage: str | None) -> int:
     host, port = s3.get_host_and_port()
     storage = Minio(f"{host}:{port}", "demo", "demo-secret", secure=False)
     run_hash = "".join(random.choices(_ALPHABET, k=32))
-    queues = {"input": f"{run_hash}-fragmenter_output", "output": f"{run_hash}-demo_output",
-              "lineage": f"{run_hash}-lineage", "dead": f"{run_hash}-fragmenter_output-dead"}
+    run = Run(run_hash, {"input": f"{run_hash}-fragmenter_output",
+                         "output": f"{run_hash}-demo_output",
+                         "lineage": f"{run_hash}-lineage",
+                         "dead": f"{run_hash}-fragmenter_output-dead"})
     volume = tmp / "data-volume"
     volume.mkdir()
     channel = connection.channel()
-    for queue in queues.values():
+    for queue in run.queues.values():
         channel.queue_declare(queue, durable=False, auto_delete=False, exclusive=False)
     try:
-        print(f"demo: pipeline run {run_hash}, {fragments} fragment(s), volume {volume}")
-        _publish_inputs(storage, channel, run_hash, queues["input"], fragments)
-        env = _environment(run_hash, volume, f"{host}:{port}", broker_url, queues)
-        code = _run_step(tmp, env)
-        _report(storage, channel, queues, run_hash, code)
-        return code
+        console.print(f"[bold]iterum-sidecar demo[/]: pipeline run {run_hash}, step "
+                      f"{STEP}, {fragments} fragment(s)")
+        run.inputs = _publish_inputs(storage, channel, run_hash, run.queues["input"],
+                                     fragments)
+        env = _environment(run_hash, volume, f"{host}:{port}", broker_url, run.queues)
+        http_port = _free_port()
+        env.update({"SIDECAR_HTTP_PORT": str(http_port), "SIDECAR_HTTP_HOST": "127.0.0.1",
+                    "SIDECAR_LOG_FORMAT": "json"})
+        if openlineage:
+            env.update({"SIDECAR_OPENLINEAGE": "file",
+                        "SIDECAR_OPENLINEAGE_URL": os.path.abspath(openlineage)})
+        run.log_path = tmp / "sidecar.log"
+        _run_step(console, tmp, env, http_port, run)
+        return _report(console, storage, channel, run, openlineage)
     finally:
-        for queue in queues.values():
+        for queue in run.queues.values():
             channel.queue_delete(queue)
 
 
-def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str, count: int) -> None:
+def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str,
+                    count: int) -> list[dict[str, Any]]:
     """What the fragmenter-sidecar does upstream: objects first, then their descriptors."""
     bucket = f"{run_hash}-fragmenter-output"
     storage.make_bucket(bucket)
+    bodies = []
     for i in range(count):
         name = f"sample_{i:04d}.txt"
         data = f"sample input {i} of the iterum-sidecar demo\n".encode()
@@ -92,6 +132,8 @@ def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str, count: i
                              "predecessors": [], "custom": {"sample": i}}}
         channel.basic_publish("", queue, json.dumps(body).encode(), pika.BasicProperties(
             delivery_mode=2, content_type="application/json"))
+        bodies.append(body)
+    return bodies
 
 
 def _environment(run_hash: str, volume: Path, s3_url: str, broker_url: str,
@@ -112,8 +154,14 @@ def _environment(run_hash: str, volume: Path, s3_url: str, broker_url: str,
     return env
 
 
-def _run_step(tmp: Path, env: dict[str, str]) -> int:
-    sidecar = subprocess.Popen([sys.executable, "-m", "sidecar"], env=env)
+def _run_step(console: Any, tmp: Path, env: dict[str, str], http_port: int, run: Run) -> None:
+    from rich.live import Live
+
+    assert run.log_path is not None
+    started = time.monotonic()
+    with open(run.log_path, "wb") as log:
+        sidecar = subprocess.Popen([sys.executable, "-m", "sidecar"], env=env, stderr=log,
+                                   stdout=log)
     deadline = time.monotonic() + 10
     while not Path(env["DATA_VOLUME_PATH"], "fts.sock").exists():  # pyterum retries every 5s
         if sidecar.poll() is not None or time.monotonic() > deadline:
@@ -121,32 +169,139 @@ def _run_step(tmp: Path, env: dict[str, str]) -> int:
         time.sleep(0.05)
     transformation = subprocess.Popen([sys.executable, str(PASSTHROUGH)], env=env, cwd=tmp,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{http_port}/debug/fragments"
     try:
-        code = sidecar.wait(timeout=300)
-        transformation.wait(timeout=30)
+        # transient: the live view gives way to the summary, which counts from the broker
+        # and S3 themselves
+        with Live(_progress_view(run, 0.0), console=console, refresh_per_second=8,
+                  transient=True) as live:
+            while sidecar.poll() is None and time.monotonic() - started < 300:
+                progress = _fetch(url)
+                if progress is not None:
+                    run.progress = progress
+                live.update(_progress_view(run, time.monotonic() - started))
+                time.sleep(POLL)
+            run.seconds = time.monotonic() - started
+        run.sidecar_code = sidecar.wait(timeout=30) if sidecar.poll() is None else sidecar.poll()
+        run.transformation_code = transformation.wait(timeout=30)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         sidecar.terminate()
         transformation.terminate()
-        code = sidecar.wait(timeout=30)
-    print(f"demo: sidecar exited with {code}, transformation with {transformation.returncode}")
-    return code
+        run.sidecar_code = sidecar.wait(timeout=30)
+        run.transformation_code = transformation.wait(timeout=30)
+        run.seconds = time.monotonic() - started
 
 
-def _report(storage: Minio, channel, queues: dict[str, str], run_hash: str, code: int) -> None:
-    outputs = _drain(channel, queues["output"])
-    lineage = _drain(channel, queues["lineage"])
-    dead = _drain(channel, queues["dead"])
-    left = channel.queue_declare(queues["input"], passive=True).method.message_count
-    objects = list(storage.list_objects(f"{run_hash}-{STEP}-output", recursive=True))
-    print(f"demo: {len(outputs)} output descriptor(s), {len(lineage)} lineage message(s), "
-          f"{len(objects)} output object(s), {len(dead)} dead letter(s), "
-          f"{left} input(s) left in the queue")
-    if outputs:
-        print("demo: first output descriptor:")
-        print(json.dumps(json.loads(outputs[0]), indent=2))
-    if code == 0 and outputs and len(outputs) == len(lineage) == len(objects) and not left:
-        print("demo: OK, every input became an output in S3, on the output queue and in "
-              "the lineage queue")
+def _fetch(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None  # not listening yet, or already gone
+
+
+def _progress_view(run: Run, seconds: float) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    counts = run.progress.get("counts", {})
+    totals = run.progress.get("totals", {})
+    total = len(run.inputs)
+    acked = totals.get("input acked", 0)
+    title = (f"step {STEP}: {acked}/{total} inputs acked, "
+             f"{totals.get('output recorded', 0)} outputs recorded "
+             f"({run.progress.get('step', 'starting')}, {seconds:.1f}s)")
+    table = Table(expand=False)
+    table.add_column("lifecycle state")
+    table.add_column("inputs", justify="right")
+    table.add_column("outputs", justify="right")
+    states = list(dict.fromkeys(s for s in (*INPUT.states, *OUTPUT.states)
+                                if s not in INPUT.terminal | OUTPUT.terminal))
+    for state in states:
+        n_in = counts.get("input", {}).get(state)
+        n_out = counts.get("output", {}).get(state)
+        table.add_row(state, _cell(n_in, state in INPUT.states),
+                      _cell(n_out, state in OUTPUT.states))
+    for outcome in ("acked", "dead_lettered", "requeued"):
+        table.add_row(f"[dim]{outcome}[/]", str(totals.get(f"input {outcome}", 0)), "")
+    for outcome in ("recorded", "failed"):
+        table.add_row(f"[dim]{outcome}[/]", "", str(totals.get(f"output {outcome}", 0)))
+    return Group(title, table)
+
+
+def _cell(n: int | None, applies: bool) -> str:
+    if not applies:
+        return ""
+    return f"[bold]{n}[/]" if n else "0"
+
+
+def _report(console: Any, storage: Minio, channel, run: Run,
+            openlineage: str | None) -> int:
+    from rich.table import Table
+
+    outputs = [json.loads(b) for b in _drain(channel, run.queues["output"])]
+    lineage = [json.loads(b) for b in _drain(channel, run.queues["lineage"])]
+    dead = _drain(channel, run.queues["dead"])
+    left = channel.queue_declare(run.queues["input"], passive=True).method.message_count
+    objects = list(storage.list_objects(f"{run.run_hash}-{STEP}-output", recursive=True))
+    ok = (run.sidecar_code == 0 and bool(outputs) and not left and not dead
+          and len(outputs) == len(lineage) == len(objects) == len(run.inputs))
+
+    summary = Table(title="summary", title_justify="left", show_header=False)
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    for label, value in (
+            ("input fragments sent", len(run.inputs)),
+            ("output descriptors published", len(outputs)),
+            ("lineage messages", len(lineage)),
+            ("output objects in S3", len(objects)),
+            ("dead letters", len(dead)),
+            ("inputs left in the queue", left),
+            ("sidecar exit code", run.sidecar_code),
+            ("transformation exit code", run.transformation_code),
+            ("seconds", f"{run.seconds:.1f}")):
+        summary.add_row(label, str(value))
+    console.print(summary)
+    console.print(_lineage_tree(run, lineage))
+    if openlineage:
+        console.print(f"OpenLineage events: {os.path.abspath(openlineage)}")
+    if ok:
+        console.print("[green]demo: OK[/], every input became an output in S3, on the output "
+                      "queue and in the lineage queue")
+        return 0
+    console.print("[red]demo: not every input came through[/]; the sidecar's last log lines:")
+    assert run.log_path is not None
+    for line in run.log_path.read_text(errors="replace").splitlines()[-15:]:
+        console.print(line, markup=False, highlight=False)
+    return run.sidecar_code or 1
+
+
+def _lineage_tree(run: Run, lineage: list[dict[str, Any]]) -> Any:
+    """pipeline run → input fragment (its S3 object) → step → output fragment → objects."""
+    from rich.tree import Tree
+
+    by_input: dict[str, list[dict[str, Any]]] = {}
+    for message in lineage:
+        desc = message["description"]
+        for p in desc["metadata"]["predecessors"] or ["(none)"]:
+            by_input.setdefault(p, []).append(desc)
+    tree = Tree(f"[bold]lineage[/] of pipeline run {run.run_hash} [dim](inputs in "
+                f"s3://{run.run_hash}-fragmenter-output, outputs in "
+                f"s3://{run.run_hash}-{STEP}-output)[/]")
+    for body in run.inputs[:TREE_LIMIT]:
+        fid = body["metadata"]["fragment_id"]
+        names = ", ".join(f["path"] for f in body["files"])
+        node = tree.add(f"input {fid[:12]}… [dim]{names}[/]")
+        step = node.add(f"[cyan]{STEP}[/]")
+        for desc in by_input.get(fid, []):
+            names = ", ".join(f["path"].replace(desc["metadata"]["fragment_id"], "<id>")
+                              for f in desc["files"])
+            step.add(f"output {desc['metadata']['fragment_id'][:12]}… [dim]{names}[/]")
+        if fid not in by_input:
+            step.add("[red]no output[/]")
+    if len(run.inputs) > TREE_LIMIT:
+        tree.add(f"[dim]… and {len(run.inputs) - TREE_LIMIT} more input(s)[/]")
+    return tree
 
 
 def _drain(channel, queue: str) -> list[bytes]:
@@ -156,6 +311,12 @@ def _drain(channel, queue: str) -> list[bytes]:
         if method is None:
             return bodies
         bodies.append(body)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _params(url: str) -> pika.URLParameters:

@@ -62,6 +62,7 @@ class FileDownloaded(Event):
     index: int
     size: int
     attempts: int = 1
+    etag: str = ""  # the object's S3 ETag, for lineage (OpenLineage dataset version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class FileUploaded(Event):
     index: int
     size: int
     attempts: int = 1
+    etag: str = ""  # the object's S3 ETag, for lineage (OpenLineage dataset version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,14 @@ class Fatal(Event):
 @dataclass(frozen=True, slots=True)
 class ShutdownRequested(Event):
     signal: str
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeSpace(Event):
+    """The shell measured the shared volume (statvfs), periodically."""
+
+    free_bytes: int
+    total_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

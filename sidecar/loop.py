@@ -27,11 +27,11 @@ from .io.amqp import Broker
 from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
 from .io.storage import Storage
+from .logs import log_effect
+from .operate import Operations
 
 log = logging.getLogger("sidecar")
-core_log = logging.getLogger("sidecar.core")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 CLOSE_TIMEOUT = 10.0
 ERRORS_REMEMBERED = 32
 
@@ -53,6 +53,7 @@ class Runner:
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
+        self._event = ""  # the name of the event being handled, for the logs
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None
@@ -76,10 +77,12 @@ class Runner:
             fx.Log: self._log,
             fx.Exit: self._exit,
         }
+        self.ops = Operations(self)  # metrics, HTTP endpoint, volume, OpenLineage
 
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
+        self.ops.start()  # first: a taken HTTP port ends the start cleanly
         self.journal = journal.attach(self)  # an observer; None when SIDECAR_JOURNAL=off
         if self.s.config_files:
             self.storage.fetch_config_files()
@@ -97,6 +100,7 @@ class Runner:
             if self.journal is not None:
                 self.journal.close()
         self.ioloop.close()
+        self.ops.stop()
         return 1 if self.exit_code is None else self.exit_code
 
     def post(self, event: Event) -> None:
@@ -112,6 +116,7 @@ class Runner:
         try:
             while self._queue:
                 current = self._queue.popleft()
+                self._event = type(current).__name__
                 now = self.clock()
                 effects = self.core.handle(current, now)
                 for observer in self.observers:
@@ -152,7 +157,7 @@ class Runner:
             self._errors.move_to_end(e.message)
             if len(self._errors) > ERRORS_REMEMBERED:
                 self._errors.popitem(last=False)
-        _log_effect(e)
+        log_effect(e, self.core.state_of(e.fragment), self._event)
 
     def _exit(self, e: fx.Exit) -> None:
         self.exit_code = e.code
@@ -185,7 +190,3 @@ def _delete_files(e: fx.DeleteFiles) -> None:
         except OSError:
             pass  # not empty (shared by another fragment) or already gone
 
-
-def _log_effect(e: fx.Log) -> None:
-    suffix = f" fragment={e.fragment}" if e.fragment else ""
-    core_log.log(_LEVELS.get(e.level, logging.INFO), "[%s] %s%s", e.code, e.message, suffix)

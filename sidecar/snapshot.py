@@ -21,7 +21,7 @@ from . import codec
 from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
 from .protocol import LocalFile, RemoteFile, RemoteFragment
 
-FORMAT = 1
+FORMAT = 2  # 2: intake-control and stuck-detection state (issue 6)
 
 # Core attributes that are not state: the config (written separately) and per-call scratch.
 NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys"})
@@ -78,6 +78,12 @@ def snapshot(core: Core) -> dict[str, Any]:
         "serial": core._serial,
         "publish_id": core._publish_id,
         "rr": core._rr,
+        "volume_free": core.volume_free,
+        "volume_low": core.volume_low,
+        "paused": list(core.paused),
+        "cancelling": core.cancelling,
+        "pause_cancel": core.pause_cancel,
+        "intake_ended": core.intake_ended,
     }
 
 
@@ -111,6 +117,12 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
         core._serial = data["serial"]
         core._publish_id = data["publish_id"]
         core._rr = data["rr"]
+        core.volume_free = data["volume_free"]
+        core.volume_low = data["volume_low"]
+        core.paused = tuple(data["paused"])
+        core.cancelling = data["cancelling"]
+        core.pause_cancel = data["pause_cancel"]
+        core.intake_ended = data["intake_ended"]
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return core
@@ -129,12 +141,14 @@ def rebuild_index_keys(output_index: OrderedDict[tuple[str, ...], int]
 
 
 def _tracked(m: Tracked) -> dict[str, Any]:
-    return {"serial": m.serial, "state": m.state, "history": [[s, t] for s, t in m.history]}
+    return {"serial": m.serial, "state": m.state, "history": [[s, t] for s, t in m.history],
+            "stuck_reported": m.stuck_reported}
 
 
 def _restore_tracked(cls: type, d: dict[str, Any], **more: Any) -> Any:
     return cls(serial=d["serial"], state=d["state"],
-               history=[(s, t) for s, t in d["history"]], **more)
+               history=[(s, t) for s, t in d["history"]],
+               stuck_reported=d["stuck_reported"], **more)
 
 
 def _input(i: Input) -> dict[str, Any]:

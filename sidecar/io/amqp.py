@@ -54,6 +54,9 @@ class Broker:
         self.waiting: dict[str, list[Callable[[], None]]] = {}
         self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
         self.returned: set[int] = set()
+        self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
+        # metrics (sidecar/metrics.py): result ("ack", "nack", "returned"), seconds
+        self.on_confirm: Callable[[str, float], None] = lambda _result, _seconds: None
         self.next_tag = 0
         self.closing = False
         self.on_closed: Callable[[], None] | None = None
@@ -221,6 +224,7 @@ class Broker:
         self.publish_ch.basic_publish("", queue, body, props, mandatory=True)
         self.next_tag += 1
         self.unconfirmed[self.next_tag] = (publish_id, queue, message_id, body)
+        self.sent_at[self.next_tag] = time.monotonic()
 
     def _on_return(self, _ch: Channel, method: Basic.Return, props: Any, body: bytes) -> None:
         """mandatory=True: an unroutable message (its queue was deleted) comes back first."""
@@ -236,12 +240,15 @@ class Broker:
         ok = isinstance(method, Basic.Ack)
         tags = ([t for t in self.unconfirmed if t <= method.delivery_tag] if method.multiple
                 else [method.delivery_tag])
+        now = time.monotonic()
         for tag in tags:
             entry = self.unconfirmed.pop(tag, None)
             if entry is None:
                 continue
             returned = tag in self.returned
             self.returned.discard(tag)
+            sent = self.sent_at.pop(tag, now)
+            self.on_confirm("returned" if returned else "ack" if ok else "nack", now - sent)
             if ok and not returned:
                 self.post(PublishConfirmed(entry[0]))
             else:

@@ -40,6 +40,7 @@ class UpstreamChecker:
         self.budget = settings.manager_retry_seconds
         self.post = post
         self.stopped = threading.Event()
+        self.on_retry: Callable[[], None] = lambda: None  # metrics (sidecar/metrics.py)
         self.session = requests.Session()
         self.thread = threading.Thread(target=self._run, name="upstream-checker", daemon=True)
 
@@ -69,7 +70,7 @@ class UpstreamChecker:
         retrying = Retrying(
             stop=stop_after_delay(self.budget), reraise=True,
             wait=wait_random_exponential(multiplier=0.5, max=max(self.interval, 1.0)),
-            retry=retry_if_exception_type(ManagerError), before_sleep=self._log_retry)
+            retry=retry_if_exception_type(ManagerError), before_sleep=self._before_sleep)
         try:
             return retrying(self._get)
         except ManagerError as err:
@@ -94,7 +95,7 @@ class UpstreamChecker:
             raise ManagerError(f"GET {self.url}: 'finished' is not a boolean")
         return finished
 
-    @staticmethod
-    def _log_retry(state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
-        log.warning("upstream check failed (%s); retrying", err)
+        log.warning("upstream check failed (%s); retrying", err, extra={"error": str(err)})
+        self.on_retry()

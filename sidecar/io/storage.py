@@ -15,9 +15,11 @@ import logging
 import mimetypes
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import urllib3
 from minio import Minio
@@ -78,14 +80,77 @@ def is_transient(err: BaseException) -> bool:
     return classify(err)[1]
 
 
+class StorageHooks:
+    """What the adapter reports for metrics and readiness (sidecar/metrics.py replaces
+    these no-ops). Called from worker threads: implementations must be thread-safe."""
+
+    def request(self, operation: str, result: str, seconds: float) -> None:
+        """One HTTP request to S3: ``result`` is the status code, or "error"."""
+
+    def transfer(self, direction: str, size: int, seconds: float) -> None:
+        """One attempt to move a file ("download" or "upload"); size 0 if it failed."""
+
+    def retry(self, operation: str) -> None:
+        """A transient failure of "download", "upload" or "bucket" will be retried."""
+
+
+def s3_operation(method: str, url: str, endpoint: str) -> str:
+    """The S3 API name of a request minio sends (path-style to ``endpoint``, else
+    virtual-host style), e.g. GetObject, PutObject, UploadPart, HeadBucket."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    path = parts.path.lstrip("/")
+    key = path.partition("/")[2] if parts.netloc == endpoint else path
+    bucket = path.partition("/")[0] if parts.netloc == endpoint else parts.netloc
+    if not bucket:
+        return "ListBuckets"
+    if not key:
+        if "location" in query:
+            return "GetBucketLocation"
+        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
+                "GET": "ListObjects"}.get(method, "Bucket" + method.title())
+    if method == "POST" and "uploads" in query:
+        return "CreateMultipartUpload"
+    if "uploadId" in query:
+        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload",
+                "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(method, "Multipart")
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
+            "DELETE": "DeleteObject"}.get(method, "Object" + method.title())
+
+
+class CountingPoolManager(urllib3.PoolManager):
+    """The minio client's HTTP pool: reports every request by S3 operation and result."""
+
+    def __init__(self, endpoint: str, report: Callable[[str, str, float], None],
+                 **kw: Any):
+        super().__init__(**kw)
+        self.endpoint = endpoint
+        self.report = report
+
+    def urlopen(self, method: str, url: str, redirect: bool = True,  # type: ignore[override]
+                **kw: Any) -> Any:
+        operation = s3_operation(method, url, self.endpoint)
+        started = time.monotonic()
+        try:
+            response = super().urlopen(method, url, redirect=redirect, **kw)
+        except BaseException:
+            self.report(operation, "error", time.monotonic() - started)
+            raise
+        self.report(operation, str(response.status), time.monotonic() - started)
+        return response
+
+
 class Storage:
     def __init__(self, settings: Any, post: Callable[[Event], None]):
         self.s = settings
         self.post = post
+        self.hooks = StorageHooks()
         self.volume = os.path.realpath(settings.data_volume_path)
         timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
-        http = urllib3.PoolManager(maxsize=settings.storage_workers + 2, timeout=timeout,
-                                   retries=False)  # tenacity owns the retries
+        http = CountingPoolManager(
+            settings.minio_url, lambda op, result, secs: self.hooks.request(op, result, secs),
+            maxsize=settings.storage_workers + 2, timeout=timeout,
+            retries=False)  # tenacity owns the retries
         self.client = Minio(settings.minio_url, access_key=settings.minio_access_key,
                             secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
                             region=settings.s3_region, http_client=http)
@@ -96,7 +161,8 @@ class Storage:
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.storage_attempts),
             wait=wait_random_exponential(multiplier=0.25, max=settings.storage_backoff_max),
-            retry=retry_if_exception(is_transient), reraise=True, before_sleep=_log_retry)
+            retry=retry_if_exception(is_transient), reraise=True,
+            before_sleep=self._before_sleep)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -109,21 +175,24 @@ class Storage:
     def _download(self, e: DownloadFile) -> None:
         retrying = self._retrying.copy()
         try:
-            size = retrying(self._get, e.bucket, e.key, e.dest)
+            size, etag = retrying(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
             reason, transient = classify(err)
             self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
                                      _attempts(retrying)))
         else:
-            self.post(FileDownloaded(e.input_id, e.index, size, _attempts(retrying)))
+            self.post(FileDownloaded(e.input_id, e.index, size, _attempts(retrying), etag))
 
-    def _get(self, bucket: str, key: str, dest: str) -> int:
+    def _get(self, bucket: str, key: str, dest: str) -> tuple[int, str]:
+        """Stream one object to ``dest``; return its size and its ETag."""
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         partial = dest + ".part"
         size = 0
+        started = time.monotonic()
         try:
             response = self.client.get_object(bucket, key)
             try:
+                etag = (response.headers.get("ETag") or "").strip('"')
                 with open(partial, "wb") as out:
                     for chunk in response.stream(CHUNK):
                         out.write(chunk)
@@ -134,8 +203,10 @@ class Storage:
             os.replace(partial, dest)
         except BaseException:
             _remove(partial)
+            self.hooks.transfer("download", 0, time.monotonic() - started)
             raise
-        return size
+        self.hooks.transfer("download", size, time.monotonic() - started)
+        return size, etag
 
     # --- uploads ---------------------------------------------------------------------
 
@@ -146,24 +217,32 @@ class Storage:
         retrying = self._retrying.copy()
         try:
             self._ensure_output_bucket()
-            size = retrying(self._put, e.bucket, e.key, e.source)
+            size, etag = retrying(self._put, e.bucket, e.key, e.source)
         except Exception as err:
             reason, transient = classify(err)
             self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
                                    _attempts(retrying)))
         else:
-            self.post(FileUploaded(e.output_id, e.index, size, _attempts(retrying)))
+            self.post(FileUploaded(e.output_id, e.index, size, _attempts(retrying), etag))
 
-    def _put(self, bucket: str, key: str, source: str) -> int:
+    def _put(self, bucket: str, key: str, source: str) -> tuple[int, str]:
+        """Upload one file; return its size and the ETag S3 gave the object."""
         real = os.path.realpath(source)
         if not real.startswith(self.volume + os.sep):
             raise UnsafePath(f"{source!r} resolves to {real!r}, outside the data volume")
-        with open(real, "rb") as data:
-            size = os.fstat(data.fileno()).st_size
-            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            self.client.put_object(bucket, key, data, size, content_type=content_type,
-                                   part_size=self.part_size, num_parallel_uploads=1)
-        return size
+        started = time.monotonic()
+        try:
+            with open(real, "rb") as data:
+                size = os.fstat(data.fileno()).st_size
+                content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+                result = self.client.put_object(bucket, key, data, size,
+                                                content_type=content_type,
+                                                part_size=self.part_size, num_parallel_uploads=1)
+        except BaseException:
+            self.hooks.transfer("upload", 0, time.monotonic() - started)
+            raise
+        self.hooks.transfer("upload", size, time.monotonic() - started)
+        return size, (result.etag or "").strip('"')
 
     def _ensure_output_bucket(self) -> None:
         """Checked (and created if missing) once per process, not before every file."""
@@ -180,6 +259,13 @@ class Storage:
         except S3Error as err:  # another replica made it first
             if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        detail = _describe(err) if err else "?"
+        log.warning("S3 attempt %d failed (%s); retrying", state.attempt_number, detail,
+                    extra={"error": detail})
+        self.hooks.retry(_RETRIED.get(getattr(state.fn, "__name__", ""), "other"))
 
     # --- config files (§16.3) ----------------------------------------------------------
 
@@ -216,10 +302,7 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _log_retry(state: RetryCallState) -> None:
-    err = state.outcome.exception() if state.outcome else None
-    log.warning("S3 attempt %d failed (%s); retrying", state.attempt_number,
-                _describe(err) if err else "?")
+_RETRIED = {"_get": "download", "_put": "upload", "_make_bucket": "bucket"}
 
 
 def _remove(path: str) -> None:

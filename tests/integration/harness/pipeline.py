@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import sys
@@ -45,6 +46,8 @@ FAST_SIDECAR_ENV = {
     "SIDECAR_TRANSFORMATION_GRACE": "12",
     "SIDECAR_SHUTDOWN_GRACE": "10",
     "SIDECAR_LOG_LEVEL": "DEBUG",
+    "SIDECAR_LOG_FORMAT": "text",  # the tests read `<time> LEVEL logger: message` lines
+    "SIDECAR_HTTP_HOST": "127.0.0.1",  # SIDECAR_HTTP_PORT: a free port per sidecar
 }
 # Variables a developer's shell might have set that must not leak into the children
 # (ENC_MSG_SIZE_LENGTH set at all breaks pyterum, protocol §2.3).
@@ -72,6 +75,7 @@ class Proc:
                  log_dir: Path):
         self.name = name
         self.cwd = cwd
+        self.http_url = ""  # the sidecar's HTTP endpoint, if this is a sidecar
         self.stdout_path = log_dir / f"{name}.stdout"
         self.stderr_path = log_dir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -323,14 +327,18 @@ class Pipeline:
     # --- processes -------------------------------------------------------------------
 
     def start_sidecar(self, **env: str | None) -> Proc:
-        """`python -m sidecar` with sidecar_env(**env); cwd and logs under the test's dir."""
+        """`python -m sidecar` with sidecar_env(**env); cwd and logs under the test's dir.
+        Its HTTP endpoint listens on a free port, `proc.http_url` (unless set in env)."""
         n = len(self.procs)
         cwd = self.root / f"sidecar-{n}"
         cwd.mkdir()
+        env.setdefault("SIDECAR_HTTP_PORT", str(free_port()))
         environ = {**base_env(), **self.sidecar_env(**env)}
         environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         proc = Proc(f"sidecar-{n}", [sys.executable, "-m", "sidecar"], environ, cwd, self.root)
+        port = environ.get("SIDECAR_HTTP_PORT", "0")
+        proc.http_url = f"http://127.0.0.1:{port}" if port != "0" else ""
         self.procs.append(proc)
         return proc
 
@@ -365,6 +373,13 @@ class Pipeline:
             self.s3.remove_bucket(bucket)
         if not self.volume.is_relative_to(self.root):
             shutil.rmtree(self.volume, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the sidecar binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def resolve_script(script: str | Path) -> Path:

@@ -1,0 +1,111 @@
+"""Logs: JSON lines in a container (no terminal), text on a terminal, the core's Log fields
+as JSON fields, and no secret in any line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from test_config import ACCESS_KEY, BROKER_PASSWORD, SECRET_KEY, manager_env
+
+from sidecar import config
+from sidecar import effects as fx
+from sidecar.cli import secrets
+from sidecar.logs import log_effect, setup
+
+FRAGMENT = "f" * 64
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def configure(stream, fmt="auto", secret_values=()) -> None:
+    setup("INFO", fmt, secret_values, stream=stream)
+
+
+def test_auto_writes_one_json_object_per_line_without_a_terminal(restore_logging) -> None:
+    out = io.StringIO()
+    configure(out)
+    log_effect(fx.Log("warning", "redelivered", "input was delivered before", FRAGMENT),
+               state="received", event="Delivered")
+    logging.getLogger("sidecar.storage").info("second line")
+    first, second = out.getvalue().splitlines()
+    doc = json.loads(first)
+    assert doc["level"] == "WARNING"
+    assert doc["logger"] == "sidecar.core"
+    assert doc["message"] == "input was delivered before"
+    assert (doc["code"], doc["fragment"], doc["state"], doc["event"]) == (
+        "redelivered", FRAGMENT, "received", "Delivered")
+    assert doc["time"].endswith("Z")
+    assert json.loads(second) == {**json.loads(second), "message": "second line",
+                                  "logger": "sidecar.storage"}
+    assert "code" not in json.loads(second)
+
+
+def test_auto_writes_readable_text_on_a_terminal(restore_logging) -> None:
+    out = Tty()
+    configure(out)
+    log_effect(fx.Log("error", "dead-letter-missing-object", "gone", FRAGMENT))
+    [line] = out.getvalue().splitlines()
+    assert f" ERROR sidecar.core: [dead-letter-missing-object] gone fragment={FRAGMENT}" in line
+    assert not line.startswith("{")
+
+
+def test_the_format_can_be_forced(restore_logging) -> None:
+    out = Tty()
+    configure(out, "json")
+    logging.getLogger("sidecar").info("hello")
+    assert json.loads(out.getvalue())["message"] == "hello"
+    out = io.StringIO()
+    configure(out, "text")
+    logging.getLogger("sidecar").info("hello")
+    assert out.getvalue().rstrip().endswith("INFO sidecar: hello")
+
+
+def test_an_exception_is_the_error_field(restore_logging) -> None:
+    out = io.StringIO()
+    configure(out)
+    try:
+        raise ValueError("broken thing")
+    except ValueError:
+        logging.getLogger("sidecar").exception("cannot start")
+    doc = json.loads(out.getvalue())
+    assert doc["message"] == "cannot start"
+    assert "ValueError: broken thing" in doc["error"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_no_line_contains_a_secret(restore_logging, tmp_path: Path, fmt: str) -> None:
+    settings = config.load(manager_env(tmp_path))
+    out = io.StringIO()
+    configure(out, fmt, secrets(settings))
+    log = logging.getLogger("sidecar.amqp")
+    log.warning("broker not reachable at %s", settings.mq_broker_url)
+    log.warning("minio said %s / %s", SECRET_KEY, ACCESS_KEY)
+    log.warning("some client printed amqp://other:pa55word@host:5672/")
+    try:
+        raise RuntimeError(f"auth failed for {BROKER_PASSWORD}")
+    except RuntimeError:
+        log.exception("oops")
+    text = out.getvalue()
+    for secret in (SECRET_KEY, ACCESS_KEY, BROKER_PASSWORD, "pa55word"):
+        assert secret not in text
+    assert "amqp://iterum:***@iterum-mq-rabbitmq:5672" in text
+    assert "amqp://other:***@host" in text
