@@ -86,6 +86,8 @@ def run_from_environment() -> int:
         print(f"iterum-sidecar: configuration error: {err}", file=sys.stderr)
         return 1
     setup_logging(settings.log_level, settings.log_format, secrets(settings))
+    for notice in settings.notices:
+        logging.getLogger("sidecar").warning("%s", notice)
     from .loop import Runner
 
     try:

@@ -11,11 +11,13 @@ import importlib.util
 import json
 import os
 import posixpath
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import tls
 from .protocol import InvalidMessage, safe_relative
 
 
@@ -133,6 +135,33 @@ def log_level(raw: str) -> str:
     return choice("DEBUG", "INFO", "WARNING", "ERROR")(raw.upper())
 
 
+def file_mode(raw: str) -> int:
+    """Permission bits in octal, as for chmod: 0660, 660 or 0o660."""
+    text = raw.strip().lower().removeprefix("0o")
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ValueError("must be permission bits in octal, e.g. 0660") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("must be permission bits between 0000 and 0777")
+    return value
+
+
+def optional_uid(raw: str) -> int | None:
+    """A numeric uid, or empty for no check."""
+    if not raw.strip():
+        return None
+    value = _int(raw)
+    if value < 0:
+        raise ValueError("must be a numeric uid >= 0, or empty")
+    return value
+
+
+def path_or_empty(raw: str) -> str:
+    """A file path; whether it can be read is checked with the other settings."""
+    return raw.strip()
+
+
 # --- the table of variables ----------------------------------------------------------
 
 
@@ -145,10 +174,17 @@ class Variable:
     doc: str
     secret: bool = False
     iterum: bool = True  # False for the sidecar's own SIDECAR_* settings
+    # The value may instead come from the file named by <name>_FILE (a mounted secret),
+    # so that it need not sit in the environment.
+    file_variant: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}_FILE" if self.file_variant else ""
 
 
 def _iterum(name: str, parse=parse_text, default=None, doc="", secret=False) -> Variable:
-    return Variable(name, name.lower(), parse, default, doc, secret)
+    return Variable(name, name.lower(), parse, default, doc, secret, file_variant=secret)
 
 
 def _own(name: str, parse, default: str, doc: str) -> Variable:
@@ -170,13 +206,18 @@ VARIABLES: tuple[Variable, ...] = (
             "DATA_VOLUME_PATH (the manager sets `config`); it must name a directory below "
             "the volume, as in the original."),
     _iterum("MINIO_URL", doc="S3/MinIO endpoint as `host:port`, without a scheme."),
-    _iterum("MINIO_ACCESS_KEY", doc="S3 access key.", secret=True),
-    _iterum("MINIO_SECRET_KEY", doc="S3 secret key.", secret=True),
-    _iterum("MINIO_USE_SSL", parse=parse_go_bool, default="false",
-            doc="Use HTTPS for S3 (Go ParseBool syntax: 1, t, true, 0, f, false, ...)."),
-    _iterum("MINIO_OUTPUT_BUCKET", doc="Bucket for output files (created if missing)."),
-    _iterum("MQ_BROKER_URL", doc="AMQP URL, e.g. `amqp://user:password@host:5672/`.",
+    _iterum("MINIO_ACCESS_KEY", doc="S3 access key. Or MINIO_ACCESS_KEY_FILE: the path of a "
+            "file holding it (a mounted secret; read once, trailing newline stripped).",
             secret=True),
+    _iterum("MINIO_SECRET_KEY", doc="S3 secret key. Or MINIO_SECRET_KEY_FILE: the path of a "
+            "file holding it.", secret=True),
+    _iterum("MINIO_USE_SSL", parse=parse_go_bool, default="false",
+            doc="Use HTTPS for S3 (Go ParseBool syntax: 1, t, true, 0, f, false, ...). The "
+            "server's certificate is verified, against SIDECAR_S3_CA_FILE if set."),
+    _iterum("MINIO_OUTPUT_BUCKET", doc="Bucket for output files (created if missing)."),
+    _iterum("MQ_BROKER_URL", doc="AMQP URL, e.g. `amqp://user:password@host:5672/`; "
+            "`amqps://` for TLS (see SIDECAR_AMQP_CA_FILE). Or MQ_BROKER_URL_FILE: the path "
+            "of a file holding it.", secret=True),
     _iterum("MQ_INPUT_QUEUE", doc="Queue the sidecar consumes RemoteFragmentDescs from."),
     _iterum("MQ_OUTPUT_QUEUE", doc="Default queue for output descriptors."),
     _iterum("MQ_PREFETCH_COUNT", parse=parse_prefetch, default="",
@@ -211,6 +252,10 @@ VARIABLES: tuple[Variable, ...] = (
     _own("SIDECAR_TRANSFORMATION_GRACE", seconds, "60",
          "How long to wait for the transformation to reconnect after all its connections "
          "closed without a kill message, before giving the inputs back and exiting 3."),
+    _own("SIDECAR_TRANSFORMATION_CONNECT_TIMEOUT", seconds_or_off, "600",
+         "How long to wait at start-up for the transformation's first connection; if "
+         "none came, the inputs are given back and the sidecar exits 3. `0`: wait forever "
+         "(as the original did)."),
     _own("SIDECAR_SHUTDOWN_GRACE", seconds, "20",
          "After SIGTERM: how long in-flight fragments may take to finish before the rest "
          "is given back to the broker (nack, requeue) and the sidecar exits 0."),
@@ -270,6 +315,25 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SIDECAR_OPENLINEAGE_API_KEY", "openlineage_api_key", str, "",
              "Bearer API key for the `http` transport (optional).", secret=True,
              iterum=False),
+    # --- security (docs/reliability.md, "Security") ---
+    _own("SIDECAR_SOCKET_MODE", file_mode, "0660",
+         "Permission bits (octal) of tts.sock and fts.sock: who may connect. The default "
+         "lets the sidecar's uid and group in (see docs/migration.md for the uid model)."),
+    _own("SIDECAR_PEER_UID", optional_uid, "",
+         "If set, only a process with this uid may connect to the sockets (checked with "
+         "SO_PEERCRED at accept); another uid is refused, logged and counted. Empty: no "
+         "check."),
+    _own("SIDECAR_AMQP_CA_FILE", path_or_empty, "",
+         "PEM file of the CA(s) that signed the broker's certificate, for an `amqps://` "
+         "MQ_BROKER_URL. Empty: the system's CAs."),
+    _own("SIDECAR_AMQP_CERT_FILE", path_or_empty, "",
+         "PEM client certificate presented to the broker (`amqps://`), for brokers that "
+         "require one. Its key in SIDECAR_AMQP_KEY_FILE, or in the same file."),
+    _own("SIDECAR_AMQP_KEY_FILE", path_or_empty, "",
+         "PEM private key of SIDECAR_AMQP_CERT_FILE (unencrypted)."),
+    _own("SIDECAR_S3_CA_FILE", path_or_empty, "",
+         "PEM CA bundle that S3's certificate is verified against (with MINIO_USE_SSL). "
+         "Empty: the system's CAs."),
 )
 
 
@@ -332,6 +396,16 @@ class Settings:
     journal_dir: str = ".sidecar/journal"
     journal_max_bytes: int = 32 << 20
     journal_segments: int = 4
+    # security and start-up (defaults so that a Settings built by hand needs none)
+    transformation_connect_timeout: float = 600.0
+    socket_mode: int = 0o660
+    peer_uid: int | None = None
+    amqp_ca_file: str = ""
+    amqp_cert_file: str = ""
+    amqp_key_file: str = ""
+    s3_ca_file: str = ""
+    # what the configuration wants said once logging is up (never a secret)
+    notices: tuple[str, ...] = ()
 
     @property
     def prefetch(self) -> int:
@@ -373,19 +447,50 @@ class Settings:
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate every variable; raise ConfigError naming the first bad one."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for var in VARIABLES:
-        raw = env.get(var.name) or ""
-        if raw == "":  # unset and empty are the same, as for Go's os.Getenv
-            if var.default is None:
-                raise ConfigError(var.name, "it is required but not set")
-            raw = var.default
-        try:
-            values[var.attr] = var.parse(raw)
-        except ValueError as err:
-            raise ConfigError(var.name, str(err), None if var.secret else raw) from None
+    notices: list[str] = []
+    values: dict[str, Any] = {var.attr: value(var, env, notices) for var in VARIABLES}
     values.update(_derived(values))
-    return Settings(**values)
+    return Settings(**values, notices=tuple(notices))
+
+
+def value(var: Variable, env: Mapping[str, str], notices: list[str] | None = None) -> Any:
+    """One variable's parsed value (from its _FILE variant if that is set)."""
+    raw = env.get(var.name) or ""
+    if var.file_variant and (path := env.get(var.file_name) or ""):
+        from_file = read_secret_file(var.file_name, path)
+        if raw and raw != from_file and notices is not None:
+            notices.append(f"{var.file_name} is set: {var.name} from the environment is "
+                           "ignored")
+        raw = from_file
+    if raw == "":  # unset and empty are the same, as for Go's os.Getenv
+        if var.default is None:
+            also = f" (nor {var.file_name})" if var.file_variant else ""
+            raise ConfigError(var.name, f"it is required but not set{also}")
+        raw = var.default
+    try:
+        return var.parse(raw)
+    except ValueError as err:
+        raise ConfigError(var.name, str(err), None if var.secret else raw) from None
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The content of a secret file, read once; trailing newlines are not part of it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise ConfigError(variable, f"cannot read the file ({err.strerror})", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError(variable, "the file is not UTF-8 text", path) from None
+    text = text.rstrip("\r\n")
+    if not text:
+        raise ConfigError(variable, "the file is empty", path)
+    return text
+
+
+def known_names() -> set[str]:
+    """Every environment variable the sidecar reads, _FILE variants included."""
+    return {v.name for v in VARIABLES} | {v.file_name for v in VARIABLES if v.file_variant}
 
 
 def _derived(v: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +500,7 @@ def _derived(v: dict[str, Any]) -> dict[str, Any]:
     if "://" in v["minio_url"]:
         raise ConfigError("MINIO_URL", "give host:port without a scheme", v["minio_url"])
     _check_broker_url(v["mq_broker_url"])
+    _check_tls(v)
     if v["openlineage"] != "off" and importlib.util.find_spec("openlineage") is None:
         raise ConfigError("SIDECAR_OPENLINEAGE", "needs the openlineage extra: pip install "
                           "'iterum-sidecar[openlineage]'", v["openlineage"])
@@ -422,6 +528,44 @@ def _check_broker_url(url: str) -> None:
         ok = False
     if not ok:  # the URL holds the password: never echo it
         raise ConfigError("MQ_BROKER_URL", "expected amqp://user:password@host:port/vhost")
+
+
+def _check_tls(v: dict[str, Any]) -> None:
+    """TLS files must be readable PEM, and only given where TLS is used."""
+    amqps = urlsplit(v["mq_broker_url"]).scheme == "amqps"
+    check_amqp_tls(amqps, v["amqp_ca_file"], v["amqp_cert_file"], v["amqp_key_file"])
+    ca = v["s3_ca_file"]
+    if ca:
+        if not v["minio_use_ssl"]:
+            raise ConfigError("SIDECAR_S3_CA_FILE", "needs MINIO_USE_SSL=true (S3 over "
+                              "HTTPS)", ca)
+        _check_pem("SIDECAR_S3_CA_FILE", ca, lambda: tls.check_ca_file(ca))
+
+
+def check_amqp_tls(amqps: bool, ca: str, cert: str, key: str) -> None:
+    given = [(n, p) for n, p in (("SIDECAR_AMQP_CA_FILE", ca), ("SIDECAR_AMQP_CERT_FILE", cert),
+                                 ("SIDECAR_AMQP_KEY_FILE", key)) if p]
+    if given and not amqps:
+        name, path = given[0]
+        raise ConfigError(name, "needs an amqps:// MQ_BROKER_URL (TLS to the broker)", path)
+    if key and not cert:
+        raise ConfigError("SIDECAR_AMQP_KEY_FILE", "needs SIDECAR_AMQP_CERT_FILE", key)
+    if ca:
+        _check_pem("SIDECAR_AMQP_CA_FILE", ca, lambda: tls.check_ca_file(ca))
+    if key and not os.path.isfile(key):
+        raise ConfigError("SIDECAR_AMQP_KEY_FILE", "no such file", key)
+    if cert:
+        _check_pem("SIDECAR_AMQP_CERT_FILE", cert, lambda: tls.amqp_context("", cert, key))
+
+
+def _check_pem(variable: str, path: str, load: Callable[[], Any]) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(variable, "no such file", path)
+    try:
+        load()
+    except (OSError, ssl.SSLError, ValueError) as err:
+        reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
+        raise ConfigError(variable, f"not a usable PEM file ({reason})", path) from None
 
 
 def join_under(volume: str, relative: str) -> str:

@@ -41,4 +41,9 @@ def _table(variables: list[Variable]) -> str:
         default = "*required*" if v.default is None else (f"`{v.default}`" if v.default
                                                           else "*empty*")
         rows.append(f"| `{v.name}` | {default} | {v.doc} |")
+        if v.file_variant:
+            rows.append(f"| `{v.file_name}` | *empty* | The path of a file holding "
+                        f"{v.name} (a mounted secret), read once at start; a trailing "
+                        f"newline is not part of the value. It wins over {v.name}, which "
+                        "is then ignored (with a warning if the two differ). |")
     return "\n".join(rows) + "\n"
