@@ -42,7 +42,8 @@ class Runner:
         self.clock = clock
         self.core = Core(CoreConfig.from_settings(settings))
         self.ioloop = IOLoop()
-        self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes)
+        self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes,
+                                    settings.socket_mode, settings.peer_uid)
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
                              settings.mq_input_queue,
                              predeclare=(settings.mq_output_queue, settings.lineage_queue))

@@ -95,6 +95,10 @@ class Metrics:
         self.logs = Counter(
             f"{PREFIX}_log_events", "Log events of the core, by level and stable code",
             ["level", "code"], registry=r)
+        self.refused = Counter(
+            f"{PREFIX}_connections_refused", "Connections to tts.sock or fts.sock refused "
+            "because the peer runs as another uid than SIDECAR_PEER_UID", ["channel"],
+            registry=r)
         self.openlineage = Counter(
             f"{PREFIX}_openlineage_events", "OpenLineage events: emitted, failed, dropped",
             ["result"], registry=r)
@@ -225,4 +229,5 @@ def instrument(runner: Any, metrics: Metrics) -> StorageMetrics:
     runner.broker.on_confirm = lambda result, seconds: metrics.confirm_seconds.labels(
         result).observe(seconds)
     runner.checker.on_retry = lambda: metrics.retries.labels("manager").inc()
+    runner.sockets.on_refused = lambda channel: metrics.refused.labels(channel).inc()
     return storage

@@ -3,6 +3,11 @@
 The sidecar listens on both; each is one-way. Reads are non-blocking and framed with
 read-exact semantics; writes are buffered per connection and flushed when writable, so a
 slow reader never blocks the loop.
+
+Who may connect: the socket files get ``SIDECAR_SOCKET_MODE`` (0660) before ``listen()``,
+so no connection is accepted while they are more open; with ``SIDECAR_PEER_UID`` a
+connection whose peer (``SO_PEERCRED``) runs as another uid is closed at once, logged and
+counted, and never reaches the core.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import itertools
 import logging
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +30,12 @@ from ..protocol import FrameDecoder, FrameTooLarge, frame
 log = logging.getLogger("sidecar.sockets")
 READ_CHUNK = 1 << 18
 _conn_ids = itertools.count(1)
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected UNIX socket."""
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
 class Connection:
@@ -40,22 +52,28 @@ class SocketServer:
     """Listens on tts.sock and fts.sock; posts Connected/Disconnected/FrameReceived."""
 
     def __init__(self, ioloop: Any, post: Callable[[Event], None], max_frame: int,
-                 mode: int = 0o660):
+                 mode: int = 0o660, peer_uid: int | None = None):
         self.ioloop = ioloop
         self.post = post
         self.max_frame = max_frame
         self.mode = mode
+        self.peer_uid = peer_uid
         self.listeners: dict[int, tuple[socket.socket, str, str]] = {}
         self.conns: dict[int, Connection] = {}
+        # metrics (sidecar/metrics.py): a connection refused, by channel ("tts"/"fts")
+        self.on_refused: Callable[[str], None] = lambda _channel: None
 
     def listen(self, path: str, channel: str) -> None:
+        if self.peer_uid is not None and not hasattr(socket, "SO_PEERCRED"):
+            raise OSError(f"SIDECAR_PEER_UID needs SO_PEERCRED, which this platform lacks "
+                          f"({path})")
         try:
             os.unlink(path)  # a stale file from a previous run (§4.1)
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
-        os.chmod(path, self.mode)
+        os.chmod(path, self.mode)  # before listen(): nobody connects while it is wider
         sock.listen(16)
         sock.setblocking(False)
         self.listeners[sock.fileno()] = (sock, path, channel)
@@ -67,12 +85,29 @@ class SocketServer:
             sock, _ = listener.accept()
         except BlockingIOError:
             return
+        if self.peer_uid is not None and not self._peer_allowed(sock, channel):
+            sock.close()
+            return
         sock.setblocking(False)
         conn = Connection(sock, channel, self.max_frame)
         self.conns[conn.id] = conn
         self.ioloop.add_handler(sock.fileno(), lambda _fd, ev: self._on_io(conn, ev),
                                 PollEvents.READ)
         self.post(Connected(conn.id, channel))
+
+    def _peer_allowed(self, sock: socket.socket, channel: str) -> bool:
+        try:
+            pid, uid, _gid = peer_credentials(sock)
+        except OSError as err:
+            pid, uid = 0, -1
+            log.warning("cannot read the peer's credentials on %s.sock: %s", channel, err)
+        if uid == self.peer_uid:
+            return True
+        log.warning("connection to %s.sock refused: the peer (pid %d) runs as uid %d, "
+                    "SIDECAR_PEER_UID allows only uid %d", channel, pid, uid, self.peer_uid,
+                    extra={"code": "peer-refused"})
+        self.on_refused(channel)
+        return False
 
     def _on_io(self, conn: Connection, events: int) -> None:
         if events & PollEvents.WRITE:
