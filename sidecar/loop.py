@@ -46,7 +46,9 @@ class Runner:
                                     settings.socket_mode, settings.peer_uid)
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
                              settings.mq_input_queue,
-                             predeclare=(settings.mq_output_queue, settings.lineage_queue))
+                             predeclare=(settings.mq_output_queue, settings.lineage_queue),
+                             tls_files=(settings.amqp_ca_file, settings.amqp_cert_file,
+                                        settings.amqp_key_file))
         self.storage = Storage(settings, self.post)
         self.checker = UpstreamChecker(settings, self.post)
         self.observers: list[Observer] = []

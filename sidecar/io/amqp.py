@@ -30,6 +30,7 @@ from ..events import (
     PublishRejected,
     QueueInspected,
 )
+from ..tls import amqp_parameters
 
 log = logging.getLogger("sidecar.amqp")
 ITERUM_FLAGS = {"durable": False, "auto_delete": False, "exclusive": False}
@@ -38,8 +39,11 @@ NOT_FOUND = 404
 
 class Broker:
     def __init__(self, url: str, ioloop: Any, post: Callable[[Event], None], input_queue: str,
-                 predeclare: tuple[str, ...] = (), connect_seconds: float = 60.0):
-        self.params = pika.URLParameters(url)
+                 predeclare: tuple[str, ...] = (), connect_seconds: float = 60.0,
+                 tls_files: tuple[str, str, str] = ("", "", "")):
+        # amqps://: verify the broker against SIDECAR_AMQP_CA_FILE, present the client
+        # certificate SIDECAR_AMQP_CERT_FILE/KEY_FILE (tls_files: ca, cert, key)
+        self.params = amqp_parameters(url, *tls_files)
         self.params.client_properties = {"connection_name": f"iterum-sidecar {input_queue}"}
         self.ioloop = ioloop
         self.post = post

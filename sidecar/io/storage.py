@@ -34,6 +34,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from .. import tls
 from ..effects import DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 
@@ -53,6 +54,8 @@ class UnsafePath(Exception):
 
 def classify(err: BaseException) -> tuple[str, bool]:
     """(reason code, transient?) of a failed transfer."""
+    if tls.is_untrusted_certificate(err):
+        return "tls-untrusted", False  # a configuration problem: see untrusted()
     if isinstance(err, S3Error):
         if err.code in _PERMANENT_CODES:
             return _PERMANENT_CODES[err.code], False
@@ -150,7 +153,8 @@ class Storage:
         http = CountingPoolManager(
             settings.minio_url, lambda op, result, secs: self.hooks.request(op, result, secs),
             maxsize=settings.storage_workers + 2, timeout=timeout,
-            retries=False)  # tenacity owns the retries
+            retries=False,  # tenacity owns the retries
+            **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
         self.client = Minio(settings.minio_url, access_key=settings.minio_access_key,
                             secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
                             region=settings.s3_region, http_client=http)
@@ -158,6 +162,8 @@ class Storage:
         self.pool = ThreadPoolExecutor(settings.storage_workers, thread_name_prefix="storage")
         self._bucket_lock = threading.Lock()
         self._bucket_ready = False
+        self._report_lock = threading.Lock()
+        self._tls_reported = False
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.storage_attempts),
             wait=wait_random_exponential(multiplier=0.25, max=settings.storage_backoff_max),
@@ -178,6 +184,7 @@ class Storage:
             size, etag = retrying(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
             reason, transient = classify(err)
+            transient = self._untrusted(err) or transient
             self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
                                      _attempts(retrying)))
         else:
@@ -220,6 +227,7 @@ class Storage:
             size, etag = retrying(self._put, e.bucket, e.key, e.source)
         except Exception as err:
             reason, transient = classify(err)
+            transient = self._untrusted(err) or transient
             self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
                                    _attempts(retrying)))
         else:
@@ -260,6 +268,23 @@ class Storage:
             if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
+    def _untrusted(self, err: BaseException) -> bool:
+        """S3's certificate failed verification: no fragment is to blame, and every
+        transfer would fail the same way. End the run (exit 1, inputs given back) with one
+        clear line rather than dead-letter every input. The transfer's own failure event
+        follows, marked transient, so its input is requeued, never dead-lettered."""
+        if not tls.is_untrusted_certificate(err):
+            return False
+        with self._report_lock:
+            reported, self._tls_reported = self._tls_reported, True
+        if reported:  # once is enough: every transfer in flight fails the same way
+            return True
+        hint = ("set SIDECAR_S3_CA_FILE to the CA bundle that signed it" if not
+                self.s.s3_ca_file else f"SIDECAR_S3_CA_FILE={self.s.s3_ca_file} did not sign it")
+        self.post(Fatal("storage-tls", f"S3 at {self.s.minio_url}: the server's TLS "
+                        f"certificate is not trusted ({_describe(err)}); {hint}"))
+        return True
+
     def _before_sleep(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
         detail = _describe(err) if err else "?"
@@ -286,6 +311,8 @@ class Storage:
         try:
             retrying(self._get, self.s.config_bucket, key, os.path.join(self.s.config_dir, name))
         except Exception as err:
+            if self._untrusted(err):
+                return
             self.post(Fatal("config-file", f"config file {self.s.config_bucket}/{key} could not "
                             f"be fetched: {_describe(err)}"))
         else:
