@@ -60,6 +60,8 @@ class CoreConfig:
     queue_mapping: Mapping[str, str] = field(default_factory=dict)
     object_layout: str = "per-fragment"
     transformation_grace: float = 60.0
+    # seconds from BrokerReady until the transformation's first connection; 0: no limit
+    transformation_connect_timeout: float = 0.0
     shutdown_grace: float = 20.0
     queue_poll_interval: float = 1.0
     publish_attempts: int = 5
@@ -77,6 +79,7 @@ class CoreConfig:
                    prefetch=s.prefetch, queue_mapping=dict(s.queue_mapping),
                    object_layout=s.object_layout,
                    transformation_grace=s.transformation_grace,
+                   transformation_connect_timeout=s.transformation_connect_timeout,
                    shutdown_grace=s.shutdown_grace, queue_poll_interval=s.queue_poll_interval,
                    publish_attempts=s.publish_attempts,
                    stuck_after=s.stuck_after, volume_min_free=s.volume_min_free,
@@ -297,6 +300,8 @@ class Core:
         if self.step.state != "starting":
             return
         self._fire(STEP, self.step, "broker_ready")
+        if self.cfg.transformation_connect_timeout and not self._transformation_seen():
+            self.deadlines["connect"] = self.now + self.cfg.transformation_connect_timeout
         reasons = self._pause_reasons()
         if reasons:
             self.paused = reasons
@@ -523,8 +528,24 @@ class Core:
 
     # --- the transformation ----------------------------------------------------------
 
+    def _transformation_seen(self) -> bool:
+        """Has the transformation ever connected? (Once it has, a disconnect is a crash,
+        handled by the grace period; without new state, so snapshots stay as they are.)"""
+        return bool(self.tts or self.fts or self.orphaned or self.kill_received)
+
+    def _on_connect_timeout(self) -> None:
+        """The transformation never connected (it died at start, or its image never came
+        up): the original waited forever; give the inputs back and exit 3."""
+        if self.step.state == "stopping" or self._transformation_seen():
+            return
+        self._stop(EXIT_TRANSFORMATION, "transformation-never-connected",
+                   f"the transformation did not connect to the sockets within "
+                   f"{self.cfg.transformation_connect_timeout:g}s "
+                   "(SIDECAR_TRANSFORMATION_CONNECT_TIMEOUT)")
+
     def _on_connected(self, e: ev.Connected) -> None:
         self.deadlines.pop("grace", None)
+        self.deadlines.pop("connect", None)
         if e.channel == "fts":
             self.fts.add(e.conn)
             return
@@ -911,6 +932,7 @@ class Core:
             del self.deadlines[name]
             {"inspect": lambda: self._emit(fx.InspectQueue()),
              "grace": self._on_grace_expired,
+             "connect": self._on_connect_timeout,
              "shutdown": lambda: self._give_back_unprocessed("shutdown", "shutdown grace over"),
              "fts_close": lambda: None,
              "stuck": self._report_stuck}[name]()

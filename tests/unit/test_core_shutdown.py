@@ -239,6 +239,76 @@ def test_crash_with_nothing_in_flight_still_exits_3(drv: Driver) -> None:
     assert exits(drv.after(0.5)) == [3]
 
 
+# --- the transformation never connects ---------------------------------------------------------
+
+CONNECT = 30.0  # SIDECAR_TRANSFORMATION_CONNECT_TIMEOUT in these tests
+
+
+def test_never_connecting_gives_the_inputs_back_and_exits_3(
+        make_driver: Callable[..., Driver]) -> None:
+    drv = started(make_driver(transformation_connect_timeout=CONNECT), connect=False)
+    assert drv.core.next_deadline() == pytest.approx(drv.clock + CONNECT)
+    drv.ready_input(7, A)  # downloaded, waiting for a tts connection that never comes
+    [download] = drv.deliver_fragment(8, B)  # still downloading at the deadline
+    assert drv.after(CONNECT - 1) == []
+    out = drv.after(1)
+    assert "transformation-never-connected" in log_codes(out)
+    assert fx.StopConsuming() in out
+    assert of(out, fx.Nack) == [fx.Nack(7, requeue=True), fx.Nack(8, requeue=True)]
+    assert exits(out) == []  # B's download is still writing its file
+    out = drv.feed(ev.FileDownloaded(download.input_id, 0, 1))
+    assert exits(out) == [3]
+    assert "SIDECAR_TRANSFORMATION_CONNECT_TIMEOUT" in of(out, fx.Exit)[0].reason
+    assert of(drv.effects, fx.SendFrame, fx.Ack) == []
+    drv.assert_files_deleted_once()
+
+
+@pytest.mark.parametrize("first", ["tts", "fts"])
+def test_a_first_connection_in_time_clears_the_deadline(
+        make_driver: Callable[..., Driver], first: str) -> None:
+    drv = started(make_driver(transformation_connect_timeout=CONNECT), connect=False)
+    drv.ready_input(7, A)
+    drv.after(CONNECT - 1, ev.Connected(TTS if first == "tts" else FTS, first))
+    assert "connect" not in drv.core.deadlines
+    assert exits(drv.after(CONNECT)) == []
+    assert drv.core.step.state == "consuming"
+
+
+def test_connected_before_the_broker_was_ready_sets_no_deadline(
+        make_driver: Callable[..., Driver]) -> None:
+    drv = make_driver(transformation_connect_timeout=CONNECT)
+    drv.connect()
+    drv.start()
+    assert "connect" not in drv.core.deadlines
+
+
+def test_a_crash_after_connecting_is_the_grace_rule_not_the_connect_deadline(
+        make_driver: Callable[..., Driver]) -> None:
+    drv = started(make_driver(transformation_connect_timeout=CONNECT,
+                              transformation_grace=100.0))
+    drv.ready_input(7, A)
+    drv.disconnect()
+    assert exits(drv.after(CONNECT + 1)) == []  # still within the grace
+    out = drv.after(100.0)
+    assert "transformation-lost" in log_codes(out)
+    assert "transformation-never-connected" not in log_codes(drv.effects)
+
+
+def test_no_connect_deadline_when_switched_off(drv: Driver) -> None:
+    started(drv, connect=False)
+    assert drv.core.cfg.transformation_connect_timeout == 0
+    assert drv.core.next_deadline() is None
+
+
+def test_sigterm_before_the_connect_deadline_still_exits_0(
+        make_driver: Callable[..., Driver]) -> None:
+    drv = started(make_driver(transformation_connect_timeout=CONNECT), connect=False)
+    drv.ready_input(7, A)
+    out = drv.feed(ev.ShutdownRequested("SIGTERM"))
+    assert of(out, fx.Nack) == [fx.Nack(7, requeue=True)]
+    assert exits(out) == [0]
+
+
 @pytest.mark.parametrize("event", [ev.ShutdownRequested("SIGTERM"), ev.Fatal("x", "boom"),
                                    ev.ConsumerCancelledByBroker(), ev.BrokerLost("reset")],
                          ids=lambda e: type(e).__name__)
