@@ -132,7 +132,9 @@ class Broker:
     def close(self, on_closed: Callable[[], None]) -> None:
         self.closing = True
         self.on_closed = on_closed
-        if self.conn is not None and (self.conn.is_open or self.conn.is_opening):
+        # pika's connections have no is_opening: open and opening are "not closed or
+        # closing", and close() is legal in both (an opening one is aborted).
+        if self.conn is not None and not (self.conn.is_closed or self.conn.is_closing):
             self.conn.close()
         else:
             self._finish_close()

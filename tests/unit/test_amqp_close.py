@@ -1,0 +1,51 @@
+"""Broker.close() in every connection state pika has: open, opening, closing, closed.
+
+The exit path calls it after SIGTERM, a fatal error or a lost broker; it must never raise
+(the original check used an `is_opening` that pika's connections do not have, so a
+SIGTERM while the broker was unreachable ended in a traceback)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sidecar.io.amqp import Broker
+
+
+@dataclass
+class FakeConnection:
+    is_open: bool = False
+    is_closed: bool = False
+    is_closing: bool = False
+    close_calls: int = 0
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+
+def broker() -> Broker:
+    return Broker("amqp://guest:guest@127.0.0.1:5672/%2F", ioloop=None,
+                  post=lambda _event: None, input_queue="q")
+
+
+@pytest.mark.parametrize(("state", "closes"), [
+    ({"is_open": True}, True),
+    ({}, True),  # opening: neither open nor closed
+    ({"is_closing": True}, False),
+    ({"is_closed": True}, False),
+])
+def test_close_in_every_connection_state(state: dict, closes: bool) -> None:
+    b = broker()
+    b.conn = FakeConnection(**state)  # type: ignore[assignment]
+    finished = []
+    b.close(on_closed=lambda: finished.append(True))
+    assert b.conn.close_calls == (1 if closes else 0)  # type: ignore[union-attr]
+    assert finished == ([] if closes else [True])  # else the close callback finishes it
+
+
+def test_close_before_any_connection() -> None:
+    b = broker()
+    finished = []
+    b.close(on_closed=lambda: finished.append(True))
+    assert finished == [True]
