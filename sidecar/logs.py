@@ -82,6 +82,28 @@ def _iso(created: float) -> str:
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
 
 
+class OneLineLibraries(logging.Filter):
+    """Records of other libraries carry no traceback: pika, for one, logs a failed TLS
+    handshake with ``LOGGER.exception``, and a log line per retry with 20 lines of stack
+    hides the one line that says what is wrong. The exception's type and message stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("sidecar"):
+            return True
+        message = record.getMessage()
+        if record.exc_info:
+            err = record.exc_info[1]
+            if err is not None:
+                message = f"{message}: {type(err).__name__}: {err}"
+            record.exc_info = None
+            record.exc_text = None
+        if "\n" in message:  # a stack formatted into the message (pika does that too)
+            lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+            message = f"{lines[0]} ... {lines[-1]}" if len(lines) > 1 else lines[0]
+        record.msg, record.args = message, None
+        return True
+
+
 def use_json(fmt: str, stream: TextIO) -> bool:
     if fmt == "auto":
         return not (hasattr(stream, "isatty") and stream.isatty())
@@ -96,6 +118,8 @@ def setup(level: str, fmt: str = "auto", secrets: Iterable[str] = (),
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(redact) if use_json(fmt, stream) else
                          TextFormatter(redact))
+    if logging.getLevelName(level) > logging.DEBUG:
+        handler.addFilter(OneLineLibraries())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

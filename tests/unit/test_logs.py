@@ -109,3 +109,33 @@ def test_no_line_contains_a_secret(restore_logging, tmp_path: Path, fmt: str) ->
         assert secret not in text
     assert "amqp://iterum:***@iterum-mq-rabbitmq:5672" in text
     assert "amqp://other:***@host" in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_library_exception_is_one_line_unless_debugging(restore_logging, fmt: str) -> None:
+    out = io.StringIO()
+    configure(out, fmt)
+    try:
+        raise OSError("certificate verify failed")
+    except OSError:
+        logging.getLogger("pika.adapters.utils.io_services_utils").exception(
+            "SSL do_handshake failed: %s", "details")
+        logging.getLogger("sidecar.loop").exception("our own")
+        logging.getLogger("pika.adapters.utils.io_services_utils").error(
+            "Wrapped func exited with exception. Caller's stack:\n%s",
+            "Traceback (most recent call last):\n  File x, line 1\nOSError: boom\n")
+    lines = out.getvalue().splitlines()
+    library = lines[0]
+    wrapped = [ln for ln in lines if "Wrapped func" in ln]
+    assert len(wrapped) == 1 and wrapped[0].rstrip('"}').endswith("OSError: boom")
+    assert "SSL do_handshake failed: details: OSError: certificate verify failed" in library
+    assert "Traceback" not in library
+    assert "Traceback" in out.getvalue().split(library, 1)[1]  # ours keep their stack
+
+    out = io.StringIO()
+    setup("DEBUG", fmt, (), stream=out)
+    try:
+        raise OSError("certificate verify failed")
+    except OSError:
+        logging.getLogger("pika").exception("handshake")
+    assert "Traceback" in out.getvalue()
