@@ -105,6 +105,15 @@ def check_lineage(pipeline: Pipeline, outputs: list[Message], lineage: list[Mess
     assert described == published
 
 
+def dead_letters(pipeline: Pipeline, count: int | None = None,
+                 timeout: float = 30.0) -> list[Message]:
+    """Take the dead letters off `<input queue>-dead` (the sidecar declares it at its first
+    dead letter: none yet means an empty list)."""
+    if count is None and not pipeline.rabbit.exists(pipeline.dead_queue):
+        return []
+    return pipeline.rabbit.drain(pipeline.dead_queue, count, timeout)
+
+
 def volume_files(volume: Path) -> list[str]:
     """Every regular file left on the volume, relative to it (sockets are not regular),
     except the sidecar's own journal under `.sidecar/` (docs/debugging.md), which stays."""
