@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
     _add_debugging_commands(commands)
+    _add_dead_letter_command(commands)
     args = parser.parse_args(argv)
     if args.command == "config-reference":
         from .reference import configuration_markdown
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         from .graph import run_graph
 
         return run_graph(args.format, args.machine, args.out)
+    if args.command == "dead-letters":
+        from .deadletters import run_dead_letters
+
+        return run_dead_letters(args.action, args.id or [], args.reason,
+                                getattr(args, "all", False), args.json)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -77,6 +83,29 @@ def _add_debugging_commands(commands: Any) -> None:
     graph.add_argument("--machine", choices=("input", "output", "step", "all"),
                        help="one lifecycle (default: all; input for an image)")
     graph.add_argument("--out", metavar="PATH", help="write to PATH instead of stdout")
+
+
+def _add_dead_letter_command(commands: Any) -> None:
+    """`dead-letters list|requeue` (docs/reliability.md)."""
+    dead = commands.add_parser(
+        "dead-letters", help="list the dead letters of <MQ_INPUT_QUEUE>-dead, or requeue "
+        "them to the input queue after a fix (broker settings from the environment)")
+    actions = dead.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="print id, reason, time, attempts and error "
+                                 "of each dead letter (nothing is consumed)")
+    requeue = actions.add_parser("requeue", help="republish dead letters to the input "
+                                 "queue (confirmed by the broker), then remove them")
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", metavar="ID",
+                       help="a dead letter's id or a prefix of it (repeatable)")
+    which.add_argument("--all", action="store_true", help="every dead letter (that matches "
+                       "--reason, if given)")
+    listing.add_argument("--id", action="append", metavar="ID",
+                         help="only this id or id prefix (repeatable)")
+    for sub in (listing, requeue):
+        sub.add_argument("--reason", metavar="REASON", help="only dead letters with this "
+                         "reason (x-iterum-error-class), e.g. missing-object")
+        sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
 
 def run_from_environment() -> int:

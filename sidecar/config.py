@@ -488,6 +488,36 @@ def read_secret_file(variable: str, path: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class BrokerSettings:
+    """What `iterum-sidecar dead-letters` needs: the broker and the input queue."""
+
+    mq_broker_url: str = field(repr=False)
+    mq_input_queue: str
+    amqp_ca_file: str = ""
+    amqp_cert_file: str = ""
+    amqp_key_file: str = ""
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.mq_input_queue}-dead"
+
+
+_BROKER_VARIABLES = ("MQ_BROKER_URL", "MQ_INPUT_QUEUE", "SIDECAR_AMQP_CA_FILE",
+                     "SIDECAR_AMQP_CERT_FILE", "SIDECAR_AMQP_KEY_FILE")
+
+
+def load_broker(environ: Mapping[str, str] | None = None) -> BrokerSettings:
+    """Only the broker's variables (with the same rules and _FILE variants as load())."""
+    env = os.environ if environ is None else environ
+    by_name = {v.name: v for v in VARIABLES}
+    values = {by_name[n].attr: value(by_name[n], env) for n in _BROKER_VARIABLES}
+    _check_broker_url(values["mq_broker_url"])
+    check_amqp_tls(urlsplit(values["mq_broker_url"]).scheme == "amqps",
+                   values["amqp_ca_file"], values["amqp_cert_file"], values["amqp_key_file"])
+    return BrokerSettings(**values)
+
+
 def known_names() -> set[str]:
     """Every environment variable the sidecar reads, _FILE variants included."""
     return {v.name for v in VARIABLES} | {v.file_name for v in VARIABLES if v.file_variant}

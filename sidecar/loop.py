@@ -34,6 +34,7 @@ log = logging.getLogger("sidecar")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
 CLOSE_TIMEOUT = 10.0
 ERRORS_REMEMBERED = 32
+DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"  # header: UTC time of the dead letter
 
 
 class Runner:
@@ -70,8 +71,7 @@ class Runner:
             fx.InspectQueue: lambda e: self.broker.inspect_queue(),
             fx.Ack: lambda e: self.broker.ack(e.tag),
             fx.Nack: lambda e: self.broker.nack(e.tag, e.requeue),
-            fx.Publish: lambda e: self.broker.publish(e.publish_id, e.queue, e.body,
-                                                      e.message_id, e.headers),
+            fx.Publish: self._publish,
             fx.DownloadFile: self.storage.download,
             fx.UploadFile: self.storage.upload,
             fx.SendFrame: lambda e: self.sockets.send(e.conn, e.payload),
@@ -143,6 +143,15 @@ class Runner:
         self._timer_at = deadline
         if deadline is not None:
             self._timer = self.ioloop.call_later(max(0.0, deadline - self.clock()), self._tick)
+
+    def _publish(self, e: fx.Publish) -> None:
+        headers = e.headers
+        if e.queue == self.s.dead_letter_queue:
+            # The core has no wall clock; the time a dead letter was made is an I/O fact
+            # (shown by `iterum-sidecar dead-letters list`).
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            headers = (*headers, (DEAD_LETTERED_AT, stamp))
+        self.broker.publish(e.publish_id, e.queue, e.body, e.message_id, headers)
 
     def _tick(self) -> None:
         self._timer = self._timer_at = None
