@@ -325,7 +325,8 @@ def _attempts(retrying: Retrying) -> int:
 
 def _describe(err: BaseException) -> str:
     if isinstance(err, S3Error):
-        return f"{err.code}: {err.message} ({err.bucket_name}/{err.object_name})"
+        where = "/".join(p for p in (err.bucket_name, err.object_name) if p)
+        return f"{err.code}: {err.message}" + (f" ({where})" if where else "")
     return f"{type(err).__name__}: {err}"
 
 
