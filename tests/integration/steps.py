@@ -7,10 +7,15 @@ started by the harness' Pipeline. The checks encode the wire contract (protocol 
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import Message, Pipeline, Proc, Transformation
 
@@ -134,3 +139,29 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1) -> bool:
             return False
         time.sleep(interval)
     return True
+
+
+# --- the sidecar's HTTP endpoint (docs/operations.md) ----------------------------------------
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def endpoint(proc: Proc, path: str) -> tuple[int, Any]:
+    status, body = http_get(proc.http_url + path)
+    return status, (body.decode() if path == "/metrics" else json.loads(body))
+
+
+def metrics(proc: Proc) -> dict[tuple[str, tuple], float]:
+    _, text = endpoint(proc, "/metrics")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -11,45 +11,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import C2B, Pipeline, Proc
 from .harness.pipeline import REPO, base_env
+from .steps import endpoint, metric, metrics
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 30.0
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def endpoint(proc: Proc, path: str) -> tuple[int, Any]:
-    status, body = http_get(proc.http_url + path)
-    return status, (body.decode() if path == "/metrics" else json.loads(body))
-
-
-def metrics(proc: Proc) -> dict[tuple[str, tuple], float]:
-    _, text = endpoint(proc, "/metrics")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def metric(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def eventually(check, timeout: float = TIMEOUT, what: str = "condition"):
