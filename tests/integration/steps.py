@@ -116,6 +116,8 @@ def dead_letters(pipeline: Pipeline, count: int | None = None,
     dead letter: none yet means an empty list)."""
     if count is None and not pipeline.rabbit.exists(pipeline.dead_queue):
         return []
+    if count is not None:
+        wait_until(lambda: pipeline.rabbit.exists(pipeline.dead_queue), timeout)
     return pipeline.rabbit.drain(pipeline.dead_queue, count, timeout)
 
 
