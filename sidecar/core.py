@@ -933,9 +933,53 @@ class Core:
             {"inspect": lambda: self._emit(fx.InspectQueue()),
              "grace": self._on_grace_expired,
              "connect": self._on_connect_timeout,
-             "shutdown": lambda: self._give_back_unprocessed("shutdown", "shutdown grace over"),
+             "shutdown": self._on_shutdown_grace_over,
              "fts_close": lambda: None,
              "stuck": self._report_stuck}[name]()
+
+    def _on_shutdown_grace_over(self) -> None:
+        """SIGTERM's grace is over: every input not yet acked goes back to the broker, so
+        the sidecar can exit 0 now instead of outlasting the pod's termination grace.
+
+        Outputs that hold an input's ack are abandoned with it (the redelivered input makes
+        them again, with the same ids); a descriptor already published may then appear
+        twice with the same message_id, which downstream de-duplicates. Outputs that hold
+        no input (the transformation sent them after done_with) are still waited for: no
+        redelivery could make them again. Downloads still running are abandoned too.
+        """
+        detail = "shutdown grace over"
+        for out in [o for o in self.outputs.values() if o.gates]:
+            self._abandon_output(out)
+        for inp in list(self.inputs.values()):
+            if inp.state not in INPUT.terminal and inp.state != "dead_lettering":
+                self._give_back(inp, "shutdown", detail)
+        abandoned = [i for i in self.inputs.values()
+                     if i.state in INPUT.terminal and i.downloads_left > 0]
+        for inp in abandoned:  # their late completions are ignored (unknown serials)
+            self._emit(fx.DeleteFiles(inp.paths, inp.dirs))
+            inp.paths = ()
+            self._forget(inp)
+        if abandoned:
+            self._log("warning", "downloads-abandoned",
+                      f"{len(abandoned)} download(s) still running at the end of the "
+                      "shutdown grace were abandoned")
+
+    def _abandon_output(self, out: Output) -> None:
+        """Forget an output whose inputs are being given back: no publish of it is awaited,
+        its local files (if not uploaded yet) are deleted."""
+        self.publishes = {pid: p for pid, p in self.publishes.items()
+                          if p.kind == "dead_letter" or p.owner != out.serial}
+        files_local = out.state == "received"
+        self._fire(OUTPUT, out, "fail")
+        self._log("warning", "output-abandoned", "shutdown grace over before the output "
+                  "was stored and published; its inputs are requeued", out.fragment_id)
+        local = [f.path for f in out.files if inside(self.cfg.volume, f.path)]
+        if files_local and local:
+            self._emit(fx.DeleteFiles(tuple(local)))
+        for inp in self._gated(out):
+            inp.unuploaded.discard(out.serial)
+            inp.unrecorded.discard(out.serial)
+        self._forget(out)
 
     def _on_grace_expired(self) -> None:
         self._stop(EXIT_TRANSFORMATION, "transformation-lost",

@@ -454,16 +454,76 @@ def test_shutdown_without_a_transformation_gives_everything_back(
     assert exits(out) == [0]
 
 
-def test_shutdown_waits_for_gated_outputs(drv: Driver) -> None:
+def test_shutdown_lets_gated_outputs_finish_within_the_grace(drv: Driver) -> None:
     started(drv)
     drv.ready_input(7, A)
     uploads = drv.output([A])
     drv.done(A)
     drv.feed(ev.ShutdownRequested("SIGTERM"))
-    assert exits(drv.after(drv.core.cfg.shutdown_grace)) == []
     out = drv.record(uploads)
     assert of(out, fx.Ack) == [fx.Ack(7)]
     assert exits(out) == [0]
+
+
+def test_shutdown_grace_gives_back_an_input_whose_output_is_not_stored(drv: Driver) -> None:
+    """Processed, but its output is still uploading when the grace ends: the input goes
+    back (the redelivery makes the output again) and the sidecar exits 0 at once, instead
+    of waiting out the storage retries past the pod's termination grace."""
+    started(drv)
+    drv.ready_input(7, A)
+    uploads = drv.output([A])
+    drv.done(A)
+    drv.feed(ev.ShutdownRequested("SIGTERM"))
+    out = drv.after(drv.core.cfg.shutdown_grace)
+    assert of(out, fx.Nack) == [fx.Nack(7, requeue=True)]
+    assert of(out, fx.Ack, fx.Publish) == []
+    assert "output-abandoned" in log_codes(out)
+    [upload] = of(uploads, fx.UploadFile)
+    assert fx.DeleteFiles((upload.source,)) in out  # the transformation's file, not uploaded
+    assert exits(out) == [0]
+    assert [t.dest for t in drv.transitions if t.machine == "output"][-1] == "failed"
+    assert drv.upload(uploads) == []  # the late completion changes nothing
+
+
+def test_shutdown_grace_drops_a_descriptor_publish_in_flight(drv: Driver) -> None:
+    started(drv)
+    drv.ready_input(7, A)
+    uploads = drv.output([A])
+    drv.done(A)
+    [publish] = of(drv.upload(uploads), fx.Publish)  # the descriptor, unconfirmed
+    drv.feed(ev.ShutdownRequested("SIGTERM"))
+    out = drv.after(drv.core.cfg.shutdown_grace)
+    assert of(out, fx.Nack) == [fx.Nack(7, requeue=True)]
+    assert [d.paths for d in of(out, fx.DeleteFiles) if d.paths] == []  # deleted at upload
+    assert exits(out) == [0]
+    assert drv.confirm(publish) == []  # a late confirm is ignored
+
+
+def test_shutdown_grace_still_waits_for_an_output_that_gates_nothing(drv: Driver) -> None:
+    """An output sent after done_with holds no input: no redelivery could make it again,
+    so it is waited for (its upload is bounded by the storage retries)."""
+    started(drv)
+    drv.ready_input(7, A)
+    assert of(drv.done(A), fx.Ack) == [fx.Ack(7)]  # 1→0 so far: acked at once
+    uploads = drv.output([A])  # late
+    drv.feed(ev.ShutdownRequested("SIGTERM"))
+    out = drv.after(drv.core.cfg.shutdown_grace)
+    assert exits(out) == [] and "output-abandoned" not in log_codes(out)
+    out = drv.record(uploads)
+    assert exits(out) == [0]
+
+
+def test_shutdown_grace_abandons_running_downloads(drv: Driver) -> None:
+    started(drv)
+    [download] = drv.deliver_fragment(8, B)
+    out = drv.feed(ev.ShutdownRequested("SIGTERM"))
+    assert of(out, fx.Nack) == [fx.Nack(8, requeue=True)]
+    assert exits(out) == []  # its file is still being written
+    out = drv.after(drv.core.cfg.shutdown_grace)
+    assert "downloads-abandoned" in log_codes(out)
+    assert fx.DeleteFiles((download.dest,), (f"{VOLUME}/{IN_BUCKET}/{B}",)) in out
+    assert exits(out) == [0]
+    assert drv.feed(ev.FileDownloaded(download.input_id, 0, 1)) == []
 
 
 # --- fatal errors and the broker --------------------------------------------------------------
