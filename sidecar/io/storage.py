@@ -14,10 +14,10 @@ import errno
 import logging
 import mimetypes
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +31,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
@@ -143,6 +144,43 @@ class CountingPoolManager(urllib3.PoolManager):
         return response
 
 
+class WorkerPool:
+    """A fixed number of daemon threads running transfers.
+
+    Daemon, unlike ThreadPoolExecutor's (joined at interpreter exit): a transfer still
+    hanging on S3 when the sidecar exits is abandoned, not waited for; the core has given
+    its input back to the broker by then (docs/reliability.md, SIGTERM)."""
+
+    def __init__(self, size: int, name: str):
+        self._tasks: queue.SimpleQueue[tuple[Callable[..., None], tuple] | None] = (
+            queue.SimpleQueue())
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(size)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        if not self._closed:
+            self._tasks.put((fn, args))
+
+    def shutdown(self) -> None:
+        """Queued tasks are dropped; running ones end on their own, or with the process."""
+        self._closed = True
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            if self._closed:
+                continue
+            fn, args = task
+            try:
+                fn(*args)
+            except Exception:  # the transfer functions post their own failures
+                log.exception("storage worker: unexpected error")
+
+
 class Storage:
     def __init__(self, settings: Any, post: Callable[[Event], None]):
         self.s = settings
@@ -159,19 +197,22 @@ class Storage:
                             secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
                             region=settings.s3_region, http_client=http)
         self.part_size = max(settings.part_size, MIN_PART_SIZE)
-        self.pool = ThreadPoolExecutor(settings.storage_workers, thread_name_prefix="storage")
+        self.pool = WorkerPool(settings.storage_workers, "storage")
+        self.closing = threading.Event()  # set at exit: no more retries, no late renames
         self._bucket_lock = threading.Lock()
         self._bucket_ready = False
         self._report_lock = threading.Lock()
         self._tls_reported = False
         self._retrying = Retrying(
-            stop=stop_after_attempt(settings.storage_attempts),
+            stop=stop_after_attempt(settings.storage_attempts) | stop_when_event_set(
+                self.closing),
             wait=wait_random_exponential(multiplier=0.25, max=settings.storage_backoff_max),
             retry=retry_if_exception(is_transient), reraise=True,
             before_sleep=self._before_sleep)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.closing.set()
+        self.pool.shutdown()
 
     # --- downloads -------------------------------------------------------------------
 
@@ -207,6 +248,8 @@ class Storage:
             finally:
                 response.close()
                 response.release_conn()
+            if self.closing.is_set():  # the core gave this input up: leave nothing behind
+                raise InterruptedError("the sidecar is exiting")
             os.replace(partial, dest)
         except BaseException:
             _remove(partial)
