@@ -306,6 +306,7 @@ SCRIPTS = {
     "channel": ([None], {"OUTPUT_CHANNELS": "rejects,-"}, 2),
     "big_message": ([BIG_CUSTOM], {"REQUIRE_BIG_INPUT": "1", "BIG_BYTES": str(1 << 21)}, 1),
     "config_reader": ([None], {}, 1),
+    "gate": ([None, None], {}, 2),  # no GATE_FILE: no waiting
 }
 
 
