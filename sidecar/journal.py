@@ -50,6 +50,7 @@ from . import __version__, codec
 from . import effects as fx
 from . import events as ev
 from .core import Core, Transition
+from .fsmodes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from .snapshot import config_to_json
 
 FORMAT = 1
@@ -106,7 +107,7 @@ class Recorder:
         self.max_bytes = max_bytes
         self.keep = keep
         self.wall_clock = wall_clock
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory, PRIVATE_DIR)  # message bodies: the sidecar's only
         existing = list_segments(directory)
         self.run = (existing[-1][0] + 1) if existing else 1
         self.segment = 0
@@ -159,7 +160,8 @@ class Recorder:
         try:
             # kept open for the whole segment, closed by _rotate/close
             self._file = open(  # noqa: SIM115
-                self.path, "w", encoding="utf-8", buffering=WRITE_BUFFER)
+                self.path, "w", encoding="utf-8", buffering=WRITE_BUFFER,
+                opener=lambda path, flags: create_file(path, PRIVATE_FILE, flags))
         except OSError as err:
             self._give_up(err)
             return

@@ -38,6 +38,7 @@ from tenacity import (
 from .. import tls
 from ..effects import DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
+from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -233,7 +234,7 @@ class Storage:
 
     def _get(self, bucket: str, key: str, dest: str) -> tuple[int, str]:
         """Stream one object to ``dest``; return its size and its ETag."""
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        make_dirs(os.path.dirname(dest), DATA_DIR)
         partial = dest + ".part"
         size = 0
         started = time.monotonic()
@@ -241,7 +242,7 @@ class Storage:
             response = self.client.get_object(bucket, key)
             try:
                 etag = (response.headers.get("ETag") or "").strip('"')
-                with open(partial, "wb") as out:
+                with os.fdopen(create_file(partial, DATA_FILE), "wb") as out:
                     for chunk in response.stream(CHUNK):
                         out.write(chunk)
                         size += len(chunk)
@@ -338,7 +339,7 @@ class Storage:
     # --- config files (§16.3) ----------------------------------------------------------
 
     def fetch_config_files(self) -> None:
-        os.makedirs(self.s.config_dir, exist_ok=True)  # pyterum asserts that it exists
+        make_dirs(self.s.config_dir, DATA_DIR)  # pyterum asserts that it exists
         for name in sorted(set(self.s.config_files.values())):
             self.pool.submit(self._fetch_config, name)
 
