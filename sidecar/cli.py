@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -109,6 +110,10 @@ def _add_dead_letter_command(commands: Any) -> None:
 
 
 def run_from_environment() -> int:
+    # Until the loop installs its own handlers nothing has been taken from the broker: a
+    # SIGTERM (or Ctrl-C) during start-up simply ends the process with 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
     try:
         settings = config.load()
     except config.ConfigError as err:
@@ -125,6 +130,10 @@ def run_from_environment() -> int:
     except OSError as err:  # e.g. the sockets cannot be created on the volume
         logging.getLogger("sidecar").error("cannot start: %s", err)
         return 1
+
+
+def _exit_quietly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:

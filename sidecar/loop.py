@@ -85,6 +85,8 @@ class Runner:
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before anything can be taken
+            signal.signal(sig, self._on_signal)
         self.ops.start()  # first: a taken HTTP port ends the start cleanly
         self.journal = journal.attach(self)  # an observer; None when SIDECAR_JOURNAL=off
         if self.s.config_files:
@@ -93,8 +95,6 @@ class Runner:
         self.sockets.listen(self.s.fts_path, "fts")
         self.broker.connect(self.clock())
         self.checker.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
         log.info("started: consuming %s, prefetch %d, %d storage workers",
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
         try:
