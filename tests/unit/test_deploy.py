@@ -15,8 +15,8 @@ yaml = pytest.importorskip("yaml")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DOCKERFILE = DEPLOY.parent / "Dockerfile"
-KNOWN = {v.name for v in config.VARIABLES}
-REQUIRED = {v.name for v in config.VARIABLES if v.default is None}
+KNOWN = config.known_names()  # with the _FILE variants of the secrets
+REQUIRED = {v for v in config.VARIABLES if v.default is None}
 # what pyterum 0.6.6 reads (protocol §2.3); ENC_MSG_SIZE_LENGTH must never be set
 PYTERUM = {"DATA_VOLUME_PATH", "TRANSFORMATION_STEP_INPUT", "TRANSFORMATION_STEP_OUTPUT",
            "ITERUM_CONFIG", "ITERUM_CONFIG_PATH"}
@@ -53,8 +53,7 @@ def test_there_is_a_step_with_two_containers_sharing_the_volume() -> None:
     [spec] = pod_specs()
     names = [c["name"] for c in spec["containers"]]
     assert names == ["sidecar", "transformation-step"]
-    [volume] = spec["volumes"]
-    assert "emptyDir" in volume
+    [volume] = [v for v in spec["volumes"] if "emptyDir" in v]
     for c in spec["containers"]:
         assert {"name": volume["name"], "mountPath": "/data-volume"} in c["volumeMounts"]
 
@@ -65,8 +64,29 @@ def test_every_sidecar_variable_is_one_the_configuration_knows() -> None:
     for c in sidecars:
         names = env_names(c)
         assert not set(names) - KNOWN, f"unknown to sidecar/config.py: {set(names) - KNOWN}"
-        assert set(names) >= REQUIRED, f"missing: {REQUIRED - set(names)}"
+        missing = {v.name for v in REQUIRED
+                   if v.name not in names and not (v.file_variant and v.file_name in names)}
+        assert not missing, f"missing: {missing}"
+        for v in REQUIRED:  # a secret in the environment or in a file, not both
+            assert not (v.name in names and v.file_name in names), v.name
         assert len(names) == len(set(names))
+
+
+def test_secret_files_are_mounted_read_only_in_the_sidecar_only() -> None:
+    [spec] = pod_specs()
+    secrets = {v["name"] for v in spec["volumes"] if "secret" in v}
+    assert secrets
+    [sidecar] = [c for c in spec["containers"] if c["name"] == "sidecar"]
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    env = {e["name"]: e.get("value", "") for e in sidecar["env"]}
+    for name in secrets:
+        assert mounts[name]["readOnly"] is True
+        for var, path in env.items():
+            if var.endswith("_FILE"):
+                assert path.startswith(mounts[name]["mountPath"] + "/"), var
+    for c in spec["containers"]:
+        if c["name"] != "sidecar":
+            assert not secrets & {m["name"] for m in c.get("volumeMounts", [])}
 
 
 def test_every_transformation_variable_is_one_pyterum_reads() -> None:
