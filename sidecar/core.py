@@ -9,7 +9,9 @@ back on a crash §16.5) lives here; the shell only moves bytes.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import posixpath
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -191,6 +193,19 @@ class Core:
         self.cancelling = False  # a basic.cancel is in flight
         self.pause_cancel = False  # ... and it is for a pause, not for the end of input
         self.intake_ended = False
+        # the broker connection (docs/reliability.md): publishes wait while it is down
+        self.broker_up = False
+        # consuming after the input ended, only to take back deliveries a lost connection
+        # returned to the queue while their inputs were still here
+        self.adopting = False
+        # what a killed predecessor on this volume had done (ev.Resume, sidecar/resume.py):
+        # input id -> (sha256 of its body, ids of its outputs not yet recorded)
+        self.resume_inputs: dict[str, tuple[str, tuple[str, ...]]] = {}
+        # output id -> (stage: "uploaded", "published" or "recorded" (here), queue,
+        # descriptor)
+        self.resume_outputs: dict[str, tuple[str, str, bytes]] = {}
+        # input id -> (files, dirs) the transformation may still read; deleted at the end
+        self.leftovers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._serial = 0
         self._publish_id = 0
         self._rr = 0
@@ -218,6 +233,7 @@ class Core:
             ev.ShutdownRequested: self._on_shutdown,
             ev.Tick: self._on_tick,
             ev.VolumeSpace: self._on_volume_space,
+            ev.Resume: self._on_resume,
         }
 
     # --- entry points ----------------------------------------------------------------
@@ -289,15 +305,24 @@ class Core:
         return self._serial
 
     def _publish(self, pending: PendingPublish) -> None:
+        """Register a publish; it is sent now, or when the broker is back (BrokerReady)."""
         self._publish_id += 1
         self.publishes[self._publish_id] = pending
-        self._emit(fx.Publish(self._publish_id, pending.queue, pending.body,
-                              pending.message_id, pending.headers))
+        if self.broker_up:
+            self._send_publish(self._publish_id, pending)
+
+    def _send_publish(self, publish_id: int, pending: PendingPublish) -> None:
+        self._emit(fx.Publish(publish_id, pending.queue, pending.body, pending.message_id,
+                              pending.headers))
 
     # --- broker ----------------------------------------------------------------------
 
     def _on_broker_ready(self, _: ev.BrokerReady) -> None:
+        if self.broker_up:
+            return
+        self.broker_up = True
         if self.step.state != "starting":
+            self._on_broker_back()
             return
         self._fire(STEP, self.step, "broker_ready")
         if self.cfg.transformation_connect_timeout and not self._transformation_seen():
@@ -312,7 +337,40 @@ class Core:
         if self.upstream_finished:
             self._begin_queue_drain()
 
+    def _on_broker_back(self) -> None:
+        """Reconnected after a loss: send every unconfirmed publish again (same bodies, same
+        message ids: a copy the broker already had is an identical duplicate), and consume
+        again unless the input has ended or intake is paused."""
+        self._log("info", "broker-reconnected",
+                  f"the broker connection is back; {len(self.publishes)} unconfirmed "
+                  "publish(es) sent again")
+        for publish_id, pending in self.publishes.items():
+            self._send_publish(publish_id, pending)
+        if self.intake_ended:
+            if any(not i.tag for i in self.inputs.values()):
+                # The input had ended, but the loss put our unacked deliveries back in the
+                # queue: consume once more, only to take them back.
+                self.adopting = self.consuming = True
+                self._emit(fx.StartConsuming(self.cfg.prefetch))
+                self._emit(fx.InspectQueue())
+            return
+        if self.step.state not in ("consuming", "draining_queue"):
+            return
+        reasons = self._pause_reasons()
+        if reasons:
+            self.paused = reasons
+        else:
+            self.paused = ()
+            self.consuming = True
+            self._emit(fx.StartConsuming(self.cfg.prefetch))
+        if self.step.state == "draining_queue":  # an inspection in flight was lost
+            self.deadlines.pop("inspect", None)
+            self._emit(fx.InspectQueue())
+
     def _on_delivered(self, e: ev.Delivered) -> None:
+        if self.adopting:
+            self._adopt_only(e)
+            return
         if self.step.state not in ("consuming", "draining_queue"):
             self._emit(fx.Nack(e.tag, requeue=True))
             self._log("info", "delivery-returned", "intake is closed; delivery requeued")
@@ -334,11 +392,60 @@ class Core:
             return
         self.by_fragment[fid] = inp.serial
         inp.indexed = True
+        leftover = self.leftovers.pop(fid, None)
+        known = self.resume_inputs.pop(fid, None)
+        if known is not None:
+            self._prune_resume_outputs()
+            if hashlib.sha256(e.body).hexdigest() == known[0]:
+                self._resume_input(inp, known[1], leftover)
+                return
+            self._log("warning", "resume-mismatch", "the killed sidecar's journal knows "
+                      "this id with another body; processed again", fid)
         self._reset_output_index(fid)  # processed again: its outputs get the same ids
         self._start_downloads(inp)
+        if leftover is not None:  # the same paths are downloaded again, deleted at done_with
+            extra = tuple(p for p in leftover[0] if p not in inp.paths)
+            if extra:
+                self._emit(fx.DeleteFiles(extra, leftover[1]))
+
+    def _adopt_only(self, e: ev.Delivered) -> None:
+        """After the input ended: a delivery of an input still here with a void tag takes
+        it back; anything else goes back to the queue, and consuming stops."""
+        try:
+            fid = parse_remote(e.body).fragment_id
+        except InvalidMessage:
+            fid = ""
+        twin = self.inputs.get(self.by_fragment.get(fid, -1))
+        if twin is not None and not twin.tag and twin.body == e.body:
+            twin.tag = e.tag
+            self._log("info", "redelivery-adopted", f"delivered again after the connection "
+                      f"was lost; the input in flight ({twin.state}) takes the new delivery",
+                      fid)
+            self._progress(twin)
+            if not any(not i.tag for i in self.inputs.values()):
+                self._stop_adopting()
+            return
+        self._emit(fx.Nack(e.tag, requeue=True))
+        self._log("info", "delivery-returned", "intake is closed; delivery requeued")
+        self._stop_adopting()
+
+    def _stop_adopting(self) -> None:
+        if self.consuming:
+            self.consuming = False
+            self.cancelling = True
+            self._emit(fx.StopConsuming())
 
     def _on_duplicate(self, inp: Input, twin: Input) -> None:
-        """A second delivery of an id in flight: the broker still holds the first copy."""
+        """A second delivery of an id in flight: the broker still holds the first copy, or
+        (its tag void after a lost connection) it is the first copy, delivered again."""
+        if not twin.tag and twin.body == inp.body:
+            twin.tag = inp.tag
+            self._forget(inp)
+            self._log("info", "redelivery-adopted", f"delivered again after the connection "
+                      f"was lost; the input in flight ({twin.state}) takes the new delivery",
+                      twin.fragment_id)
+            self._progress(twin)
+            return
         if twin.body == inp.body:
             self._log("warning", "duplicate-delivery",
                       "same fragment delivered twice; the copy is acked, the original "
@@ -350,6 +457,12 @@ class Core:
                           "another fragment with this id and different content is in flight")
 
     def _on_queue_inspected(self, e: ev.QueueInspected) -> None:
+        if self.adopting:
+            if e.ready == 0:  # what is not back here is with another consumer
+                self._stop_adopting()
+            else:
+                self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
+            return
         if self.step.state != "draining_queue":
             return
         if e.ready == 0:
@@ -362,6 +475,9 @@ class Core:
     def _on_consumer_stopped(self, _: ev.ConsumerStopped) -> None:
         self.consuming = False
         self.cancelling = False
+        if self.adopting:
+            self.adopting = False
+            return
         if self.pause_cancel:  # a pause, not the end of the input
             self.pause_cancel = False
             return
@@ -374,19 +490,61 @@ class Core:
                    "the broker cancelled the consumer (input queue deleted?)")
 
     def _on_broker_lost(self, e: ev.BrokerLost) -> None:
-        """Without the channel nothing can be acked; the broker requeues every unacked input."""
-        self.consuming = False
+        """The broker requeued every unacked delivery of the lost connection: their tags are
+        void. The work in flight goes on (downloads, the transformation, uploads); publishes
+        wait for the reconnect; a void input that finishes waits for its delivery to come
+        back (it is then adopted), or for the end of the input (another consumer has it).
+        """
+        if not e.retrying:
+            self._on_broker_gone(e)
+            return
+        ending = (self.cancelling and not self.pause_cancel  # the consumer is gone anyway
+                  and not self.adopting)
+        self.broker_up = self.consuming = self.cancelling = self.pause_cancel = False
+        self.adopting = False
+        void = 0
         for inp in list(self.inputs.values()):
+            if not inp.tag or inp.state in INPUT.terminal:
+                continue
+            inp.tag = 0
+            void += 1
+            if inp.state == "dead_lettering":  # the broker has the original: start again
+                for publish_id, pending in list(self.publishes.items()):
+                    if pending.kind == "dead_letter" and pending.owner == inp.serial:
+                        del self.publishes[publish_id]
+                self._release(inp)
+        self._log("warning", "broker-lost",
+                  f"{e.error}; reconnecting. {void} unacked input(s) went back to the queue "
+                  f"(kept here until delivered again); {len(self.publishes)} unconfirmed "
+                  "publish(es) will be sent again")
+        if ending and self.step.state == "draining_queue":
+            self._fire(STEP, self.step, "consumer_stopped")
+
+    def _on_broker_gone(self, e: ev.BrokerLost) -> None:
+        """Reconnecting failed for good: nothing can be acked or published any more; the
+        broker has every unacked input. Give up the rest, leave the volume clean, exit 1."""
+        self.broker_up = self.consuming = self.cancelling = self.pause_cancel = False
+        self.adopting = False
+        for inp in list(self.inputs.values()):
+            inp.tag = 0
             if inp.state not in INPUT.terminal:
-                self._fire(INPUT, inp, "give_back")
-                self._cleanup_input(inp)
-                self._maybe_forget(inp)
+                self._release(inp)
         self.publishes.clear()
         for out in list(self.outputs.values()):
+            if out.state == "received":  # not uploaded: its files would stay behind
+                local = tuple(f.path for f in out.files if inside(self.cfg.volume, f.path))
+                if local:
+                    self._emit(fx.DeleteFiles(local))
             self._fire(OUTPUT, out, "fail")
             self._forget(out)
-        self._stop(EXIT_FATAL, "broker-lost",
+        self._stop(EXIT_FATAL, "broker-unreachable",
                    f"{e.error}; exiting: unacked inputs return to the queue")
+
+    def _release(self, inp: Input) -> None:
+        """The broker took this delivery back with its connection: nothing to settle."""
+        self._fire(INPUT, inp, "give_back")
+        self._cleanup_input(inp)
+        self._maybe_forget(inp)
 
     def _stop_consuming(self) -> None:
         """No more intake, for good (end of the input, or stopping)."""
@@ -429,7 +587,8 @@ class Core:
         the unacked ones stay ours. A resume waits for the cancel's confirmation, so the
         consumer tag is never reused while the broker still knows it.
         """
-        if self.step.state not in ("consuming", "draining_queue") or self.intake_ended:
+        if (self.step.state not in ("consuming", "draining_queue") or self.intake_ended
+                or not self.broker_up):
             return
         reasons = self._pause_reasons()
         if reasons:
@@ -558,7 +717,6 @@ class Core:
         """§16.5: the transformation came back after a crash; it has none of its fragments."""
         orphans = [i for i in self.inputs.values() if i.state == "dispatched"]
         for inp in orphans:
-            self._reset_output_index(inp.fragment_id)  # the re-run yields the same ids
             self._send_fragment(inp, "redispatch")
         if orphans:
             self._log("warning", "redispatched",
@@ -592,6 +750,10 @@ class Core:
         conn = self.tts[self._rr % len(self.tts)]
         self._rr += 1
         inp.conn = conn
+        # The transformation starts on it (again): its outputs are counted from here, so a
+        # re-run yields the same ids. Outputs naming it that came before the dispatch can
+        # only be a killed sidecar's, finished by a transformation that outlived it.
+        self._reset_output_index(inp.fragment_id)
         self._fire(INPUT, inp, trigger)
         self._emit(fx.SendFrame(conn, encode_local(inp.desc, list(inp.paths))))
 
@@ -780,7 +942,8 @@ class Core:
             return
         if pending.kind == "dead_letter":
             inp = self.inputs[pending.owner]
-            self._emit(fx.Ack(inp.tag))
+            if inp.tag:
+                self._emit(fx.Ack(inp.tag))
             self._fire(INPUT, inp, "dead_letter_confirmed")
             self._maybe_forget(inp)
             return
@@ -792,6 +955,9 @@ class Core:
                                          out.fragment_id, ()))
             return
         self._fire(OUTPUT, out, "lineage_confirmed")
+        known = self.resume_outputs.get(out.fragment_id)
+        if known is not None:
+            self.resume_outputs[out.fragment_id] = ("recorded", known[1], b"")
         for inp in self._gated(out):
             inp.unrecorded.discard(out.serial)
             self._progress(inp)
@@ -814,7 +980,8 @@ class Core:
             self._log("error", "dead-letter-refused", detail + "; input requeued instead",
                       inp.fragment_id)
             self._fire(INPUT, inp, "give_back")
-            self._emit(fx.Nack(inp.tag, requeue=True))
+            if inp.tag:
+                self._emit(fx.Nack(inp.tag, requeue=True))
             self._maybe_forget(inp)
         else:
             self._fail_output(self.outputs[pending.owner], "publish-refused", detail, True)
@@ -827,8 +994,8 @@ class Core:
             self._fire(INPUT, inp, "outputs_uploaded")
         if inp.state == "uploaded" and not inp.unrecorded:
             self._fire(INPUT, inp, "outputs_published")
-        if inp.state != "published":
-            return
+        if inp.state != "published" or not inp.tag:
+            return  # a void tag: settled once the delivery comes back (or the input ends)
         if inp.taint is None:
             self._emit(fx.Ack(inp.tag))
             self._fire(INPUT, inp, "ack")
@@ -842,6 +1009,9 @@ class Core:
 
     def _dead_letter(self, inp: Input, reason: str, detail: str) -> None:
         """§16.1: keep the body with the reason, then ack the original."""
+        if not inp.tag:  # the broker has it again; whoever gets it dead-letters it
+            self._release(inp)
+            return
         state = inp.state
         self._fire(INPUT, inp, "dead_letter")
         self._log("error", f"dead-letter-{reason}", detail, inp.fragment_id)
@@ -855,7 +1025,8 @@ class Core:
     def _give_back(self, inp: Input, reason: str, detail: str) -> None:
         self._log("warning", f"requeued-{reason}", detail, inp.fragment_id)
         self._fire(INPUT, inp, "give_back")
-        self._emit(fx.Nack(inp.tag, requeue=True))
+        if inp.tag:  # a void tag went back to the queue with its connection
+            self._emit(fx.Nack(inp.tag, requeue=True))
         self._cleanup_input(inp)
         self._maybe_forget(inp)
 
@@ -930,7 +1101,7 @@ class Core:
         due = [name for name, t in self.deadlines.items() if t <= self.now]
         for name in due:
             del self.deadlines[name]
-            {"inspect": lambda: self._emit(fx.InspectQueue()),
+            {"inspect": lambda: self.broker_up and self._emit(fx.InspectQueue()),
              "grace": self._on_grace_expired,
              "connect": self._on_connect_timeout,
              "shutdown": self._on_shutdown_grace_over,
@@ -988,6 +1159,8 @@ class Core:
 
     def _advance(self) -> None:
         """After every event: dispatch, send the kill when due, exit when drained."""
+        if self.intake_ended and self.broker_up and not (self.consuming or self.cancelling):
+            self._after_intake()
         self._steer_intake()
         self._dispatch_ready()
         state = self.step.state
@@ -1013,6 +1186,99 @@ class Core:
             self._emit(fx.Exit(self.exit_code, self.exit_reason or "done"))
             return
         self._watch_stuck()
+
+    def _after_intake(self) -> None:
+        """Nothing more can be delivered here: what waited for a delivery is settled.
+
+        A void input that finished waits no longer (its delivery went to another consumer,
+        whose outputs have the same ids); the killed predecessor's knowledge and leftovers
+        are no use any more.
+        """
+        waiting = [i for i in self.inputs.values() if not i.tag and i.state == "published"]
+        for inp in waiting:
+            self._release(inp)
+        if waiting:
+            self._log("info", "released", f"{len(waiting)} input(s) finished here after the "
+                      "broker connection was lost were not delivered here again (another "
+                      "consumer had them); their outputs are published with the same ids")
+        self.resume_inputs.clear()
+        self.resume_outputs.clear()
+        if self.leftovers:
+            files = tuple(p for f, _ in self.leftovers.values() for p in f)
+            dirs = tuple(d for _, ds in self.leftovers.values() for d in ds)
+            self.leftovers.clear()
+            self._emit(fx.DeleteFiles(files, dirs))
+
+    # --- a restart on the same volume (sidecar/resume.py) -----------------------------
+
+    def _on_resume(self, e: ev.Resume) -> None:
+        if self.step.state != "starting" or self.by_fragment or self.resume_inputs:
+            self._log("warning", "resume-late", "resume knowledge after the start; ignored")
+            return
+        self.resume_inputs = {fid: (digest, tuple(outs)) for fid, digest, outs in e.inputs}
+        self.resume_outputs = {fid: (stage, queue, descriptor.encode("utf-8"))
+                               for fid, stage, queue, descriptor in e.outputs}
+        self.leftovers = {fid: (tuple(files), tuple(dirs)) for fid, files, dirs in e.later}
+        for d in (*e.delete_dirs, *(d for _, _, ds in e.later for d in ds)):
+            parent = posixpath.dirname(d)
+            if posixpath.dirname(parent) == self.cfg.volume.rstrip("/"):
+                self.bucket_dirs.add(parent)  # <volume>/<bucket>, removed at exit if empty
+        if e.delete or e.delete_dirs:
+            self._emit(fx.DeleteFiles(e.delete, e.delete_dirs))
+        self._log("info", "resuming",
+                  f"journal run {e.run} of a killed sidecar on this volume: "
+                  f"{len(self.resume_inputs)} input(s) finished with their outputs in S3 "
+                  f"(republished and acked when delivered again, not processed again), "
+                  f"{len(e.delete)} leftover file(s) deleted, {len(self.leftovers)} "
+                  "input(s) left for the transformation")
+
+    def _resume_input(self, inp: Input, output_ids: tuple[str, ...],
+                      leftover: tuple[tuple[str, ...], tuple[str, ...]] | None) -> None:
+        """done_with came before the restart and every output is uploaded: publish what was
+        not confirmed (identical bytes, same message ids) and ack, without the
+        transformation."""
+        self._fire(INPUT, inp, "resume")
+        if leftover is not None:
+            self._emit(fx.DeleteFiles(*leftover))
+        outputs = 0
+        for oid in output_ids:
+            stage, queue, descriptor = self.resume_outputs.get(oid, ("recorded", "", b""))
+            if stage == "recorded":
+                continue
+            out = next((o for o in self.outputs.values() if o.fragment_id == oid), None)
+            if out is None:
+                out = self._resumed_output(oid, stage, queue, descriptor)
+            out.gates.add(inp.serial)
+            inp.unrecorded.add(out.serial)
+            if out.state == "received":  # pragma: no cover - resumed outputs are uploaded
+                inp.unuploaded.add(out.serial)
+            outputs += 1
+        self._log("info", "resumed", f"processed before the restart; {outputs} output(s) "
+                  "to publish again, then acked", inp.fragment_id)
+        self._progress(inp)
+
+    def _resumed_output(self, oid: str, stage: str, queue: str, descriptor: bytes) -> Output:
+        data = json.loads(descriptor)
+        meta = data.get("metadata") or {}
+        out = Output(serial=self._new_serial(), state=stage, fragment_id=oid,
+                     remote=tuple(RemoteFile(f["name"], f["path"], f["bucket"])
+                                  for f in data.get("files") or ()),
+                     predecessors=tuple(meta.get("predecessors") or ()), queue=queue,
+                     target_queue=meta.get("target_queue"), custom=meta.get("custom"),
+                     descriptor=descriptor)
+        self._track_new(OUTPUT, out)
+        if stage == "uploaded":
+            self._publish(PendingPublish("descriptor", out.serial, queue, descriptor, oid, ()))
+        else:
+            self._publish(PendingPublish("lineage", out.serial, self.cfg.lineage_queue,
+                                         encode_lineage(self.cfg.step, descriptor), oid, ()))
+        return out
+
+    def _prune_resume_outputs(self) -> None:
+        """Keep only the outputs some remembered input still names (bounded knowledge)."""
+        named = {oid for _, outs in self.resume_inputs.values() for oid in outs}
+        for oid in [o for o in self.resume_outputs if o not in named]:
+            del self.resume_outputs[oid]
 
     def _pending_dispatch(self) -> bool:
         counts = self.states[INPUT.name]

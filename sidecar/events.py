@@ -37,7 +37,12 @@ class ConsumerCancelledByBroker(Event):
 
 @dataclass(frozen=True, slots=True)
 class BrokerLost(Event):
+    """The connection (or one of its channels) is gone. Every delivery tag of it is void:
+    the broker requeues those messages. ``retrying``: the adapter reconnects (BrokerReady
+    follows); False: it gave up (SIDECAR_BROKER_RETRY_SECONDS spent)."""
+
     error: str
+    retrying: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,24 @@ class VolumeSpace(Event):
 
     free_bytes: int
     total_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Event):
+    """Start-up on a volume whose previous sidecar was killed: what its journal says it had
+    done (sidecar/resume.py). Fed once, before any other event."""
+
+    run: int  # the journal run the knowledge was read from
+    # (fragment id, sha256 of the body, ids of its outputs not yet recorded): inputs whose
+    # done_with came and whose outputs are all in S3
+    inputs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # (fragment id, "uploaded" or "published", queue, descriptor): those outputs
+    outputs: tuple[tuple[str, str, str, str], ...] = ()
+    delete: tuple[str, ...] = ()  # files the killed sidecar left that nothing will use
+    delete_dirs: tuple[str, ...] = ()
+    # (fragment id, files, dirs): inputs the transformation may still be reading; deleted
+    # when the input stream ends, unless the input is delivered here again
+    later: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

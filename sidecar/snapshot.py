@@ -21,7 +21,7 @@ from . import codec
 from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
 from .protocol import LocalFile, RemoteFile, RemoteFragment
 
-FORMAT = 2  # 2: intake-control and stuck-detection state (issue 6)
+FORMAT = 3  # 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume
 
 # Core attributes that are not state: the config (written separately) and per-call scratch.
 NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys"})
@@ -84,6 +84,14 @@ def snapshot(core: Core) -> dict[str, Any]:
         "cancelling": core.cancelling,
         "pause_cancel": core.pause_cancel,
         "intake_ended": core.intake_ended,
+        "broker_up": core.broker_up,
+        "adopting": core.adopting,
+        "resume_inputs": [[fid, digest, list(outs)]
+                          for fid, (digest, outs) in core.resume_inputs.items()],
+        "resume_outputs": [[fid, stage, queue, codec.bytes_out(descriptor)]
+                           for fid, (stage, queue, descriptor) in core.resume_outputs.items()],
+        "leftovers": [[fid, list(files), list(dirs)]
+                      for fid, (files, dirs) in core.leftovers.items()],
     }
 
 
@@ -123,6 +131,14 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
         core.cancelling = data["cancelling"]
         core.pause_cancel = data["pause_cancel"]
         core.intake_ended = data["intake_ended"]
+        core.broker_up = data["broker_up"]
+        core.adopting = data["adopting"]
+        core.resume_inputs = {fid: (digest, tuple(outs))
+                              for fid, digest, outs in data["resume_inputs"]}
+        core.resume_outputs = {fid: (stage, queue, codec.bytes_in(descriptor))
+                               for fid, stage, queue, descriptor in data["resume_outputs"]}
+        core.leftovers = {fid: (tuple(files), tuple(dirs))
+                          for fid, files, dirs in data["leftovers"]}
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return core

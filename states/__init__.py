@@ -70,13 +70,17 @@ INPUT = Lifecycle(
         # the transformation crashed and came back: it gets the fragment again
         ("redispatch", "dispatched", "dispatched"),
         ("done_with", "dispatched", "processed"),
+        # a restarted sidecar: the killed one's journal says done_with came and every
+        # output is in S3, so the redelivered input is not processed again (§16.15)
+        ("resume", "received", "processed"),
         ("outputs_uploaded", "processed", "uploaded"),
         ("outputs_published", "uploaded", "published"),
         ("ack", "published", "acked"),
         # invalid body, object missing, an output refused: keep the input, with the reason
         ("dead_letter", ("received", "processed", "uploaded", "published"), "dead_lettering"),
         ("dead_letter_confirmed", "dead_lettering", "dead_lettered"),
-        # shutdown, crash of the transformation, transient outage: back to the broker
+        # shutdown, crash of the transformation, transient outage: back to the broker (by a
+        # nack, or by the broker itself when the connection that delivered it was lost)
         ("give_back", (*_ALIVE, "dead_lettering"), "requeued"),
     ),
 )

@@ -94,8 +94,13 @@ def ack_gating_violations(steps: list[tuple]) -> list[str]:
     tag_of: dict[int, int] = {}
     outputs: list[tuple[int, int, list[str]]] = []  # (serial, step, predecessors)
     recorded: dict[int, int] = {}
-    ack_steps: dict[int, int] = {}
+    ack_steps: dict[int, list[int]] = {}
     for i, (event, _, out, transitions) in enumerate(steps):
+        for e in out:  # a redelivery after a lost connection: the input takes its tag
+            if isinstance(e, fx.Log) and e.code == "redelivery-adopted":
+                serial = next(s for s, f in fragment.items() if f == e.fragment
+                              and s not in acked)
+                tag_of[serial] = event.tag
         for t in transitions:
             if t.machine == "input" and t.trigger == "new":
                 born[t.serial], fragment[t.serial] = i, t.fragment
@@ -111,10 +116,10 @@ def ack_gating_violations(steps: list[tuple]) -> list[str]:
                 recorded[t.serial] = i
         for e in out:
             if isinstance(e, fx.Ack):
-                ack_steps.setdefault(e.tag, i)
+                ack_steps.setdefault(e.tag, []).append(i)
     problems = []
     for serial, a in acked.items():
-        if ack_steps.get(tag_of[serial]) != a:
+        if a not in ack_steps.get(tag_of[serial], []):
             problems.append(f"input #{serial}: acked state without its Ack at step {a}")
         d = done.get(serial)
         if d is None or d > a:
