@@ -264,6 +264,10 @@ VARIABLES: tuple[Variable, ...] = (
     _own("SIDECAR_MANAGER_RETRY_SECONDS", seconds, "120",
          "How long manager failures (unreachable, 404, 409, 5xx, bad JSON) are retried "
          "before the sidecar exits 1."),
+    _own("SIDECAR_BROKER_RETRY_SECONDS", seconds, "180",
+         "How long the sidecar tries to reach RabbitMQ (at start, and after a lost "
+         "connection: jittered exponential backoff, in-flight work kept) before it exits 1. "
+         "Unacked inputs return to the queue either way (docs/reliability.md)."),
     _own("SIDECAR_QUEUE_POLL_INTERVAL", seconds, "1",
          "Seconds between input-queue checks once the upstream has finished."),
     _own("SIDECAR_CONFIG_FILE_TIMEOUT", seconds, "600",
@@ -371,6 +375,7 @@ class Settings:
     shutdown_grace: float
     manager_poll_interval: float
     manager_retry_seconds: float
+    broker_retry_seconds: float
     queue_poll_interval: float
     config_file_timeout: float
     publish_attempts: int

@@ -48,6 +48,7 @@ class Runner:
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
                              settings.mq_input_queue,
                              predeclare=(settings.mq_output_queue, settings.lineage_queue),
+                             retry_seconds=settings.broker_retry_seconds,
                              tls_files=(settings.amqp_ca_file, settings.amqp_cert_file,
                                         settings.amqp_key_file))
         self.storage = Storage(settings, self.post)

@@ -18,7 +18,6 @@ from .metrics import Metrics, instrument
 
 log = logging.getLogger("sidecar.operate")
 PUBLISH_INTERVAL = 0.5  # seconds between snapshots for the HTTP endpoint
-_BROKER_UP = ("consuming", "draining_queue", "input_ended", "kill_sent", "transformation_done")
 
 
 class Operations:
@@ -91,7 +90,7 @@ def snapshot(core: Core, now: float, totals: dict[str, int]) -> Snapshot:
         for table in (core.inputs, core.outputs) for m in table.values())
     counts = {name: {state: n for state, n in c.items() if n} for name, c in core.states.items()}
     return Snapshot(
-        taken=now, step=core.step.state, broker=core.step.state in _BROKER_UP,
+        taken=now, step=core.step.state, broker=core.broker_up,
         transformation=bool(core.tts or core.fts), consuming=core.consuming,
         paused=core.paused, volume_free=core.volume_free, volume_low=core.volume_low,
         fragments=fragments, counts=counts, totals=totals)

@@ -4,6 +4,11 @@ One connection with two channels: one consumes (QoS, consume, ack, cancel, queue
 inspection), one publishes with publisher confirms (windowed: many publishes in flight,
 each confirmed asynchronously). Queues are declared with the Iterum flags (§5.2) after a
 passive declare, so a queue an operator made durable or quorum is used as it is (§16.16).
+
+A lost connection (or a channel the broker closed) is reopened with jittered exponential
+backoff for up to SIDECAR_BROKER_RETRY_SECONDS, the channels and queues set up again, and
+BrokerLost / BrokerReady tell the core (docs/reliability.md). Past the budget, BrokerLost
+with ``retrying=False`` ends the run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import pika
 from pika.channel import Channel
+from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic
 
 from ..events import (
@@ -35,11 +41,21 @@ from ..tls import amqp_parameters
 log = logging.getLogger("sidecar.amqp")
 ITERUM_FLAGS = {"durable": False, "auto_delete": False, "exclusive": False}
 NOT_FOUND = 404
+RETRY_BASE, RETRY_MAX = 0.25, 10.0  # seconds: the backoff between connection attempts
 
 
 class Broker:
+    """The connection and its channels, reopened after a loss (docs/reliability.md).
+
+    Every connection gets a generation number; callbacks of an older generation are
+    ignored, so nothing of a dead connection (a late close, a confirm) reaches the core
+    after it was told about the loss. Delivery tags and publisher-confirm sequence numbers
+    are per channel: both start again on a new connection, which the core knows (all tags
+    void, all unconfirmed publishes sent again).
+    """
+
     def __init__(self, url: str, ioloop: Any, post: Callable[[Event], None], input_queue: str,
-                 predeclare: tuple[str, ...] = (), connect_seconds: float = 60.0,
+                 predeclare: tuple[str, ...] = (), retry_seconds: float = 180.0,
                  tls_files: tuple[str, str, str] = ("", "", "")):
         # amqps://: verify the broker against SIDECAR_AMQP_CA_FILE, present the client
         # certificate SIDECAR_AMQP_CERT_FILE/KEY_FILE (tls_files: ca, cert, key)
@@ -49,7 +65,7 @@ class Broker:
         self.post = post
         self.input_queue = input_queue
         self.predeclare = predeclare
-        self.connect_seconds = connect_seconds
+        self.retry_seconds = retry_seconds
         self.conn: pika.SelectConnection | None = None
         self.consume_ch: Channel | None = None
         self.publish_ch: Channel | None = None
@@ -64,74 +80,133 @@ class Broker:
         self.next_tag = 0
         self.closing = False
         self.on_closed: Callable[[], None] | None = None
-        self._connect_deadline = 0.0
+        self.generation = 0
+        self.ready = False  # BrokerReady was posted for the current connection
+        self.reconnecting = False  # between a loss (or the start) and the next BrokerReady
+        self._deadline = 0.0
         self._attempt = 0
+        self._retry_timer: Any = None
 
     # --- connection ------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
-        self._connect_deadline = now + self.connect_seconds
+        self._deadline = time.monotonic() + self.retry_seconds
+        self.reconnecting = True
         self._open()
 
     def _open(self) -> None:
+        self._retry_timer = None
+        if self.closing:
+            return
         self._attempt += 1
+        self.generation += 1
+        gen = self.generation
         self.conn = pika.SelectConnection(
-            self.params, on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_close, custom_ioloop=self.ioloop)
+            self.params,
+            on_open_callback=lambda conn: self._current(gen) and self._on_open(conn),
+            on_open_error_callback=lambda _c, err: self._on_open_error(gen, err),
+            on_close_callback=lambda _c, reason: self._on_close(gen, reason),
+            custom_ioloop=self.ioloop)
 
-    def _on_open_error(self, _conn: Any, err: BaseException) -> None:
+    def _current(self, gen: int) -> bool:
+        return gen == self.generation and not self.closing
+
+    def _on_open_error(self, gen: int, err: BaseException) -> None:
         if self.closing:
             self._finish_close()
+        elif gen == self.generation:
+            self._retry(f"cannot connect to the broker: {err}")
+
+    def _retry(self, problem: str) -> None:
+        """Try again after a jittered exponential backoff, within the budget."""
+        now = time.monotonic()
+        if now >= self._deadline:
+            self.reconnecting = False
+            self.post(BrokerLost(f"{problem} (gave up after SIDECAR_BROKER_RETRY_SECONDS="
+                                 f"{self.retry_seconds:g}s)", retrying=False))
             return
-        if time.monotonic() >= self._connect_deadline:
-            self.post(BrokerLost(f"cannot connect to the broker: {err}"))
-            return
-        delay = min(10.0, 0.5 * 2 ** min(self._attempt, 5)) * random.uniform(0.5, 1.0)
-        log.warning("broker not reachable (%s); retrying in %.1fs", err, delay)
-        self.ioloop.call_later(delay, self._open)
+        delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
+        delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
+        log.warning("%s; retrying in %.1fs", problem, delay)
+        self._retry_timer = self.ioloop.call_later(delay, self._open)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
-        conn.channel(on_open_callback=self._on_consume_channel)
+        gen = self.generation
+        conn.channel(on_open_callback=lambda ch: self._current(gen)
+                     and self._on_consume_channel(gen, ch))
 
-    def _on_consume_channel(self, ch: Channel) -> None:
+    def _on_consume_channel(self, gen: int, ch: Channel) -> None:
         self.consume_ch = ch
-        ch.add_on_close_callback(self._on_channel_closed)
-        ch.add_on_cancel_callback(lambda _frame: self.post(ConsumerCancelledByBroker()))
+        ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
+        ch.add_on_cancel_callback(
+            lambda _frame: self._current(gen) and self.post(ConsumerCancelledByBroker()))
         assert self.conn is not None
-        self.conn.channel(on_open_callback=self._on_publish_channel)
+        self.conn.channel(on_open_callback=lambda c: self._current(gen)
+                          and self._on_publish_channel(gen, c))
 
-    def _on_publish_channel(self, ch: Channel) -> None:
+    def _on_publish_channel(self, gen: int, ch: Channel) -> None:
         self.publish_ch = ch
-        ch.add_on_close_callback(self._on_channel_closed)
+        ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_return_callback(self._on_return)
-        ch.confirm_delivery(self._on_confirm, callback=lambda _f: self._declare_all())
+        ch.confirm_delivery(lambda frame: self._current(gen) and self._on_confirm(frame),
+                            callback=lambda _f: self._current(gen) and self._declare_all(gen))
 
-    def _declare_all(self) -> None:
+    def _declare_all(self, gen: int) -> None:
         queues = [self.input_queue, *self.predeclare]
         remaining = set(queues)
 
         def done(queue: str) -> None:
             remaining.discard(queue)
-            if not remaining:
+            if not remaining and self._current(gen):
+                self.ready = True
+                self.reconnecting = False
+                self._attempt = 0
                 self.post(BrokerReady())
 
         for queue in queues:
             self.ensure_queue(queue, lambda q=queue: done(q))
 
-    def _on_channel_closed(self, ch: Channel, reason: BaseException) -> None:
-        if not self.closing:
-            self.post(BrokerLost(f"channel {ch.channel_number} closed: {reason}"))
+    def _on_channel_closed(self, gen: int, ch: Channel, reason: BaseException) -> None:
+        """The broker closed a working channel (not the connection): start over."""
+        if self._current(gen) and isinstance(reason, ChannelClosedByBroker):
+            self._lost(f"channel {ch.channel_number} closed: {reason}")
 
-    def _on_close(self, _conn: Any, reason: BaseException) -> None:
+    def _on_close(self, gen: int, reason: BaseException) -> None:
         if self.closing:
             self._finish_close()
-        else:
-            self.post(BrokerLost(f"connection closed: {reason}"))
+        elif gen == self.generation:
+            self._lost(f"connection closed: {reason}")
+
+    def _lost(self, problem: str) -> None:
+        """Forget everything of this connection, tell the core (once per outage), retry."""
+        old = self.conn
+        self.generation += 1  # the old connection's callbacks are void from now on
+        self.consume_ch = self.publish_ch = None
+        self.declared.clear()
+        self.waiting.clear()
+        self.unconfirmed.clear()
+        self.returned.clear()
+        self.sent_at.clear()
+        self.next_tag = 0
+        if old is not None and old.is_open:
+            old.close()  # a channel failed: drop the rest of the connection too
+        if not self.reconnecting:
+            self.reconnecting = True
+            self._deadline = time.monotonic() + self.retry_seconds
+            self._attempt = 0
+        if self.ready:
+            self.ready = False
+            log.warning("broker lost (%s); reconnecting for up to %gs", problem,
+                        self.retry_seconds)
+            self.post(BrokerLost(problem))
+        self._retry(problem)
 
     def close(self, on_closed: Callable[[], None]) -> None:
         self.closing = True
         self.on_closed = on_closed
+        if self._retry_timer is not None:
+            self.ioloop.remove_timeout(self._retry_timer)
+            self._retry_timer = None
         # pika's connections have no is_opening: open and opening are "not closed or
         # closing", and close() is legal in both (an opening one is aborted).
         if self.conn is not None and not (self.conn.is_closed or self.conn.is_closing):
@@ -154,26 +229,40 @@ class Broker:
         if queue in self.waiting:
             self.waiting[queue].append(then)
             return
+        if self.conn is None or not self.conn.is_open:
+            return  # lost: the core sends again after the next BrokerReady
         self.waiting[queue] = [then]
-        assert self.conn is not None
-        self.conn.channel(on_open_callback=lambda ch: self._declare_passive(ch, queue))
+        gen = self.generation
+        self.conn.channel(on_open_callback=lambda ch: self._current(gen)
+                          and self._declare_passive(gen, ch, queue))
 
-    def _declare_passive(self, ch: Channel, queue: str) -> None:
+    def _declare_passive(self, gen: int, ch: Channel, queue: str) -> None:
         def on_closed(_ch: Channel, reason: BaseException) -> None:
-            if getattr(reason, "reply_code", None) == NOT_FOUND and not self.closing:
+            if not self._current(gen) or queue not in self.waiting:
+                return
+            if getattr(reason, "reply_code", None) == NOT_FOUND:
                 assert self.conn is not None
-                self.conn.channel(on_open_callback=lambda c: self._declare(c, queue))
-            elif queue in self.waiting and not self.closing:
-                self.post(BrokerLost(f"cannot declare queue {queue!r}: {reason}"))
+                self.conn.channel(on_open_callback=lambda c: self._current(gen)
+                                  and self._declare(gen, c, queue))
+            elif isinstance(reason, ChannelClosedByBroker):  # e.g. PRECONDITION_FAILED
+                self._declare_failed(queue, reason)
 
         ch.add_on_close_callback(on_closed)
         ch.queue_declare(queue, passive=True, callback=lambda _f: self._declared(ch, queue))
 
-    def _declare(self, ch: Channel, queue: str) -> None:
-        ch.add_on_close_callback(
-            lambda _c, reason: queue in self.waiting and not self.closing and self.post(
-                BrokerLost(f"cannot declare queue {queue!r}: {reason}")))
+    def _declare(self, gen: int, ch: Channel, queue: str) -> None:
+        def on_closed(_ch: Channel, reason: BaseException) -> None:
+            if (self._current(gen) and queue in self.waiting
+                    and isinstance(reason, ChannelClosedByBroker)):
+                self._declare_failed(queue, reason)
+
+        ch.add_on_close_callback(on_closed)
         ch.queue_declare(queue, **ITERUM_FLAGS, callback=lambda _f: self._declared(ch, queue))
+
+    def _declare_failed(self, queue: str, reason: BaseException) -> None:
+        """The broker refuses the queue itself: reconnecting would not change that."""
+        self.waiting.pop(queue, None)
+        self.post(BrokerLost(f"cannot declare queue {queue!r}: {reason}", retrying=False))
 
     def _declared(self, ch: Channel, queue: str) -> None:
         self.declared.add(queue)
@@ -184,35 +273,51 @@ class Broker:
 
     # --- consuming -------------------------------------------------------------------
 
-    def start_consuming(self, prefetch: int) -> None:
-        assert self.consume_ch is not None
-        ch = self.consume_ch
-        ch.basic_qos(prefetch_count=prefetch, callback=lambda _f: ch.basic_consume(
-            self.input_queue, self._on_message, auto_ack=False, consumer_tag=self.consumer_tag))
+    # While the connection is down these do nothing: the core knows (BrokerLost) and
+    # starts consuming, inspects and publishes again after the next BrokerReady.
 
-    def _on_message(self, _ch: Channel, method: Basic.Deliver, _props: Any,
-                    body: bytes) -> None:
-        self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
+    def _channel(self) -> Channel | None:
+        ch = self.consume_ch
+        return ch if self.ready and ch is not None and ch.is_open else None
+
+    def start_consuming(self, prefetch: int) -> None:
+        ch = self._channel()
+        if ch is None:
+            return
+        gen = self.generation
+
+        def on_message(_ch: Channel, method: Basic.Deliver, _props: Any, body: bytes) -> None:
+            if self._current(gen):
+                self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
+
+        ch.basic_qos(prefetch_count=prefetch, callback=lambda _f: self._current(gen)
+                     and ch.basic_consume(self.input_queue, on_message, auto_ack=False,
+                                          consumer_tag=self.consumer_tag))
 
     def stop_consuming(self) -> None:
-        if self.consume_ch is not None and self.consume_ch.is_open:
-            self.consume_ch.basic_cancel(self.consumer_tag,
-                                         callback=lambda _f: self.post(ConsumerStopped()))
+        ch = self._channel()
+        if ch is not None:
+            gen = self.generation
+            ch.basic_cancel(self.consumer_tag, callback=lambda _f: self._current(gen)
+                            and self.post(ConsumerStopped()))
 
     def inspect_queue(self) -> None:
         """§5.4: a passive declare; message_count counts ready messages only."""
-        assert self.consume_ch is not None
-        self.consume_ch.queue_declare(
-            self.input_queue, passive=True,
-            callback=lambda f: self.post(QueueInspected(f.method.message_count)))
+        ch = self._channel()
+        if ch is not None:
+            gen = self.generation
+            ch.queue_declare(self.input_queue, passive=True, callback=lambda f: self._current(
+                gen) and self.post(QueueInspected(f.method.message_count)))
 
     def ack(self, tag: int) -> None:
-        if self.consume_ch is not None and self.consume_ch.is_open:
-            self.consume_ch.basic_ack(tag)
+        ch = self._channel()
+        if ch is not None:
+            ch.basic_ack(tag)
 
     def nack(self, tag: int, requeue: bool) -> None:
-        if self.consume_ch is not None and self.consume_ch.is_open:
-            self.consume_ch.basic_nack(tag, requeue=requeue)
+        ch = self._channel()
+        if ch is not None:
+            ch.basic_nack(tag, requeue=requeue)
 
     # --- publishing ------------------------------------------------------------------
 
@@ -223,8 +328,8 @@ class Broker:
 
     def _publish(self, publish_id: int, queue: str, body: bytes, message_id: str | None,
                  headers: tuple[tuple[str, str], ...]) -> None:
-        if self.publish_ch is None or not self.publish_ch.is_open:
-            return  # BrokerLost has been posted; the core gives everything up
+        if not self.ready or self.publish_ch is None or not self.publish_ch.is_open:
+            return  # lost: the core sends it again after the next BrokerReady
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                      message_id=message_id, headers=dict(headers) or None)
         self.publish_ch.basic_publish("", queue, body, props, mandatory=True)
