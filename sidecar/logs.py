@@ -120,6 +120,7 @@ def setup(level: str, fmt: str = "auto", secrets: Iterable[str] = (),
                          TextFormatter(redact))
     if logging.getLevelName(level) > logging.DEBUG:
         handler.addFilter(OneLineLibraries())
+    handler.addFilter(demote_pika_errors)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -128,7 +129,18 @@ def setup(level: str, fmt: str = "auto", secrets: Iterable[str] = (),
     quiet = max(logging.WARNING, logging.getLevelName(level))
     for noisy in ("pika", "transitions"):  # their INFO lines are per frame / per transition
         logging.getLogger(noisy).setLevel(quiet)
+    if level != "DEBUG":  # and pika warns with ~8 lines per failed connection attempt
+        logging.getLogger("pika").setLevel(logging.ERROR)
     return handler
+
+
+def demote_pika_errors(record: logging.LogRecord) -> bool:
+    """pika logs a lost connection as ERROR (several records); the sidecar handles it,
+    reconnects and says so itself (docs/reliability.md): pika's records stay, as warnings,
+    so that a failure still gives one error line, the sidecar's."""
+    if record.levelno == logging.ERROR and record.name.startswith("pika"):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def log_effect(e: fx.Log, state: str = "", event: str = "") -> None:

@@ -86,6 +86,7 @@ class Broker:
         self._deadline = 0.0
         self._attempt = 0
         self._retry_timer: Any = None
+        self._cause = ""  # what started the outage
 
     # --- connection ------------------------------------------------------------------
 
@@ -115,15 +116,17 @@ class Broker:
         if self.closing:
             self._finish_close()
         elif gen == self.generation:
-            self._retry(f"cannot connect to the broker: {err}")
+            self._retry(f"cannot connect to the broker: {describe(err)}")
 
     def _retry(self, problem: str) -> None:
         """Try again after a jittered exponential backoff, within the budget."""
         now = time.monotonic()
         if now >= self._deadline:
             self.reconnecting = False
-            self.post(BrokerLost(f"{problem} (gave up after SIDECAR_BROKER_RETRY_SECONDS="
-                                 f"{self.retry_seconds:g}s)", retrying=False))
+            cause = f"{self._cause}; then " if self._cause and self._cause != problem else ""
+            self.post(BrokerLost(f"{cause}{problem} (gave up after "
+                                 f"SIDECAR_BROKER_RETRY_SECONDS={self.retry_seconds:g}s)",
+                                 retrying=False))
             return
         delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
         delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
@@ -175,7 +178,7 @@ class Broker:
         if self.closing:
             self._finish_close()
         elif gen == self.generation:
-            self._lost(f"connection closed: {reason}")
+            self._lost(f"connection closed: {describe(reason)}")
 
     def _lost(self, problem: str) -> None:
         """Forget everything of this connection, tell the core (once per outage), retry."""
@@ -194,6 +197,7 @@ class Broker:
             self.reconnecting = True
             self._deadline = time.monotonic() + self.retry_seconds
             self._attempt = 0
+            self._cause = problem
         if self.ready:
             self.ready = False
             log.warning("broker lost (%s); reconnecting for up to %gs", problem,
@@ -365,3 +369,25 @@ class Broker:
             else:
                 self.post(PublishRejected(entry[0], "returned: no such queue" if returned
                                           else "nack"))
+
+
+def describe(err: BaseException) -> str:
+    """One line for a pika error, down to its root cause (pika nests them, often with an
+    empty message: AMQPConnectionError(AMQPConnectionWorkflowFailed(...)))."""
+    seen = 0
+    while seen < 5:
+        seen += 1
+        inner = getattr(err, "exceptions", None)
+        if inner:  # AMQPConnectionWorkflowFailed: the attempts' errors
+            err = inner[-1]
+            continue
+        nested = getattr(err, "exception", None)  # AMQPConnectorSocketConnectError & co
+        if isinstance(nested, BaseException):
+            err = nested
+            continue
+        if len(err.args) == 1 and isinstance(err.args[0], BaseException):
+            err = err.args[0]
+            continue
+        break
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else repr(err)

@@ -139,3 +139,23 @@ def test_a_library_exception_is_one_line_unless_debugging(restore_logging, fmt: 
     except OSError:
         logging.getLogger("pika").exception("handshake")
     assert "Traceback" in out.getvalue()
+
+
+def test_pika_errors_about_a_lost_connection_are_warnings_without_a_stack(
+        restore_logging) -> None:
+    """The sidecar reconnects and says so itself; pika's lines stay, as one-line warnings
+    (an operator's rule "one error line per failure" holds)."""
+    stream = io.StringIO()
+    configure(stream, "text")
+    pika_log = logging.getLogger("pika.adapters.utils.io_services_utils")
+    pika_log.error("_produce() failed, aborting connection: error=%r; Caller's stack:\n%s",
+                   BrokenPipeError(32, "Broken pipe"), "Traceback (most recent call last):\n"
+                   "  File x, line 1\nBrokenPipeError: [Errno 32] Broken pipe\n")
+    try:
+        raise ConnectionResetError("reset")
+    except ConnectionResetError:
+        logging.getLogger("pika.adapters.base_connection").exception("connection_lost")
+    logging.getLogger("pika").warning("a pika warning")  # below ERROR: not shown at INFO
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all(" WARNING pika." in line for line in lines), lines
+    assert "Broken pipe" in lines[0] and "Traceback" not in stream.getvalue()
