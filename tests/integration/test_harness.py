@@ -132,6 +132,35 @@ def test_amqp_proxy_holds_publisher_confirms_until_release(amqp_proxy, rabbit):
     assert result == ["confirmed"]
 
 
+def test_amqp_proxy_holding_is_of_broker_frames_only(amqp_proxy):
+    """A held broker→client method keeps its content frames with it, whatever the client
+    sends meanwhile; the client's own frames on that channel number (a publish's method,
+    header and body, split over reads) are never held."""
+    from .harness.amqp_proxy import BODY, HEADER, METHOD, METHOD_IDS, _Conn
+
+    def method(channel: int, name: str) -> bytes:
+        payload = struct.pack(">HH", *METHOD_IDS[name]) + b"\x00" * 9
+        return struct.pack(">BHI", METHOD, channel, len(payload)) + payload + b"\xce"
+
+    def content(kind: int, channel: int) -> bytes:
+        return struct.pack(">BHI", kind, channel, 3) + b"abc" + b"\xce"
+
+    a, b = socket.socketpair()
+    conn = _Conn(99, a, b)
+    park = amqp_proxy._park
+    amqp_proxy.hold(lambda f: f.name in ("basic.ack", "basic.deliver"))
+    assert park(conn, B2C, method(2, "basic.ack"))  # a held confirm on channel 2
+    assert not park(conn, C2B, method(2, "basic.publish"))
+    assert not park(conn, C2B, content(HEADER, 2))  # the publish's content passes
+    assert not park(conn, C2B, content(BODY, 2))
+    assert park(conn, B2C, method(1, "basic.deliver"))  # a held delivery on channel 1...
+    assert not park(conn, C2B, method(1, "basic.ack"))  # (the client acks something)
+    assert park(conn, B2C, content(HEADER, 1))  # ...keeps its content with it
+    assert park(conn, B2C, content(BODY, 1))
+    amqp_proxy.hold(lambda f: False)
+    conn.close()
+
+
 def test_amqp_proxy_drop_all_and_refuse_new(amqp_proxy):
     conn = pika.BlockingConnection(pika.URLParameters(amqp_proxy.url()))
     assert amqp_proxy.connections == 1

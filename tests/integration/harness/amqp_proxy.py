@@ -339,12 +339,15 @@ class AmqpProxy:
             class_id, method_id = struct.unpack_from(">HH", raw, 7)
             frame = Frame(conn.number, direction, channel, class_id, method_id, raw[11:-1])
             self._frames.append(frame)
-            conn.holding_content.discard(channel)
-            if direction == B2C and self._hold is not None and self._hold(frame):
-                conn.held.append(raw)
-                conn.holding_content.add(channel)
-                return True
-        elif ftype in (HEADER, BODY) and channel in conn.holding_content:
+            if direction == B2C:  # holding is of broker→client frames only
+                conn.holding_content.discard(channel)
+                if self._hold is not None and self._hold(frame):
+                    conn.held.append(raw)
+                    conn.holding_content.add(channel)
+                    return True
+        elif direction == B2C and ftype in (HEADER, BODY) and channel in conn.holding_content:
+            # the content of a held method (a delivery's header and body); the client's
+            # own content frames on the same channel number (a publish) pass
             conn.held.append(raw)
             return True
         return False

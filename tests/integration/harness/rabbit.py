@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -60,6 +61,30 @@ def queue_counts(name: str, vhost: str = "/") -> tuple[int, int]:
         if name_ == name:
             return ready, unacked
     raise LookupError(f"queue {name!r} does not exist (vhost {vhost!r})")
+
+
+def close_connections(name_contains: str, reason: str = "test") -> int:
+    """Have the broker close (CONNECTION_FORCED) every connection whose client-provided
+    `connection_name` contains `name_contains`; return how many it closed.
+
+    This is `rabbitmqctl close_all_connections` aimed at one test's clients: the broker is
+    shared (other test runs, other worktrees), and closing everyone's connections would
+    disturb them. From the client's side both are the same forced close.
+    """
+    exe = shutil.which("rabbitmqctl") or "rabbitmqctl"
+    # The tab-separated form: its pids (<node.N.N.N>) are what close_connection takes (the
+    # JSON formatter prints #PID<...>, which it does not).
+    out = subprocess.run([exe, "-q", "list_connections", "pid", "client_properties"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    closed = 0
+    for line in out.splitlines()[1:]:
+        pid, _, props = line.partition("\t")
+        name = re.search(r'\{"connection_name","([^"]*)"\}', props)
+        if name and name_contains in name.group(1):
+            subprocess.run([exe, "-q", "close_connection", pid, reason],
+                           capture_output=True, text=True, timeout=60, check=True)
+            closed += 1
+    return closed
 
 
 def _parse_list_queues(out: str) -> list[tuple[str, int, int]]:
