@@ -395,18 +395,24 @@ class Core:
         leftover = self.leftovers.pop(fid, None)
         known = self.resume_inputs.pop(fid, None)
         if known is not None:
-            self._prune_resume_outputs()
-            if hashlib.sha256(e.body).hexdigest() == known[0]:
+            resumable = hashlib.sha256(e.body).hexdigest() == known[0]
+            if resumable:
                 self._resume_input(inp, known[1], leftover)
+            else:
+                self._log("warning", "resume-mismatch", "the killed sidecar's journal knows "
+                          "this id with another body; processed again", fid)
+            self._prune_resume_outputs()
+            if resumable:
                 return
-            self._log("warning", "resume-mismatch", "the killed sidecar's journal knows "
-                      "this id with another body; processed again", fid)
         self._reset_output_index(fid)  # processed again: its outputs get the same ids
         self._start_downloads(inp)
-        if leftover is not None:  # the same paths are downloaded again, deleted at done_with
-            extra = tuple(p for p in leftover[0] if p not in inp.paths)
+        if leftover is not None:
+            # The same paths (and .part files) are downloaded again now and deleted at
+            # done_with with their directories; only files of another shape go now.
+            reused = {*inp.paths, *(f"{p}.part" for p in inp.paths)}
+            extra = tuple(p for p in leftover[0] if p not in reused)
             if extra:
-                self._emit(fx.DeleteFiles(extra, leftover[1]))
+                self._emit(fx.DeleteFiles(extra))
 
     def _adopt_only(self, e: ev.Delivered) -> None:
         """After the input ended: a delivery of an input still here with a void tag takes

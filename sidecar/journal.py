@@ -25,7 +25,8 @@ ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes f
 digest (sidecar/codec.py): replay recomputes both and checks them.
 
 Recording is cheap on the loop thread: one ``json.dumps`` and a buffered ``write`` per
-event; the buffer is flushed by a timer on the loop and at exit, never fsynced. A segment
+event; the buffer is flushed by a timer on the loop (four times a second) and at exit,
+never fsynced. A segment
 that reaches ``max_bytes`` is closed and a new one started (with a fresh checkpoint); only
 the newest ``keep`` segments of the directory are kept. A write error (disk full) disables
 the journal with one warning: the sidecar itself never fails because of its journal.
@@ -55,7 +56,10 @@ from .snapshot import config_to_json
 
 FORMAT = 1
 SEGMENT = re.compile(r"^run(\d{4,})-seg(\d{4,})\.jsonl$")
-FLUSH_INTERVAL = 1.0  # seconds between flushes of the write buffer (a loop timer)
+# Seconds between flushes of the write buffer (a loop timer). What a killed process had not
+# flushed is lost to a restarted one (sidecar/resume.py), so this is kept short: a flush is
+# one write() of what accumulated, never an fsync.
+FLUSH_INTERVAL = 0.25
 WRITE_BUFFER = 1 << 20
 # One encoder for every line: json.dumps with arguments builds a new one per call.
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode

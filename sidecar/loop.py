@@ -29,6 +29,7 @@ from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
 from .operate import Operations
+from .resume import recover
 
 log = logging.getLogger("sidecar")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
@@ -89,7 +90,15 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):  # before anything can be taken
             signal.signal(sig, self._on_signal)
         self.ops.start()  # first: a taken HTTP port ends the start cleanly
+        # A killed predecessor on this volume: what it had done (sidecar/resume.py), read
+        # before this run's journal begins and fed as its first event.
+        resume = recover(self.s.journal_path, self.core.cfg) if self.s.journal_enabled \
+            else None
         self.journal = journal.attach(self)  # an observer; None when SIDECAR_JOURNAL=off
+        if resume is not None:
+            self.feed(resume)
+            if self.journal is not None:
+                self.journal.flush()  # a run killed at once must still hand it on
         if self.s.config_files:
             self.storage.fetch_config_files()
         self.sockets.listen(self.s.tts_path, "tts")

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from test_core_replay import busy_run
+from test_core_resume import restart_and_loss_run
 from unit_driver import Driver, fid, make_config
 
 from sidecar import events as ev
@@ -41,8 +42,9 @@ def test_the_snapshot_covers_every_field_of_the_models() -> None:
     assert set(out) == {f.name for f in dataclasses.fields(Output)}
 
 
-def test_restoring_at_any_event_of_a_busy_run_continues_identically() -> None:
-    drv = busy_run()
+@pytest.mark.parametrize("run", [busy_run, restart_and_loss_run])
+def test_restoring_at_any_event_of_a_busy_run_continues_identically(run) -> None:
+    drv = run()
     cfg = make_config()
     core = Core(cfg)
     for i, (event, at, _, _) in enumerate(drv.journal):
