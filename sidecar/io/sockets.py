@@ -80,20 +80,45 @@ class SocketServer:
         self.ioloop.add_handler(sock.fileno(), self._on_accept, PollEvents.READ)
 
     def _on_accept(self, fd: int, _events: int) -> None:
+        self._accept(fd)
+
+    def _accept(self, fd: int) -> bool:
+        """Accept one connection; False when none is waiting."""
         listener, _, channel = self.listeners[fd]
         try:
             sock, _ = listener.accept()
         except BlockingIOError:
-            return
+            return False
         if self.peer_uid is not None and not self._peer_allowed(sock, channel):
             sock.close()
-            return
+            return True  # accepted and refused: there may be more waiting
         sock.setblocking(False)
         conn = Connection(sock, channel, self.max_frame)
         self.conns[conn.id] = conn
         self.ioloop.add_handler(sock.fileno(), lambda _fd, ev: self._on_io(conn, ev),
                                 PollEvents.READ)
+        if channel == "tts":
+            self._drain_fts()
         self.post(Connected(conn.id, channel))
+        return True
+
+    def _drain_fts(self) -> None:
+        """Before a new tts connection is announced, read what is already waiting on fts.
+
+        pyterum finishes a fragment (its outputs and done_with on fts.sock) before it reads
+        the next one on tts.sock. A transformation that outlived a killed sidecar does
+        that with the new sidecar; those frames must be seen before the new sidecar hands
+        it a fragment again, or a redelivered input's outputs would be counted twice
+        (docs/reliability.md, case 7). Everything they wrote is already in the socket
+        buffers: the connect to tts.sock came after it.
+        """
+        for fd, (_, _, channel) in list(self.listeners.items()):
+            if channel == "fts":
+                while self._accept(fd):
+                    pass
+        for conn in [c for c in self.conns.values() if c.channel == "fts"]:
+            while conn.id in self.conns and self._read(conn):
+                pass
 
     def _peer_allowed(self, sock: socket.socket, channel: str) -> bool:
         try:
@@ -115,31 +140,33 @@ class SocketServer:
         if conn.id in self.conns and events & (PollEvents.READ | PollEvents.ERROR):
             self._read(conn)
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection) -> bool:
+        """Read once; True if something was read (there may be more)."""
         try:
             data = conn.sock.recv(READ_CHUNK)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as err:
             log.warning("connection %d (%s) failed: %s", conn.id, conn.channel, err)
             data = b""
         if not data:
             self._drop(conn)
-            return
+            return False
         if conn.channel == "tts":
             log.warning("connection %d wrote %d bytes on tts.sock, which is one-way; ignored",
                         conn.id, len(data))
-            return
+            return True
         if conn.broken:
-            return
+            return True
         try:
             frames = conn.decoder.feed(data)
         except FrameTooLarge as err:
             conn.broken = True
             self.post(FrameRejected(conn.id, str(err)))
-            return
+            return True
         for payload in frames:
             self.post(FrameReceived(conn.id, payload))
+        return True
 
     def send(self, conn_id: int, payload: bytes) -> None:
         conn = self.conns.get(conn_id)
