@@ -310,8 +310,9 @@ def test_sigterm_before_the_connect_deadline_still_exits_0(
 
 
 @pytest.mark.parametrize("event", [ev.ShutdownRequested("SIGTERM"), ev.Fatal("x", "boom"),
-                                   ev.ConsumerCancelledByBroker(), ev.BrokerLost("reset")],
-                         ids=lambda e: type(e).__name__)
+                                   ev.ConsumerCancelledByBroker(), ev.BrokerLost("reset"),
+                                   ev.BrokerLost("gone", retrying=False)],
+                         ids=lambda e: f"{type(e).__name__}-{getattr(e, 'retrying', '')}")
 def test_stopping_after_the_kill_handshake_is_a_valid_transition(drv: Driver,
                                                                  event: ev.Event) -> None:
     started(drv)
