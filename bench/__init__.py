@@ -1,0 +1,1 @@
+"""Benchmarks of iterum-sidecar: ``python -m bench`` (see docs/performance.md)."""

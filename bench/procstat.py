@@ -1,0 +1,76 @@
+"""What the kernel knows about a process: CPU (user+sys), resident memory and its peak.
+
+psutil (the ``bench`` extra) is only needed for process trees and finding RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sample:
+    cpu: float  # seconds of user+sys, all threads
+    rss: int  # bytes now
+    hwm: int  # bytes, the process' peak resident set (VmHWM)
+
+
+def sample(pid: int) -> Sample:
+    """One reading of /proc/<pid>; raises ProcessLookupError once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    # after the ")": state is field 3, utime field 14, stime field 15 (1-based, man 5 proc)
+    cpu = (int(fields[11]) + int(fields[12])) / TICK
+    return Sample(cpu, _kib(status, "VmRSS:"), _kib(status, "VmHWM:"))
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (e.g. granian's worker)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def find_rabbitmq() -> int | None:
+    """The pid of the local RabbitMQ node (beam.smp running rabbit), to read its CPU."""
+    import psutil
+
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if p.info["name"] and p.info["name"].startswith("beam") and any(
+                    "rabbit" in part for part in (p.info["cmdline"] or [])):
+                return p.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def _kib(status: str, key: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
