@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,11 +46,13 @@ MODES: dict[str, dict[str, Any]] = {
     "quick": {"small": 300, "ten": 40, "idle": 10.0, "light": 30,
               "large_part_sizes": [None], "sweep_prefetch": [1, 16, 64],
               "sweep_workers": [2, 8], "sweep_n": 200, "replicas": [2, 3],
-              "raw_s3": 600, "raw_floor": 300, "raw_amqp": 5000},
+              "raw_s3": 600, "raw_floor": 300, "raw_amqp": 5000, "raw_repeat": 2,
+              "repeat": 1},
     "full": {"small": 2000, "ten": 300, "idle": 10.0, "light": 100,
              "large_part_sizes": [None, 5 * MIB, 64 * MIB], "sweep_prefetch": [1, 4, 16, 64, 256],
              "sweep_workers": [1, 2, 4, 8, 16], "sweep_n": 1000, "replicas": [2, 3],
-             "raw_s3": 2000, "raw_floor": 1000, "raw_amqp": 20000},
+             "raw_s3": 2000, "raw_floor": 1000, "raw_amqp": 20000, "raw_repeat": 3,
+             "repeat": 3},
 }
 DEFAULT_PREFETCH, DEFAULT_WORKERS = 16, 8  # the sidecar's defaults (sidecar/config.py)
 
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                             help=f"comma-separated parts to run: {','.join(PARTS)}")
         parser.add_argument("--fragments", type=int,
                             help="override the 1 KiB fragment count of the mode")
+        parser.add_argument("--repeat", type=int,
+                            help="runs of the 1 KiB 1→1 baseline; the median (by CPU per "
+                            "fragment) is reported, every run is kept (quick 1, full 3)")
         _common(parser)
     prof = sub.add_parser("profile", help="py-spy profile of the sidecar (1 KiB 1→1, 512 MiB)")
     prof.add_argument("--case", choices=("small", "large", "both"), default="both")
@@ -105,6 +111,8 @@ def bench(args: argparse.Namespace) -> int:
     cfg = dict(MODES[mode])
     if args.fragments:
         cfg["small"] = args.fragments
+    if args.repeat:
+        cfg["repeat"] = args.repeat
     parts = {x.strip() for x in args.only.split(",") if x.strip()}
     unknown = parts - set(PARTS)
     if unknown:
@@ -123,7 +131,7 @@ def bench(args: argparse.Namespace) -> int:
         base = Scenario("small-1x1", fragments=cfg["small"], idle_seconds=cfg["idle"],
                         light_load=cfg["light"])
         if "small" in parts:
-            results["scenarios"]["small-1x1"] = attempt(ctx, base)
+            results["scenarios"]["small-1x1"] = baseline(ctx, base, cfg["repeat"])
         if "ten" in parts:
             results["scenarios"]["small-1x10"] = attempt(
                 ctx, Scenario("small-1x10", fragments=cfg["ten"], files=10))
@@ -169,6 +177,23 @@ def bench(args: argparse.Namespace) -> int:
     print(report.summary(results))
     print(f"\nresults: {path} ({results['meta']['seconds']} s)")
     return 0
+
+
+def baseline(ctx: Context, sc: Scenario, repeat: int) -> dict[str, Any]:
+    """The 1 KiB 1→1 scenario ``repeat`` times (idle and light load in the first only);
+    the run with the median CPU per fragment, with every run's headline figures."""
+    runs = [attempt(ctx, sc if i == 0 else replace(sc, idle_seconds=0, light_load=0))
+            for i in range(max(1, repeat))]
+    good = [r for r in runs if not r.get("error")]
+    if not good:
+        return runs[0]
+    chosen = sorted(good, key=lambda r: r["cpu_ms_per_fragment"])[(len(good) - 1) // 2]
+    for key in ("idle", "latency_light_ms"):
+        chosen[key] = runs[0].get(key) or chosen.get(key)
+    chosen["repeats"] = [
+        {k: r.get(k) for k in ("fragments_per_s", "cpu_ms_per_fragment", "latency_ms",
+                               "peak_rss_mib", "error")} for r in runs]
+    return chosen
 
 
 def attempt(ctx: Context, sc: Scenario) -> dict[str, Any]:
@@ -227,34 +252,53 @@ class environment:
 
 
 def raw_limits(ctx: Context, cfg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    bucket = f"{random_id(20)}-raw"
-    log(f"raw S3: {cfg['raw_s3']} 1 KiB PUTs and GETs on {DEFAULT_WORKERS} threads, "
-        f"then the floor ({cfg['raw_floor']} of each, one at a time)")
-    out["s3"] = _raw("s3", "--endpoint", ctx.s3.url, "--access", ACCESS_KEY, "--secret",
-                     SECRET_KEY, "--bucket", bucket, "--threads", str(DEFAULT_WORKERS),
-                     "--count", str(cfg["raw_s3"]), "--floor-count", str(cfg["raw_floor"]))
-    ctx.s3.client().remove_bucket(bucket)
-    broker = Broker(ctx.broker_url)
-    queue = f"{random_id(20)}-raw"
-    try:
-        broker.declare(queue)
-        body = b"x" * 260
-        n = cfg["raw_amqp"]
-        log(f"raw AMQP: consume+ack {n} messages (prefetch {DEFAULT_PREFETCH}), "
-            f"then {n} confirmed publishes")
-        for _ in range(n):
-            broker.publish(queue, body)
-        deadline = time.monotonic() + 60
-        while broker.counts(queue)[0] < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        out["amqp_consume"] = _raw("amqp-consume", "--url", ctx.broker_url, "--queue", queue,
-                                   "--count", str(n), "--prefetch", str(DEFAULT_PREFETCH))
-        out["amqp_publish"] = _raw("amqp-publish", "--url", ctx.broker_url, "--queue", queue,
-                                   "--count", str(n))
-    finally:
-        broker.delete(queue)
-        broker.close()
+    """Each limit measured ``raw_repeat`` times: the best rate (the endpoint's capacity;
+    the other developers' load on the machine only lowers it) and the median CPU."""
+    repeat = cfg.get("raw_repeat", 2)
+    runs: dict[str, list[dict[str, Any]]] = {"s3": [], "amqp_consume": [], "amqp_publish": []}
+    n = cfg["raw_amqp"]
+    log(f"raw limits, {repeat} time(s): S3 {cfg['raw_s3']} 1 KiB PUTs and GETs on "
+        f"{DEFAULT_WORKERS} threads, then the floor ({cfg['raw_floor']} of each, one at a "
+        f"time); AMQP consume+ack of {n} messages (prefetch {DEFAULT_PREFETCH}), {n} "
+        "confirmed publishes")
+    for _ in range(repeat):
+        bucket = f"{random_id(20)}-raw"
+        runs["s3"].append(_raw(
+            "s3", "--endpoint", ctx.s3.url, "--access", ACCESS_KEY, "--secret", SECRET_KEY,
+            "--bucket", bucket, "--threads", str(DEFAULT_WORKERS), "--count",
+            str(cfg["raw_s3"]), "--floor-count", str(cfg["raw_floor"])))
+        ctx.s3.client().remove_bucket(bucket)
+        broker = Broker(ctx.broker_url)
+        queue = f"{random_id(20)}-raw"
+        try:
+            broker.declare(queue)
+            body = b"x" * 260
+            for _ in range(n):
+                broker.publish(queue, body)
+            deadline = time.monotonic() + 60
+            while broker.counts(queue)[0] < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            runs["amqp_consume"].append(_raw(
+                "amqp-consume", "--url", ctx.broker_url, "--queue", queue, "--count", str(n),
+                "--prefetch", str(DEFAULT_PREFETCH)))
+            runs["amqp_publish"].append(_raw(
+                "amqp-publish", "--url", ctx.broker_url, "--queue", queue, "--count", str(n)))
+        finally:
+            broker.delete(queue)
+            broker.close()
+    return {k: combine(v) for k, v in runs.items()}
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best of the rates (``*_per_s``), median of the CPU figures, every run kept."""
+    out: dict[str, Any] = dict(runs[0])
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        if key.endswith("per_s"):
+            out[key] = max(values)
+        elif "cpu_ms" in key:
+            out[key] = statistics.median(values)
+    out["runs"] = runs
     return out
 
 

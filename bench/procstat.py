@@ -14,6 +14,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class Sample:
     cpu: float  # seconds of user+sys, all threads
+    user: float
+    system: float
     rss: int  # bytes now
     hwm: int  # bytes, the process' peak resident set (VmHWM)
 
@@ -28,8 +30,28 @@ def sample(pid: int) -> Sample:
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
     # after the ")": state is field 3, utime field 14, stime field 15 (1-based, man 5 proc)
-    cpu = (int(fields[11]) + int(fields[12])) / TICK
-    return Sample(cpu, _kib(status, "VmRSS:"), _kib(status, "VmHWM:"))
+    user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
+    return Sample(user + system, user, system, _kib(status, "VmRSS:"), _kib(status, "VmHWM:"))
+
+
+def threads_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """(user, sys) CPU seconds of the main thread ("loop") and of all other live threads
+    together ("workers"), from /proc/<pid>/task/*/stat."""
+    out = {"loop": [0.0, 0.0], "workers": [0.0, 0.0]}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # the thread ended
+        which = out["loop" if int(tid) == pid else "workers"]
+        which[0] += int(fields[11]) / TICK
+        which[1] += int(fields[12]) / TICK
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def tree_cpu(pid: int) -> float:

@@ -153,6 +153,14 @@ def summary(results: dict[str, Any]) -> str:
             f"{_fmt(lat.get('p95'), 0):>8}{_fmt(lat.get('p99'), 0):>8}"
             f"{_fmt(r['cpu_ms_per_fragment'], 2):>8}{_fmt(r.get('cpu_to_floor'), 2):>7}"
             f"{_fmt(r['s3_requests_per_fragment'], 2):>7}{_fmt(r['peak_rss_mib'], 1):>8}")
+    small = results.get("scenarios", {}).get("small-1x1")
+    if small and not small.get("error"):
+        lines.append("")
+        lines.extend(cpu_breakdown(small))
+        if small.get("repeats") and len(small["repeats"]) > 1:
+            lines.append("  runs: " + "; ".join(
+                f"{_fmt(r.get('fragments_per_s'))}/s {_fmt(r.get('cpu_ms_per_fragment'), 2)} ms"
+                for r in small["repeats"]))
     large = results.get("scenarios", {}).get("large-512MiB")
     if large and not large.get("error"):
         tr, plain = large.get("transfers", {}), large.get("plain_copy") or {}
@@ -172,6 +180,27 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"  {t['target']:<50} {t['value']!s:>8} {t['unit']:<5} "
                          f"(goal {t['goal']}) {mark}")
     return "\n".join(lines)
+
+
+def cpu_breakdown(r: dict[str, Any]) -> list[str]:
+    """Where the CPU of one fragment goes, by process and by sidecar thread."""
+    by = r.get("cpu_ms_per_fragment_by_process", {})
+
+    def us(prefix: str) -> str:
+        user, system = by.get(f"{prefix}_user", 0.0), by.get(f"{prefix}_system", 0.0)
+        return f"{user + system:.2f} ms (user {user:.2f}, sys {system:.2f})"
+
+    light = r.get("latency_light_ms") or {}
+    lines = [f"{r.get('scenario', {}).get('name', '?')}, CPU per fragment: sidecar "
+             f"{us('sidecar')} = loop thread {us('sidecar_loop')} + storage threads "
+             f"{us('sidecar_workers')}",
+             f"  other processes: S3 server {_fmt(by.get('s3_server'), 2)} ms, RabbitMQ "
+             f"{_fmt(by.get('rabbitmq'), 2)} ms, transformation "
+             f"{_fmt(by.get('transformation'), 2)} ms"]
+    if light:
+        lines.append(f"  latency one fragment at a time: p50 {_fmt(light.get('p50'))} ms, "
+                     f"p95 {_fmt(light.get('p95'))} ms, p99 {_fmt(light.get('p99'))} ms")
+    return lines
 
 
 def _ordered(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -403,6 +403,12 @@ def _remove_bucket(s3: Any, bucket: str) -> None:
 def _cpu_readings(ctx: Context, pids: dict[str, list[int]], rabbit: int | None
                   ) -> dict[str, float]:
     out = {k: sum(procstat.sample(p).cpu for p in v) for k, v in pids.items()}
+    out["sidecar_user"] = sum(procstat.sample(p).user for p in pids["sidecar"])
+    out["sidecar_system"] = sum(procstat.sample(p).system for p in pids["sidecar"])
+    for p in pids["sidecar"]:
+        for name, (user, system) in procstat.threads_cpu(p).items():
+            out[f"sidecar_{name}_user"] = out.get(f"sidecar_{name}_user", 0.0) + user
+            out[f"sidecar_{name}_system"] = out.get(f"sidecar_{name}_system", 0.0) + system
     out["s3_server"] = ctx.s3.cpu()
     out["rabbitmq"] = procstat.tree_cpu(rabbit) if rabbit else 0.0
     return out
@@ -506,7 +512,7 @@ def _start_profiler(ctx: Context, sc: Scenario, pid: int) -> subprocess.Popen:
     out = ctx.results_dir / f"profile-{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     proc = subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--nolineno",
-         "--threads", "--format", "raw", "--output", str(out) + ".txt"],
+         "--threads", "--gil", "--format", "raw", "--output", str(out) + ".txt"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     proc.bench_output = str(out) + ".txt"  # type: ignore[attr-defined]
     time.sleep(0.5)  # py-spy attaches
