@@ -45,12 +45,13 @@ PARTS = ("raw", "small", "ten", "large", "sweep", "replicas")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"small": 300, "ten": 40, "idle": 10.0, "light": 30,
               "large_part_sizes": [None], "sweep_prefetch": [1, 16, 64],
-              "sweep_workers": [2, 8], "sweep_n": 200, "replicas": [2, 3],
+              "sweep_workers": [2, 8], "sweep_n": 200, "sweep_repeat": 1, "replicas": [2, 3],
               "raw_s3": 600, "raw_floor": 300, "raw_amqp": 5000, "raw_repeat": 2,
               "repeat": 1},
     "full": {"small": 2000, "ten": 300, "idle": 10.0, "light": 100,
-             "large_part_sizes": [None, 5 * MIB, 64 * MIB], "sweep_prefetch": [1, 4, 16, 64, 256],
-             "sweep_workers": [1, 2, 4, 8, 16], "sweep_n": 1000, "replicas": [2, 3],
+             "large_part_sizes": [None, 5 * MIB, 64 * MIB],
+             "sweep_prefetch": [1, 4, 16, 64, 256], "sweep_workers": [1, 2, 4, 8, 16],
+             "sweep_n": 1000, "sweep_repeat": 2, "replicas": [2, 3],
              "raw_s3": 2000, "raw_floor": 1000, "raw_amqp": 20000, "raw_repeat": 3,
              "repeat": 3},
 }
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         _common(parser)
     prof = sub.add_parser("profile", help="py-spy profile of the sidecar (1 KiB 1→1, 512 MiB)")
     prof.add_argument("--case", choices=("small", "large", "both"), default="both")
-    prof.add_argument("--fragments", type=int, default=2000)
+    prof.add_argument("--fragments", type=int, default=5000)
     _common(prof)
     s3s = sub.add_parser("s3-servers", help="compare the WSGI servers for moto")
     s3s.add_argument("--count", type=int, default=1000)
@@ -146,7 +147,7 @@ def bench(args: argparse.Namespace) -> int:
                 for prefetch in cfg["sweep_prefetch"]:
                     sc = Scenario(f"sweep-p{prefetch}-w{workers}", fragments=cfg["sweep_n"],
                                   prefetch=prefetch, workers=workers)
-                    r = attempt(ctx, sc)
+                    r = best_of(ctx, sc, cfg.get("sweep_repeat", 1))
                     r.setdefault("scenario", {}).update(prefetch=prefetch, workers=workers)
                     results["sweep"].append(r)
         if "replicas" in parts:
@@ -193,6 +194,17 @@ def baseline(ctx: Context, sc: Scenario, repeat: int) -> dict[str, Any]:
     chosen["repeats"] = [
         {k: r.get(k) for k in ("fragments_per_s", "cpu_ms_per_fragment", "latency_ms",
                                "peak_rss_mib", "error")} for r in runs]
+    return chosen
+
+
+def best_of(ctx: Context, sc: Scenario, repeat: int) -> dict[str, Any]:
+    """The run with the highest throughput of ``repeat`` (other load only lowers it)."""
+    runs = [attempt(ctx, sc) for _ in range(max(1, repeat))]
+    good = [r for r in runs if not r.get("error")] or runs
+    chosen = max(good, key=lambda r: r.get("fragments_per_s", 0))
+    if len(runs) > 1:
+        chosen["repeats"] = [{k: r.get(k) for k in ("fragments_per_s", "cpu_ms_per_fragment",
+                                                     "error")} for r in runs]
     return chosen
 
 
@@ -325,7 +337,7 @@ def profile(args: argparse.Namespace) -> int:
                                   profile="py-spy"))
         if args.case in ("large", "both"):
             cases.append(Scenario("profile-large-512MiB", fragments=1, file_bytes=512 * MIB,
-                                  warmup=1, profile="py-spy"))
+                                  warmup=1, profile="py-spy-wall"))
         for sc in cases:
             r = attempt(ctx, sc)
             out[sc.name] = r

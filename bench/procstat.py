@@ -54,6 +54,28 @@ def threads_cpu(pid: int) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def sched(pid: int) -> tuple[float, int]:
+    """(CPU seconds at nanosecond resolution, context switches) summed over the live
+    threads, from /proc/<pid>/task/*/schedstat and status: for short windows such as the
+    idle measurement, where /proc/<pid>/stat's 10 ms ticks are too coarse."""
+    cpu_ns, switches = 0, 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu_ns += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:
+                        switches += int(line.split()[1])
+        except (FileNotFoundError, ValueError, IndexError):
+            continue
+    return cpu_ns / 1e9, switches
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its live descendants (e.g. granian's worker)."""
     import psutil

@@ -197,6 +197,12 @@ def cpu_breakdown(r: dict[str, Any]) -> list[str]:
              f"  other processes: S3 server {_fmt(by.get('s3_server'), 2)} ms, RabbitMQ "
              f"{_fmt(by.get('rabbitmq'), 2)} ms, transformation "
              f"{_fmt(by.get('transformation'), 2)} ms"]
+    idle = r.get("idle") or {}
+    if idle:
+        lines.append(f"  idle ({_fmt(idle.get('seconds'), 0)} s, no input, "
+                     f"{idle.get('manager_polls')} manager poll(s)): "
+                     f"{_fmt(idle.get('cpu_ms_per_s'), 2)} ms CPU/s, "
+                     f"{_fmt(idle.get('wakeups_per_s'), 1)} context switches/s")
     if light:
         lines.append(f"  latency one fragment at a time: p50 {_fmt(light.get('p50'))} ms, "
                      f"p95 {_fmt(light.get('p95'))} ms, p99 {_fmt(light.get('p99'))} ms")

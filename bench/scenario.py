@@ -57,7 +57,10 @@ class Scenario:
     warmup: int = 4
     idle_seconds: float = 0.0
     light_load: int = 0
-    profile: str | None = None  # "py-spy": record the (first) sidecar during the loaded run
+    # "py-spy": record the (first) sidecar during the loaded run, samples holding the GIL
+    # (Python running); "py-spy-wall": every sample of a busy thread (also time in C code
+    # that releases the GIL, such as hashing, and in blocking calls)
+    profile: str | None = None
     journal: bool = True
     plain_copy: bool = False  # then copy the first input object with a plain client
     env: dict[str, str] = field(default_factory=dict)  # extra sidecar variables
@@ -237,13 +240,15 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
                                    if st.transformation]}
         if sc.idle_seconds > 0:
             polls0 = ctx.manager.polls
-            before = [procstat.sample(p).cpu for p in pids["sidecar"]]
+            before = [procstat.sched(p) for p in pids["sidecar"]]
             time.sleep(sc.idle_seconds)
-            after = [procstat.sample(p).cpu for p in pids["sidecar"]]
+            after = [procstat.sched(p) for p in pids["sidecar"]]
+            per = sc.idle_seconds * len(before)
+            spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
             result["idle"] = {
                 "seconds": sc.idle_seconds,
-                "cpu_ms_per_s": 1000 * (sum(after) - sum(before)) / sc.idle_seconds
-                / len(before),
+                "cpu_ms_per_s": 1000 * sum(c for c, _ in spent) / per,
+                "wakeups_per_s": sum(w for _, w in spent) / per,
                 "manager_polls": ctx.manager.polls - polls0,
             }
 
@@ -251,7 +256,7 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
         ctx.s3.stats(reset=True)
         rabbit = procstat.find_rabbitmq()
         cpu0 = _cpu_readings(ctx, pids, rabbit)
-        if sc.profile == "py-spy":
+        if sc.profile:
             profiler = _start_profiler(ctx, sc, pids["sidecar"][0])
         t0 = time.monotonic()
         bodies = [body(done + i) for i in range(sc.fragments)]
@@ -510,9 +515,10 @@ def _merge_transfers(journals: list[JournalTimes], start: float, end: float | No
 def _start_profiler(ctx: Context, sc: Scenario, pid: int) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = ctx.results_dir / f"profile-{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    gil = ["--gil"] if sc.profile == "py-spy" else []
     proc = subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--nolineno",
-         "--threads", "--gil", "--format", "raw", "--output", str(out) + ".txt"],
+         "--threads", *gil, "--format", "raw", "--output", str(out) + ".txt"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     proc.bench_output = str(out) + ".txt"  # type: ignore[attr-defined]
     time.sleep(0.5)  # py-spy attaches
