@@ -24,6 +24,7 @@ import contextlib
 import json
 import mimetypes
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,12 @@ from typing import Any
 
 CHUNK = 1 << 20  # the sidecar's read size (sidecar/io/storage.py)
 BODY_BYTES = 260  # about the size of a one-file RemoteFragmentDesc
+
+
+def rusage() -> tuple[float, float]:
+    """(user, sys) CPU seconds of this process (microsecond resolution)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
 
 
 def cpu() -> float:
@@ -130,14 +137,14 @@ def s3_limits(endpoint: str, access: str, secret: str, bucket: str, threads: int
             c, bucket, keys[i], os.path.join(tmp, "get", str(i % 64), "file.bin")))
         # The floor: one at a time, CPU per operation of the bare client.
         n = min(floor_count, count)
-        c0 = cpu()
+        u0, s0 = rusage()
         for i in range(n):
             put_from_file(c, bucket, keys[i], source, 16 << 20)
-        floor_put = (cpu() - c0) / n
-        c0 = cpu()
+        u1, s1 = rusage()
         for i in range(n):
             get_to_file(c, bucket, keys[i], os.path.join(tmp, "floor", "file.bin"))
-        floor_get = (cpu() - c0) / n
+        u2, s2 = rusage()
+        floor_put, floor_get = (u1 - u0 + s1 - s0) / n, (u2 - u1 + s2 - s1) / n
         c0 = cpu()
         for i in range(n):
             c.fget_object(bucket, keys[i], os.path.join(tmp, "fget", "file.bin"))
@@ -153,6 +160,7 @@ def s3_limits(endpoint: str, access: str, secret: str, bucket: str, threads: int
         "put_cpu_ms": 1000 * put_cpu / count, "get_cpu_ms": 1000 * get_cpu / count,
         "floor_ops": n, "floor_get_cpu_ms": 1000 * floor_get,
         "floor_put_cpu_ms": 1000 * floor_put, "floor_fget_cpu_ms": 1000 * floor_fget,
+        "floor_get_sys_cpu_ms": 1000 * (s2 - s1) / n, "floor_put_sys_cpu_ms": 1000 * (s1 - s0) / n,
         # TCP connections the client opened for all of the above (keep-alive: ~threads)
         "connections_opened": opened,
     }
