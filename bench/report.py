@@ -193,7 +193,8 @@ def cpu_breakdown(r: dict[str, Any]) -> list[str]:
     light = r.get("latency_light_ms") or {}
     lines = [f"{r.get('scenario', {}).get('name', '?')}, CPU per fragment: sidecar "
              f"{us('sidecar')} = loop thread {us('sidecar_loop')} + storage threads "
-             f"{us('sidecar_workers')}",
+             f"{us('sidecar_workers')}; "
+             f"{_fmt(r.get('context_switches_per_fragment'), 1)} context switches",
              f"  other processes: S3 server {_fmt(by.get('s3_server'), 2)} ms, RabbitMQ "
              f"{_fmt(by.get('rabbitmq'), 2)} ms, transformation "
              f"{_fmt(by.get('transformation'), 2)} ms"]

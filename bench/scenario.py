@@ -257,6 +257,7 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
         ctx.s3.stats(reset=True)
         rabbit = procstat.find_rabbitmq()
         cpu0 = _cpu_readings(ctx, pids, rabbit)
+        switches0 = sum(procstat.sched(p)[1] for p in pids["sidecar"])
         if sc.profile:
             profiler = _start_profiler(ctx, sc, pids["sidecar"][0])
         t0 = time.monotonic()
@@ -270,6 +271,7 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
         t_last = arrivals.wait(expected, timeout, alive)
         time.sleep(0.1)  # the acks follow the last lineage confirm
         cpu1 = _cpu_readings(ctx, pids, rabbit)
+        switches = sum(procstat.sched(p)[1] for p in pids["sidecar"]) - switches0
         if profiler is not None:
             result["profile"] = _stop_profiler(profiler)
             profiler = None
@@ -317,6 +319,8 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
             "latency_light_ms": _percentiles(light) if light else None,
             "cpu_ms_per_fragment": 1000 * used["sidecar"] / n,
             "cpu_ms_per_fragment_by_process": {k: 1000 * v / n for k, v in used.items()},
+            # voluntary + involuntary, all threads: wake-ups, GIL and queue hand-offs
+            "context_switches_per_fragment": switches / n,
             "s3_requests_per_fragment": s3_stats["requests"] / n,
             "s3_ops": ops,
             "peak_rss_mib": max(s.hwm for s in samples) / MIB,
