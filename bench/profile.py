@@ -19,7 +19,7 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 OWNERS = (
-    ("sidecar/core.py", "sidecar core (decisions)"),
+    ("sidecar/core/", "sidecar core (decisions)"),
     ("states/", "states (lifecycles)"),
     ("sidecar/journal.py", "sidecar journal"),
     ("sidecar/codec.py", "sidecar journal"),

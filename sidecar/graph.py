@@ -33,7 +33,7 @@ MARKDOWN_HEADER = """# Lifecycles
      tables in states/__init__.py; do not edit. tests/unit/test_graph.py fails when this
      file is stale. -->
 
-The state machines that the core (sidecar/core.py) advances, drawn from the same tables
+The state machines that the core (sidecar/core/) advances, drawn from the same tables
 that build them (states/__init__.py). A double border (in SVG/PNG) or an arrow to the end
 marker (here) marks a terminal state. `iterum-sidecar replay` prints each fragment's path
 through these states with the time it spent in each (see [debugging.md](debugging.md)).
