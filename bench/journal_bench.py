@@ -35,10 +35,11 @@ VOLUME = "/data"
 KILL = b'{"status":"complete"}'
 
 
-def config(prefetch: int = 16) -> CoreConfig:
+def config(prefetch: int = 16, stuck_after: float = 0.0) -> CoreConfig:
     return CoreConfig(volume=VOLUME, step="bench-step", output_bucket="bench-step-output",
                       output_queue="bench-out", lineage_queue="bench-lineage",
-                      dead_letter_queue="bench-in-dead", prefetch=prefetch)
+                      dead_letter_queue="bench-in-dead", prefetch=prefetch,
+                      stuck_after=stuck_after)
 
 
 def body(i: int) -> bytes:
@@ -49,11 +50,11 @@ def body(i: int) -> bytes:
 
 
 def synthetic_run(fragments: int, observe: Callable[[Core], Callable] | None = None,
-                  prefetch: int = 16) -> tuple[Core, int, float]:
+                  prefetch: int = 16, stuck_after: float = 0.0) -> tuple[Core, int, float]:
     """Run ``fragments`` 1→1 fragments through a core; return it, the number of events fed
     and the seconds spent in ``Core.handle`` plus the observer that ``observe(core)``
     returns (the Runner calls its observers in the same place)."""
-    core = Core(config(prefetch))
+    core = Core(config(prefetch, stuck_after))
     observer = observe(core) if observe is not None else None
     pending: deque[ev.Event] = deque()
     state = {"clock": 0.0, "events": 0, "busy": 0.0, "unacked": 0, "next": 0, "done": False}
