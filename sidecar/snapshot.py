@@ -23,8 +23,9 @@ from .protocol import LocalFile, RemoteFile, RemoteFragment
 
 FORMAT = 3  # 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume
 
-# Core attributes that are not state: the config (written separately) and per-call scratch.
-NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys"})
+# Core attributes that are not state: the config (written separately), per-call scratch,
+# and indexes rebuilt from the state on restore (index_keys, the stuck watch's _entered).
+NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys", "_entered"})
 
 
 class SnapshotError(ValueError):
@@ -139,6 +140,7 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
                                for fid, stage, queue, descriptor in data["resume_outputs"]}
         core.leftovers = {fid: (tuple(files), tuple(dirs))
                           for fid, files, dirs in data["leftovers"]}
+        core.rebuild_stuck_watch()  # derived from the models, like index_keys
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return core

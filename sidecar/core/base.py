@@ -13,7 +13,16 @@ from states import INPUT, OUTPUT, STEP, InvalidTransition, Lifecycle
 
 from .. import effects as fx
 from .. import events as ev
-from .models import CoreConfig, Input, Output, PendingPublish, Tracked, Transition, _fragment_of
+from .models import (
+    CoreConfig,
+    Input,
+    Output,
+    PendingPublish,
+    Tracked,
+    Transition,
+    _fragment_of,
+    _terminal,
+)
 
 
 class CoreBase:
@@ -66,6 +75,11 @@ class CoreBase:
         self._rr = 0
         self._out: list[fx.Effect] = []
         self.transitions: list[Transition] = []
+        # The fragments the stuck watch waits on (in flight, not terminal, not reported
+        # stuck in their current state), oldest state entry first: a fragment moves to the
+        # end when it changes state, so the watch reads its deadline off the first one
+        # instead of scanning every fragment after every event. Derived: rebuilt on restore.
+        self._entered: OrderedDict[Input | Output, None] = OrderedDict()
 
     def handle(self, event: ev.Event, now: float) -> list[fx.Effect]:
         """Consume one event; return the effects to perform, in order."""
@@ -126,6 +140,8 @@ class CoreBase:
         model.history.append((model.state, self.now))
         self.transitions.append(Transition(lc.name, model.serial, _fragment_of(model),
                                            trigger, source, model.state))
+        if lc is not STEP and self.cfg.stuck_after:
+            self._rewatch(model)
 
     def _new_serial(self) -> int:
         self._serial += 1
@@ -149,8 +165,19 @@ class CoreBase:
         model.history.append((model.state, self.now))
         self.transitions.append(Transition(lc.name, model.serial, _fragment_of(model), "new",
                                            "", model.state))
+        if self.cfg.stuck_after:
+            self._rewatch(model)
+
+    def _rewatch(self, model: Input | Output) -> None:
+        """``model`` just entered a state: it is now the newest fragment the watch waits on,
+        unless it is finished (or no longer in flight)."""
+        self._entered.pop(model, None)
+        table: dict = self.inputs if isinstance(model, Input) else self.outputs
+        if not _terminal(model) and table.get(model.serial) is model:
+            self._entered[model] = None
 
     def _forget(self, model: Input | Output) -> None:
+        self._entered.pop(model, None)
         if isinstance(model, Input):
             self.inputs.pop(model.serial, None)
             if model.indexed:

@@ -6,6 +6,7 @@ state.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 
 from .. import effects as fx
 from .. import events as ev
@@ -92,12 +93,22 @@ class IntakeRules(CoreBase):
         """Keep the "stuck" deadline at the first moment a fragment would be stuck."""
         if not self.cfg.stuck_after:
             return
-        due = min((m.history[-1][1] for m in self._tracked()
-                   if m.stuck_reported != len(m.history) and not _terminal(m)), default=None)
-        if due is None:
+        oldest = next(iter(self._entered), None)
+        if oldest is None:
             self.deadlines.pop("stuck", None)
         else:
-            self.deadlines["stuck"] = due + self.cfg.stuck_after
+            self.deadlines["stuck"] = oldest.history[-1][1] + self.cfg.stuck_after
+
+    def rebuild_stuck_watch(self) -> None:
+        """Derive what the watch waits on from the models (a core restored from a snapshot).
+
+        The clock never runs backwards, so ordering by the time each model entered its
+        state is the order in which they would have been moved to the end.
+        """
+        waiting = [m for m in self._tracked()
+                   if m.stuck_reported != len(m.history) and not _terminal(m)]
+        waiting.sort(key=lambda m: m.history[-1][1])
+        self._entered = OrderedDict.fromkeys(waiting) if self.cfg.stuck_after else OrderedDict()
 
     def _report_stuck(self) -> None:
         for model in self._tracked():
@@ -106,6 +117,7 @@ class IntakeRules(CoreBase):
                     or self.now - since < self.cfg.stuck_after):
                 continue
             model.stuck_reported = len(model.history)
+            self._entered.pop(model, None)
             kind = "input" if isinstance(model, Input) else "output"
             self._log("warning", f"stuck-{kind}-{model.state}",
                       f"{kind} fragment {model.state} for {self.now - since:.0f}s "

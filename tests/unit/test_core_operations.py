@@ -4,11 +4,17 @@ resume after). Pure: events in, effects out, the clock only through deadlines.""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from unit_driver import FTS, TTS, Driver, fid, log_codes, of
+from test_core_replay import busy_run
+from test_core_resume import restart_and_loss_run
+from unit_driver import FTS, TTS, Driver, fid, log_codes, make_config, of
 
 from sidecar import effects as fx
 from sidecar import events as ev
+from sidecar.core import Core
+from sidecar.core.models import _terminal
 
 A, B, C = fid("a"), fid("b"), fid("c")
 MIN_FREE = 1000
@@ -85,6 +91,54 @@ def test_stuck_deadline_is_cleared_at_exit() -> None:
     drv.disconnect()
     assert [e.code for e in of(drv.effects, fx.Exit)] == [0]
     assert drv.core.deadlines == {}
+
+
+def watched_by_scanning(core: Core) -> list:
+    """What the stuck watch waits on, found the slow way (every fragment in flight)."""
+    return [m for m in itertools.chain(core.inputs.values(), core.outputs.values())
+            if m.stuck_reported != len(m.history) and not _terminal(m)]
+
+
+def assert_watch_consistent(core: Core) -> None:
+    watched = watched_by_scanning(core)
+    assert set(core._entered) == set(watched)
+    entered = [m.history[-1][1] for m in core._entered]
+    assert entered == sorted(entered), "the first one is the oldest"
+    due = min((m.history[-1][1] for m in watched), default=None)
+    expected = None if due is None else due + core.cfg.stuck_after
+    assert core.deadlines.get("stuck") == expected
+
+
+@pytest.mark.parametrize("stuck_after", [0.0025, 300.0])
+@pytest.mark.parametrize("run", [busy_run, restart_and_loss_run])
+def test_the_stuck_deadline_is_the_oldest_state_entry_at_every_event(run, stuck_after) -> None:
+    """The watch keeps its fragments in order instead of scanning them all after every
+    event: after every event of busy runs (fragments stuck all the time, reported at every
+    tick the loop would make), it still gives what a scan gives, and so does a core
+    restored from a snapshot at any event, which then continues identically. Events are
+    1 ms apart: at 2.5 ms many fragments get stuck, at 300 s none does."""
+    cfg = make_config(stuck_after=stuck_after)
+    core, reports = Core(cfg), 0
+    for event, at in with_ticks(core, run().journal):
+        restored = Core.restore(cfg, core.snapshot())
+        assert_watch_consistent(restored)
+        out = core.handle(event, at)
+        assert_watch_consistent(core)
+        assert restored.handle(event, at) == out
+        assert restored.deadlines == core.deadlines
+        reports += sum(e.code.startswith("stuck-") for e in of(out, fx.Log))
+    assert reports >= 5 if stuck_after < 1 else reports == 0
+    assert core.step.state == "exited"
+
+
+def with_ticks(core: Core, journal: list):
+    """The journal's events, with a Tick first whenever the core's deadline has come (as
+    the loop's timer would fire it)."""
+    for event, at, _, _ in journal:
+        deadline = core.next_deadline()
+        if deadline is not None and deadline <= at:
+            yield ev.Tick(), at
+        yield event, at
 
 
 # --- the volume ----------------------------------------------------------------------------
