@@ -13,16 +13,7 @@ from states import INPUT, OUTPUT, STEP, InvalidTransition, Lifecycle
 
 from .. import effects as fx
 from .. import events as ev
-from .models import (
-    CoreConfig,
-    Input,
-    Output,
-    PendingPublish,
-    Tracked,
-    Transition,
-    _fragment_of,
-    _terminal,
-)
+from .models import CoreConfig, Input, Output, PendingPublish, Tracked, Transition, _fragment_of
 
 
 class CoreBase:
@@ -141,7 +132,7 @@ class CoreBase:
         self.transitions.append(Transition(lc.name, model.serial, _fragment_of(model),
                                            trigger, source, model.state))
         if lc is not STEP and self.cfg.stuck_after:
-            self._rewatch(model)
+            self._rewatch(lc, model)
 
     def _new_serial(self) -> int:
         self._serial += 1
@@ -166,15 +157,18 @@ class CoreBase:
         self.transitions.append(Transition(lc.name, model.serial, _fragment_of(model), "new",
                                            "", model.state))
         if self.cfg.stuck_after:
-            self._rewatch(model)
+            self._rewatch(lc, model)
 
-    def _rewatch(self, model: Input | Output) -> None:
+    def _rewatch(self, lc: Lifecycle, model: Input | Output) -> None:
         """``model`` just entered a state: it is now the newest fragment the watch waits on,
         unless it is finished (or no longer in flight)."""
-        self._entered.pop(model, None)
-        table: dict = self.inputs if isinstance(model, Input) else self.outputs
-        if not _terminal(model) and table.get(model.serial) is model:
-            self._entered[model] = None
+        entered = self._entered
+        if model.state in lc.terminal:
+            entered.pop(model, None)
+        elif model in entered:  # in flight: _forget takes it out
+            entered.move_to_end(model)
+        elif (self.inputs if lc is INPUT else self.outputs).get(model.serial) is model:
+            entered[model] = None
 
     def _forget(self, model: Input | Output) -> None:
         self._entered.pop(model, None)

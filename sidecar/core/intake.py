@@ -48,6 +48,8 @@ class IntakeRules(CoreBase):
         if (self.step.state not in ("consuming", "draining_queue") or self.intake_ended
                 or not self.broker_up):
             return
+        if not (self.paused or self.volume_low or self.orphaned):
+            return  # the usual case, after every event: no reason to pause, none to resume
         reasons = self._pause_reasons()
         if reasons:
             if not self.paused:

@@ -110,7 +110,8 @@ class StreamRules(CoreBase):
         if self.intake_ended and self.broker_up and not (self.consuming or self.cancelling):
             self._after_intake()
         self._steer_intake()
-        self._dispatch_ready()
+        if self.ready:
+            self._dispatch_ready()
         state = self.step.state
         if state == "input_ended" and not self._pending_dispatch():
             self._fire(STEP, self.step, "send_kill")
