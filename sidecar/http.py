@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import selectors
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("sidecar.http")
 HEARTBEAT_LIMIT = 60.0  # /healthz fails when the loop has published nothing for this long
+STOP_TIMEOUT = 5.0  # seconds stop() waits for the server thread (a daemon: never blocks exit)
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,15 @@ class Board:
 
 
 class HttpServer:
+    """The server's thread sleeps in ``select`` until a connection or ``stop()`` wakes it
+    (``serve_forever`` would wake twice a second to look for a shutdown request)."""
+
     def __init__(self, host: str, port: int, board: Board, registry: CollectorRegistry):
         handler = type("Handler", (_Handler,), {"board": board, "registry": registry})
         self.server = ThreadingHTTPServer((host, port), handler)  # binds now: OSError if taken
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http",
-                                       daemon=True)
+        self._wake, self._woken = socket.socketpair()  # stop() writes, the thread reads
+        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
 
     @property
     def port(self) -> int:
@@ -113,8 +119,22 @@ class HttpServer:
 
     def stop(self) -> None:
         if self.thread.is_alive():
-            self.server.shutdown()
+            self._wake.send(b"x")
+            self.thread.join(STOP_TIMEOUT)
         self.server.server_close()
+        self._wake.close()
+        self._woken.close()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.server, selectors.EVENT_READ)
+            selector.register(self._woken, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()  # no timeout: an idle endpoint costs nothing
+                if any(key.fileobj is self._woken for key, _ in ready):
+                    return
+                # accept and hand the connection to its thread, as serve_forever does
+                self.server._handle_request_noblock()  # type: ignore[attr-defined]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -25,7 +25,8 @@ ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes f
 digest (sidecar/codec.py): replay recomputes both and checks them.
 
 Recording is cheap on the loop thread: one ``json.dumps`` and a buffered ``write`` per
-event; the buffer is flushed by a timer on the loop (four times a second) and at exit,
+event; the buffer is flushed by a timer on the loop, armed by the first write after a
+flush (so at most four times a second, and never while nothing is recorded), and at exit,
 never fsynced. A segment
 that reaches ``max_bytes`` is closed and a new one started (with a fresh checkpoint); only
 the newest ``keep`` segments of the directory are kept. A write error (disk full) disables
@@ -42,7 +43,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
@@ -56,13 +57,32 @@ from .snapshot import config_to_json
 
 FORMAT = 1
 SEGMENT = re.compile(r"^run(\d{4,})-seg(\d{4,})\.jsonl$")
-# Seconds between flushes of the write buffer (a loop timer). What a killed process had not
-# flushed is lost to a restarted one (sidecar/resume.py), so this is kept short: a flush is
-# one write() of what accumulated, never an fsync.
+# Seconds from the first write after a flush to the next flush (a loop timer). What a
+# killed process had not flushed is lost to a restarted one (sidecar/resume.py), so this is
+# kept short: a flush is one write() of what accumulated, never an fsync.
 FLUSH_INTERVAL = 0.25
 WRITE_BUFFER = 1 << 20
-# One encoder for every line: json.dumps with arguments builds a new one per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """``json.dumps(obj, separators=(",", ":"))``, the same text, at half the cost per line.
+
+    ``JSONEncoder.encode`` builds a new C encoder (``c_make_encoder``) for every call, about
+    2.5 of the 5 µs a journal line takes: build it once, with the arguments ``encode`` would
+    pass it (no circular check, ASCII output). Without the C accelerator (not CPython), the
+    plain encoder.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
+                  encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+                  encoder.skipkeys, encoder.allow_nan)
+    return lambda obj: "".join(chunks(obj, 0))
+
+
+_dumps = _compact_encoder()
 
 log = logging.getLogger("sidecar.journal")
 
@@ -119,6 +139,9 @@ class Recorder:
         self.size = 0
         self.path = ""
         self._file: IO[str] | None = None
+        # Called by the first write after a flush (attach() arms the flush timer with it).
+        self.on_unflushed: Callable[[], None] | None = None
+        self.unflushed = False
         self._header = {"format": FORMAT, **versions(), "run": self.run,
                         "config": config_to_json(core.cfg)}
         self._open_segment()
@@ -142,6 +165,7 @@ class Recorder:
             self._rotate()
 
     def flush(self) -> None:
+        self.unflushed = False
         if self._file is not None:
             try:
                 self._file.flush()
@@ -197,6 +221,10 @@ class Recorder:
             self._give_up(err)
             return
         self.size += len(line)  # ASCII: json.dumps escapes everything else
+        if not self.unflushed:
+            self.unflushed = True
+            if self.on_unflushed is not None:
+                self.on_unflushed()
 
     def _give_up(self, err: OSError) -> None:
         log.warning("journal: writing %s failed (%s); recording stopped, the sidecar goes on",
@@ -224,13 +252,9 @@ def attach(runner: Any) -> Recorder | None:
     if not recorder.active:
         return None
     runner.observers.append(recorder)
-
-    def flush_periodically() -> None:
-        if recorder.active:
-            recorder.flush()
-            runner.ioloop.call_later(FLUSH_INTERVAL, flush_periodically)
-
-    runner.ioloop.call_later(FLUSH_INTERVAL, flush_periodically)
+    # no periodic timer: an idle sidecar records nothing and must not wake up to flush it
+    recorder.on_unflushed = lambda: runner.ioloop.call_later(FLUSH_INTERVAL, recorder.flush)
+    runner.ioloop.call_later(FLUSH_INTERVAL, recorder.flush)  # the header and checkpoint
     log.info("journal: recording to %s", recorder.path)
     return recorder
 

@@ -17,7 +17,12 @@ from .http import Board, Fragment, HttpServer, Snapshot
 from .metrics import Metrics, instrument
 
 log = logging.getLogger("sidecar.operate")
-PUBLISH_INTERVAL = 0.5  # seconds between snapshots for the HTTP endpoint
+# A snapshot for the HTTP endpoint is published this long after the first event since the
+# last one (events in between are coalesced), so it is never older than this while the
+# sidecar works; an idle sidecar publishes one every HEARTBEAT seconds, which keeps
+# /healthz alive (HEARTBEAT_LIMIT) and wakes the loop for nothing else.
+PUBLISH_DELAY = 0.5
+HEARTBEAT = 5.0
 
 
 class Operations:
@@ -34,6 +39,9 @@ class Operations:
 
             self.lineage = attach(runner, self.metrics)
         self._running = False
+        self._timer: Any = None  # the next publish (soon after an event, or the heartbeat)
+        self._soon = False  # the timer is the one after an event
+        runner.observers.append(self._changed)
 
     def start(self) -> None:
         """Bind the HTTP port (OSError if it is taken), then schedule the periodic work."""
@@ -47,9 +55,8 @@ class Operations:
                               f"(SIDECAR_HTTP_PORT): {err.strerror}") from None
             self.server.start()
         self._running = True
-        self.publish()
+        self._publish_due()
         self.runner.ioloop.call_later(0, self._check_volume)
-        self.runner.ioloop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
 
     def stop(self) -> None:
         self._running = False
@@ -64,10 +71,23 @@ class Operations:
         self.board.publish(snapshot(self.runner.core, self.runner.clock(),
                                     dict(self.runner.totals)))
 
-    def _publish_periodically(self) -> None:
+    def _changed(self, *_: Any) -> None:
+        """A Runner observer: any event may change what the snapshot shows."""
+        if not self._soon and self._running:
+            self._soon = True
+            self._arm(PUBLISH_DELAY)
+
+    def _publish_due(self) -> None:
+        self._timer = None
         if self._running:
             self.publish()
-            self.runner.ioloop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
+            self._soon = False
+            self._arm(HEARTBEAT)
+
+    def _arm(self, delay: float) -> None:
+        if self._timer is not None:
+            self.runner.ioloop.remove_timeout(self._timer)
+        self._timer = self.runner.ioloop.call_later(delay, self._publish_due)
 
     def _check_volume(self) -> None:
         if not self._running:

@@ -240,3 +240,18 @@ def test_a_relative_journal_dir_is_below_the_volume(tmp_path: Path) -> None:
     assert settings.journal_path == os.path.join(str(tmp_path), "logs", "j")
     with pytest.raises(config.ConfigError, match="SIDECAR_JOURNAL"):
         config.load({**manager_env(tmp_path), "SIDECAR_JOURNAL": "maybe"})
+
+
+def test_lines_are_encoded_as_compact_json_dumps_would(tmp_path: Path) -> None:
+    """The journal's own encoder (one C encoder for every line) writes the very text of
+    json.dumps with compact separators: the recorded fixtures, and a freshly recorded run."""
+    from sidecar.journal import _dumps
+
+    _, rec = recorded_busy_run(tmp_path)
+    paths = [rec.path, *sorted((Path(__file__).parent / "journals").glob("*.jsonl"))]
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            data = json.loads(line)
+            assert _dumps(data) == json.dumps(data, separators=(",", ":")) == line
+    odd = {"t": 0.1 + 0.2, "s": "é\u2028\"\\", "n": None, "b": (True, [False]), "e": {}}
+    assert _dumps(odd) == json.dumps(odd, separators=(",", ":"))

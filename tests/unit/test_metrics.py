@@ -180,3 +180,48 @@ def test_every_metric_is_in_the_operations_table() -> None:
     for family in Metrics().registry.collect():
         suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
         assert f"| `{family.name}{suffix}` |" in doc, family.name
+
+
+def test_a_scrape_reads_the_view_of_the_last_event_never_the_core() -> None:
+    """The state gauges are computed when /metrics is scraped (the HTTP thread), from the
+    view the loop thread copied after its last event: never from the live core."""
+    drv = Observed()
+    drv.start()
+    drv.connect()
+    drv.deliver_fragment(1, A)
+    drv.core.states["input"]["received"] = 99  # the loop, in the middle of its next event
+    drv.core.tts.clear()
+    drv.core.fts.clear()
+    assert drv.value("iterum_sidecar_fragments_in_flight", lifecycle="input",
+                     state="received") == 1
+    assert drv.value("iterum_sidecar_transformation_connected") == 1
+    drv.feed(ev.Tick())  # an event later, the view is the core's state again
+    assert drv.value("iterum_sidecar_fragments_in_flight", lifecycle="input",
+                     state="received") == 99
+    assert drv.value("iterum_sidecar_transformation_connected") == 0
+
+
+def test_a_pause_reason_once_seen_stays_at_0() -> None:
+    drv = Observed()
+    drv.start()
+    drv.core.paused = ("broker-busy",)  # a reason not known in advance
+    drv.observer(ev.Tick(), drv.clock, [], [])  # as after an event that paused intake
+    assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 1
+    drv.core.paused = ()
+    drv.observer(ev.Tick(), drv.clock, [], [])
+    assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 0
+    assert drv.value("iterum_sidecar_intake_paused", reason="volume-low") == 0
+
+
+def test_label_children_are_looked_up_once_per_label_set() -> None:
+    metrics = Metrics()
+    hooks = StorageMetrics(metrics)
+    calls = []
+    labels = metrics.s3_requests.labels
+    metrics.s3_requests.labels = lambda *values: calls.append(values) or labels(*values)
+    for _ in range(3):
+        hooks.request("GetObject", "200", 0.01)
+    hooks.request("GetObject", "404", 0.01)
+    assert calls == [("GetObject", "200"), ("GetObject", "404")]
+    assert metrics.registry.get_sample_value(
+        "iterum_sidecar_s3_requests_total", {"operation": "GetObject", "result": "200"}) == 3

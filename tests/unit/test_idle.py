@@ -1,0 +1,124 @@
+"""An idle sidecar wakes up for nothing: the snapshot for the HTTP endpoint is published
+after events (and by a slow heartbeat), the journal's flush timer is armed by a write, and
+the HTTP server's thread sleeps until a connection comes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_config import manager_env
+
+from sidecar import config
+from sidecar import events as ev
+from sidecar.http import Board, HttpServer
+from sidecar.journal import FLUSH_INTERVAL, attach
+from sidecar.loop import Runner
+from sidecar.metrics import Metrics
+from sidecar.operate import HEARTBEAT, PUBLISH_DELAY
+
+
+class Timers:
+    """Stands in for the IOLoop's timers: what is armed, fired by hand."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, Callable[[], None]]] = []
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> object:
+        entry = (delay, callback)
+        self.armed.append(entry)
+        return entry
+
+    def remove_timeout(self, entry: object) -> None:
+        self.armed.remove(entry)  # type: ignore[arg-type]
+
+    def delays(self) -> list[float]:
+        return sorted(d for d, _ in self.armed)
+
+    def fire(self, delay: float) -> None:
+        [entry] = [e for e in self.armed if e[0] == delay]
+        self.armed.remove(entry)
+        entry[1]()
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def runner(tmp_path: Path, **env: str) -> tuple[Runner, Timers, Clock]:
+    clock = Clock()
+    r = Runner(config.load({**manager_env(tmp_path), "SIDECAR_HTTP_PORT": "0", **env}),
+               clock)
+    r.ioloop.close()
+    r.ioloop = Timers()  # type: ignore[assignment]
+    return r, r.ioloop, clock  # type: ignore[return-value]
+
+
+def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -> None:
+    r, timers, clock = runner(tmp_path, SIDECAR_JOURNAL="off",
+                              SIDECAR_VOLUME_CHECK_INTERVAL="30")
+    r.ops.start()
+    volume_check = r.s.volume_check_interval
+    assert r.ops.board.snapshot.taken == 100.0
+    assert timers.delays() == [0, HEARTBEAT]
+    timers.fire(0)  # the volume check: an event
+    assert timers.delays() == [PUBLISH_DELAY, volume_check]  # the heartbeat is replaced
+    clock.now = 100.2
+    r.feed(ev.Connected(1, "tts"))  # coalesced into the publish already armed
+    assert timers.delays() == [PUBLISH_DELAY, volume_check]
+    clock.now = 100.5
+    timers.fire(PUBLISH_DELAY)
+    snap = r.ops.board.snapshot
+    assert (snap.taken, snap.transformation, snap.volume_free is not None) == (100.5, True, True)
+    assert timers.delays() == [HEARTBEAT, volume_check]  # nothing happens: the heartbeat
+    clock.now = 105.5
+    timers.fire(HEARTBEAT)
+    assert r.ops.board.snapshot.taken == 105.5
+    assert timers.delays() == [HEARTBEAT, volume_check]
+    r.ops.stop()
+
+
+def test_the_journal_flush_is_armed_by_the_first_write_after_a_flush(tmp_path: Path) -> None:
+    r, timers, _ = runner(tmp_path)
+    rec = attach(r)
+    assert rec is not None
+    assert timers.delays() == [FLUSH_INTERVAL]  # the header and the checkpoint
+    timers.fire(FLUSH_INTERVAL)
+    assert len(Path(rec.path).read_text().splitlines()) == 2
+    assert timers.delays() == []  # nothing recorded: nothing to wake up for
+    r.feed(ev.UpstreamFinished())
+    r.feed(ev.Tick())
+    assert timers.delays() == [FLUSH_INTERVAL]  # one timer for both lines
+    assert len(Path(rec.path).read_text().splitlines()) == 2
+    timers.fire(FLUSH_INTERVAL)
+    assert len(Path(rec.path).read_text().splitlines()) == 4
+    assert timers.delays() == []
+    rec.close()
+
+
+def _switches(native_id: int) -> int:
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_the_http_thread_sleeps_until_a_request_and_stops_at_once() -> None:
+    server = HttpServer("127.0.0.1", 0, Board(Clock(), lambda: True), Metrics().registry)
+    server.start()
+    try:
+        time.sleep(0.1)  # let it reach select()
+        assert server.thread.native_id is not None
+        before = _switches(server.thread.native_id)
+        time.sleep(1.2)  # serve_forever would have woken twice to poll
+        assert _switches(server.thread.native_id) == before
+    finally:
+        start = time.monotonic()
+        server.stop()
+    assert not server.thread.is_alive()
+    assert time.monotonic() - start < 1.0
