@@ -150,17 +150,26 @@ class CountingPoolManager(urllib3.PoolManager):
         return response
 
 
+Calls = deque[tuple[Callable[..., None], tuple]]
+
+
 class WorkerPool:
     """A fixed number of daemon threads running transfers.
 
     Daemon, unlike ThreadPoolExecutor's (joined at interpreter exit): a transfer still
     hanging on S3 when the sidecar exits is abandoned, not waited for; the core has given
-    its input back to the broker by then (docs/reliability.md, SIGTERM)."""
+    its input back to the broker by then (docs/reliability.md, SIGTERM).
+
+    A work item is a list of calls (a fragment's transfers): one queue put and one worker
+    woken for all of them. The worker makes them in order, unless workers are idle: then
+    it puts the rest back for one of them to share (a fragment of large files is not
+    transferred one file at a time while the pool has nothing else to do)."""
 
     def __init__(self, size: int, name: str):
-        self._tasks: queue.SimpleQueue[list[tuple[Callable[..., None], tuple]] | None] = (
-            queue.SimpleQueue())
+        self._tasks: queue.SimpleQueue[Calls | None] = queue.SimpleQueue()
         self._closed = False
+        self._idle = 0  # workers waiting for a task: read without the lock, as a hint
+        self._idle_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -172,7 +181,7 @@ class WorkerPool:
     def submit_all(self, calls: list[tuple[Callable[..., None], tuple]]) -> None:
         """One work item (one queue put, one worker woken) that makes these calls in order."""
         if not self._closed and calls:
-            self._tasks.put(calls)
+            self._tasks.put(deque(calls))
 
     def shutdown(self) -> None:
         """Queued tasks are dropped; running ones end on their own, or with the process."""
@@ -181,14 +190,28 @@ class WorkerPool:
             self._tasks.put(None)
 
     def _work(self) -> None:
-        while (task := self._tasks.get()) is not None:
-            for fn, args in task:
-                if self._closed:
-                    break
-                try:
-                    fn(*args)
-                except Exception:  # the transfer functions post their own failures
-                    log.exception("storage worker: unexpected error")
+        while True:
+            with self._idle_lock:
+                self._idle += 1
+            task = self._tasks.get()
+            with self._idle_lock:
+                self._idle -= 1
+            if task is None:
+                return
+            self._run(task)
+
+    def _run(self, calls: Calls) -> None:
+        while not self._closed:
+            try:
+                fn, args = calls.popleft()  # shared with the workers it was handed to
+            except IndexError:
+                return
+            if calls and self._idle:
+                self._tasks.put(calls)
+            try:
+                fn(*args)
+            except Exception:  # the transfer functions post their own failures
+                log.exception("storage worker: unexpected error")
 
 
 class Storage:

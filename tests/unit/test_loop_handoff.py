@@ -5,6 +5,7 @@ transfers; deletions on the pool, one at a time and in order, before any later t
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,43 @@ def test_a_work_item_runs_its_calls_in_order_and_survives_a_failing_one():
     assert done.wait(5)
     pool.shutdown()
     assert seen == [1, 3]
+
+
+def test_idle_workers_share_a_work_item():
+    pool = WorkerPool(3, "test")
+    together = threading.Barrier(3, timeout=5)  # broken unless three workers run at once
+    done: list[str] = []
+
+    def transfer() -> None:
+        together.wait()
+        done.append(threading.current_thread().name)
+
+    pool.submit_all([(transfer, ())] * 3)
+    deadline = time.monotonic() + 5
+    while len(done) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.shutdown()
+    assert len(set(done)) == 3
+
+
+def test_a_busy_pool_keeps_a_work_item_on_one_worker():
+    pool = WorkerPool(2, "test")
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def block() -> None:
+        started.set()
+        release.wait(5)
+
+    pool.submit(block)
+    assert started.wait(5)  # one worker busy, the other idle until the item below
+    pool.submit_all([(lambda: ran.append(threading.current_thread().name), ())] * 3
+                    + [(finished.set, ()), (release.wait, (5,))])  # both workers held
+    assert finished.wait(5)
+    handed_on = pool._tasks.qsize()  # items put back for other workers: none were idle
+    release.set()
+    pool.shutdown()
+    assert len(ran) == 3 and len(set(ran)) == 1 and handed_on == 0
 
 
 class FakePool:
