@@ -3,7 +3,8 @@
 The real ``Runner`` (its pika IOLoop, ``post``) and the real ``Storage`` pool run fragments
 of ``--files`` downloads each, ``--prefetch`` in flight; S3 is replaced by Python work
 that holds the GIL (``--work-us``, as the client's own code does) and a sleep that
-releases it (``--request-ms``, as waiting for the server does). Reports per fragment:
+releases it (``--request-ms``, as waiting for the server does); each fragment ends with
+a ``DeleteFiles`` as the core's do. Reports per fragment:
 process CPU, context switches of all its threads (voluntary + involuntary,
 /proc/self/task/*/status), loop wake-ups and worker queue puts. Best (least CPU) of
 ``--repeat`` runs. Runs against whichever ``sidecar`` is on the path, so the same script
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,9 +55,9 @@ def fake_request(work_s: float, wait_s: float) -> tuple[int, str]:
 
 def run_once(fragments: int, files: int, prefetch: int, work_s: float,
              request_s: float, workers: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**manager_env(Path(tmp)), "SIDECAR_STORAGE_WORKERS": str(workers)}
-        runner = Runner(config.load(env))
+    tmp = tempfile.mkdtemp()  # deletions find nothing there, as most of a real run's do
+    env = {**manager_env(Path(tmp)), "SIDECAR_STORAGE_WORKERS": str(workers)}
+    runner = Runner(config.load(env))
     storage = runner.storage
     storage._get = lambda *_a: fake_request(work_s, request_s)
     tasks = storage.pool._tasks
@@ -87,11 +89,15 @@ def run_once(fragments: int, files: int, prefetch: int, work_s: float,
         left[event.input_id] -= 1
         if left[event.input_id] == 0:
             del left[event.input_id]
+            # its input and output files, as the core asks when a fragment is done
+            delete(fx.DeleteFiles((f"{tmp}/{event.input_id}/i", f"{tmp}/{event.input_id}/o"),
+                                  (tmp + "/missing",)))
             if started[0] < fragments:
                 start_fragment()
             elif not left:
                 runner.ioloop.stop()
 
+    delete = runner._performers[fx.DeleteFiles]  # on the loop, or handed to the pool
     runner.feed = feed
     for _ in range(min(prefetch, fragments)):
         start_fragment()
@@ -100,6 +106,7 @@ def run_once(fragments: int, files: int, prefetch: int, work_s: float,
     cpu, sw, wall = time.process_time() - cpu0, switches() - sw0, time.perf_counter() - t0
     storage.shutdown()
     runner.ioloop.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"cpu_us": cpu / fragments * 1e6, "switches": sw / fragments,
             "wakeups": getattr(runner, "wakeups", posts[0]) / fragments,
             "posts": posts[0] / fragments, "puts": puts[0] / fragments,
