@@ -232,7 +232,8 @@ VARIABLES: tuple[Variable, ...] = (
     _own("SIDECAR_DEFAULT_PREFETCH", positive_int, "16",
          "Prefetch used when MQ_PREFETCH_COUNT is unset or 0; bounds fragments in flight."),
     _own("SIDECAR_STORAGE_WORKERS", positive_int, "8",
-         "Threads for S3 downloads and uploads (one file per thread at a time)."),
+         "Threads for S3 transfers (one file per thread at a time; a fragment's files go "
+         "to one thread, shared with idle ones) and for deleting local files."),
     _own("SIDECAR_STORAGE_ATTEMPTS", positive_int, "6",
          "Attempts per S3 operation on transient errors (5xx, SlowDown, reset, timeout)."),
     _own("SIDECAR_STORAGE_BACKOFF_MAX", seconds, "20",

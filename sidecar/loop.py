@@ -1,16 +1,17 @@
 """The shell: one thread, one selector loop, wiring the adapters to the core.
 
 Everything that touches the core runs on the loop thread: AMQP callbacks and socket I/O
-arrive there directly; storage workers and the upstream checker post their events with
-``add_callback_threadsafe``. Each event goes through ``Core.handle`` and the effects it
-returns are performed in order.
+arrive there directly; storage workers and the upstream checker post their events to a
+queue the loop drains (one ``add_callback_threadsafe`` wake-up for all the events posted
+while it was busy). Each event goes through ``Core.handle`` and the effects it returns
+are performed in order.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -59,6 +60,13 @@ class Runner:
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
+        # Events posted by other threads, in the order posted; a wake-up is pending while
+        # _posted_wake is set, so a post that finds it set only appends (fix 4 in
+        # docs/performance.md: one pipe write and loop wake-up per batch, not per event).
+        self._posted: deque[Event] = deque()
+        self._posted_lock = threading.Lock()
+        self._posted_wake = False
+        self.posts = self.wakeups = 0  # counted for the benchmark and the tests
         self._event = ""  # the name of the event being handled, for the logs
         self._busy = False
         self._timer: Any = None
@@ -78,7 +86,7 @@ class Runner:
             fx.UploadFile: self.storage.upload,
             fx.SendFrame: lambda e: self.sockets.send(e.conn, e.payload),
             fx.CloseConnection: lambda e: self.sockets.close(e.conn),
-            fx.DeleteFiles: _delete_files,
+            fx.DeleteFiles: self.storage.delete,
             fx.Log: self._log,
             fx.Exit: self._exit,
         }
@@ -118,7 +126,27 @@ class Runner:
 
     def post(self, event: Event) -> None:
         """Thread-safe: hand an event from a worker thread to the loop."""
-        self.ioloop.add_callback_threadsafe(lambda: self.feed(event))
+        with self._posted_lock:
+            self._posted.append(event)
+            self.posts += 1
+            if self._posted_wake:
+                return  # the pending wake-up will take it, in order
+            self._posted_wake = True
+        self.ioloop.add_callback_threadsafe(self._take_posted)
+
+    def _take_posted(self) -> None:
+        """On the loop: feed every event posted so far, in order. Events posted meanwhile
+        wait for one more wake-up, so sockets and AMQP are served between batches."""
+        with self._posted_lock:
+            batch, self._posted = self._posted, deque()
+            self.wakeups += 1
+        for event in batch:
+            self.feed(event)
+        with self._posted_lock:
+            if not self._posted:
+                self._posted_wake = False
+                return
+        self.ioloop.add_callback_threadsafe(self._take_posted)
 
     def feed(self, event: Event) -> None:
         """Run the core on one event (on the loop thread), then perform its effects."""
@@ -139,6 +167,7 @@ class Runner:
                         self.totals[f"{t.machine} {t.dest}"] += 1
                 for effect in effects:
                     self._performers[type(effect)](effect)
+                self.storage.flush()  # the transfers this event asked for, one item a fragment
             self._reschedule()
         finally:
             self._busy = False
@@ -196,19 +225,4 @@ class Runner:
         self.storage.shutdown()
         self.ioloop.call_later(CLOSE_TIMEOUT, self.ioloop.stop)
         self.broker.close(on_closed=self.ioloop.stop)
-
-
-def _delete_files(e: fx.DeleteFiles) -> None:
-    for path in e.paths:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            log.warning("could not delete %s: %s", path, err)
-    for d in e.dirs:
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass  # not empty (shared by another fragment) or already gone
 

@@ -1,6 +1,10 @@
 """S3/MinIO transfers on a bounded worker pool, retried with tenacity.
 
 Workers never touch the core: each transfer ends by posting one event back to the loop.
+The loop stages the transfers an event asks for and hands them over once it has performed
+them all (``flush``): one work item per fragment, not one queue put (and worker wake-up)
+per file. Deletions (``DeleteFiles``) run on the same pool, one at a time and in order; a
+transfer handed over after a deletion starts only once that deletion is done.
 Request economy (§ issue "S3 economy"): one GET per input file (``get_object`` streamed
 to disk, not ``fget_object``, which sends a HEAD first), one PUT per output file below the
 part size, the output bucket checked once per process, and a fixed region so the client
@@ -17,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,7 +41,7 @@ from tenacity import (
 )
 
 from .. import tls
-from ..effects import DownloadFile, UploadFile
+from ..effects import DeleteFiles, DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
 
@@ -145,25 +150,38 @@ class CountingPoolManager(urllib3.PoolManager):
         return response
 
 
+Calls = deque[tuple[Callable[..., None], tuple]]
+
+
 class WorkerPool:
     """A fixed number of daemon threads running transfers.
 
     Daemon, unlike ThreadPoolExecutor's (joined at interpreter exit): a transfer still
     hanging on S3 when the sidecar exits is abandoned, not waited for; the core has given
-    its input back to the broker by then (docs/reliability.md, SIGTERM)."""
+    its input back to the broker by then (docs/reliability.md, SIGTERM).
+
+    A work item is a list of calls (a fragment's transfers): one queue put and one worker
+    woken for all of them. The worker makes them in order, unless workers are idle: then
+    it puts the rest back for one of them to share (a fragment of large files is not
+    transferred one file at a time while the pool has nothing else to do)."""
 
     def __init__(self, size: int, name: str):
-        self._tasks: queue.SimpleQueue[tuple[Callable[..., None], tuple] | None] = (
-            queue.SimpleQueue())
+        self._tasks: queue.SimpleQueue[Calls | None] = queue.SimpleQueue()
         self._closed = False
+        self._idle = 0  # workers waiting for a task: read without the lock, as a hint
+        self._idle_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
             thread.start()
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        if not self._closed:
-            self._tasks.put((fn, args))
+        self.submit_all([(fn, args)])
+
+    def submit_all(self, calls: list[tuple[Callable[..., None], tuple]]) -> None:
+        """One work item (one queue put, one worker woken) that makes these calls in order."""
+        if not self._closed and calls:
+            self._tasks.put(deque(calls))
 
     def shutdown(self) -> None:
         """Queued tasks are dropped; running ones end on their own, or with the process."""
@@ -172,10 +190,24 @@ class WorkerPool:
             self._tasks.put(None)
 
     def _work(self) -> None:
-        while (task := self._tasks.get()) is not None:
-            if self._closed:
-                continue
-            fn, args = task
+        while True:
+            with self._idle_lock:
+                self._idle += 1
+            task = self._tasks.get()
+            with self._idle_lock:
+                self._idle -= 1
+            if task is None:
+                return
+            self._run(task)
+
+    def _run(self, calls: Calls) -> None:
+        while not self._closed:
+            try:
+                fn, args = calls.popleft()  # shared with the workers it was handed to
+            except IndexError:
+                return
+            if calls and self._idle:
+                self._tasks.put(calls)
             try:
                 fn(*args)
             except Exception:  # the transfer functions post their own failures
@@ -199,6 +231,9 @@ class Storage:
                             region=settings.s3_region, http_client=http)
         self.part_size = max(settings.part_size, MIN_PART_SIZE)
         self.pool = WorkerPool(settings.storage_workers, "storage")
+        self.deletions = DeletionLane(self.pool.submit)
+        # Transfers asked for by the event being handled, by fragment, until flush().
+        self._staged: dict[tuple[str, int], list[tuple[Callable[..., None], tuple]]] = {}
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
         self._bucket_lock = threading.Lock()
         self._bucket_ready = False
@@ -214,11 +249,32 @@ class Storage:
     def shutdown(self) -> None:
         self.closing.set()
         self.pool.shutdown()
+        self.deletions.run_until()  # queued deletions are not dropped: the volume ends clean
+
+    def flush(self) -> None:
+        """On the loop, after an event's effects: hand over the staged transfers, one work
+        item per fragment and direction, its files in the order the core asked for them."""
+        for calls in self._staged.values():
+            self.pool.submit_all(calls)
+        self._staged.clear()
+
+    def _stage(self, key: tuple[str, int], fn: Callable[..., None], e: Any) -> None:
+        after = self.deletions.last  # deletions asked for before this transfer
+        self._staged.setdefault(key, []).append((self._after_deletions, (after, fn, e)))
+
+    def _after_deletions(self, after: int, fn: Callable[[Any], None], e: Any) -> None:
+        self.deletions.run_until(after)  # e.g. a redelivered input's stale file, same path
+        fn(e)
+
+    def delete(self, e: DeleteFiles) -> None:
+        self.deletions.add(e)
+        if self.closing.is_set():  # the pool has stopped: delete here, as before
+            self.deletions.run_until()
 
     # --- downloads -------------------------------------------------------------------
 
     def download(self, e: DownloadFile) -> None:
-        self.pool.submit(self._download, e)
+        self._stage(("download", e.input_id), self._download, e)
 
     def _download(self, e: DownloadFile) -> None:
         retrying = self._retrying.copy()
@@ -262,7 +318,7 @@ class Storage:
     # --- uploads ---------------------------------------------------------------------
 
     def upload(self, e: UploadFile) -> None:
-        self.pool.submit(self._upload, e)
+        self._stage(("upload", e.output_id), self._upload, e)
 
     def _upload(self, e: UploadFile) -> None:
         retrying = self._retrying.copy()
@@ -361,6 +417,63 @@ class Storage:
                             f"be fetched: {_describe(err)}"))
         else:
             log.info("config file %s ready in %s", name, self.s.config_dir)
+
+
+class DeletionLane:
+    """DeleteFiles off the loop thread, on the storage pool, one at a time and in order.
+
+    Numbered as they are added; ``run_until(n)`` returns once deletions 1..n are done,
+    carrying them out itself if no worker has yet (so a transfer never waits on a queued
+    work item, and a full pool cannot deadlock). At most one drain is queued at a time."""
+
+    def __init__(self, submit: Callable[..., None]):
+        self._submit = submit
+        self._pending: deque[tuple[int, DeleteFiles]] = deque()
+        self._lock = threading.Lock()  # guards _pending, last and _scheduled
+        self._serial = threading.Lock()  # held while deleting: one deletion at a time
+        self.last = 0  # the number of the last deletion added
+        self._done = 0  # the number of the last deletion carried out
+        self._scheduled = False
+
+    def add(self, e: DeleteFiles) -> None:
+        with self._lock:
+            self.last += 1
+            self._pending.append((self.last, e))
+            if self._scheduled:
+                return  # the queued drain will take it
+            self._scheduled = True
+        self._submit(self.run_until)
+
+    def run_until(self, n: int | None = None) -> None:
+        """Carry out the pending deletions up to number ``n`` (None: all, and end the
+        drain that was queued)."""
+        if n is not None and self._done >= n:
+            return  # the common case: nothing to wait for, no lock taken
+        with self._serial:
+            while True:
+                with self._lock:
+                    if not self._pending or (n is not None and self._done >= n):
+                        if n is None:
+                            self._scheduled = False
+                        return
+                    number, e = self._pending.popleft()
+                delete_files(e)
+                self._done = number
+
+
+def delete_files(e: DeleteFiles) -> None:
+    for path in e.paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("could not delete %s: %s", path, err)
+    for d in e.dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty (shared by another fragment) or already gone
 
 
 def _attempts(retrying: Retrying) -> int:
