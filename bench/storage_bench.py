@@ -38,6 +38,7 @@ def hwm_kib() -> int:
 
 
 def rss_child(url: str, size_mib: int, part_mib: int) -> None:
+    from sidecar.effects import UploadFile
     from sidecar.io.storage import Storage
     with tempfile.TemporaryDirectory() as volume:
         source = os.path.join(volume, "big.bin")
@@ -46,14 +47,15 @@ def rss_child(url: str, size_mib: int, part_mib: int) -> None:
             for _ in range(size_mib):
                 out.write(block)
         del block
-        storage = Storage(settings(volume, url, part_mib), lambda e: None)
+        events: list[Any] = []
+        storage = Storage(settings(volume, url, part_mib), events.append)
         storage._ensure_output_bucket()
         before = hwm_kib()
-        started = time.monotonic()
-        size, etag = storage._put("bench-out", "big.bin", source)
-        took = time.monotonic() - started
+        started, cpu = time.monotonic(), time.process_time()
+        storage._upload(UploadFile(1, 0, "bench-out", "big.bin", source))
+        took, cpu = time.monotonic() - started, time.process_time() - cpu
         after = hwm_kib()
-        print(f"uploaded {size >> 20} MiB in {took:.2f} s (etag {etag}); VmHWM "
+        print(f"{events[-1]} in {took:.2f} s, CPU {cpu:.2f} s; VmHWM "
               f"{before / 1024:.1f} -> {after / 1024:.1f} MiB (+{(after - before) / 1024:.1f})")
 
 
