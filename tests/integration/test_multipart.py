@@ -1,6 +1,8 @@
 """The adapter's bounded-memory multipart upload (sidecar/io/multipart.py) against moto:
 objects byte-identical, one request per part, a failed part retried alone, a permanent
-failure aborting the upload. The adapter runs alone here (no pipeline, no broker)."""
+failure aborting the upload. The adapter runs alone here (no pipeline, no broker).
+moto checks neither signatures nor Content-MD5: that the payload hashes are the ones minio
+would send is checked in tests/unit/test_storage_adapter.py."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sidecar.events import FileUploaded, UploadFailed
 from sidecar.io.storage import Storage
 
 from .harness import S3Server
+from .harness.tls import CertificateAuthority, TlsProxy
 
 MiB = 1 << 20
 PART = 5 * MiB  # S3's (and the config's) smallest part
@@ -31,16 +34,22 @@ def bucket(s3: S3Server) -> Iterator[str]:
     s3.remove_bucket(name)
 
 
-@pytest.fixture
-def adapter(tmp_path: Path, s3: S3Server, bucket: str) -> Iterator[tuple[Storage, list]]:
+def make_adapter(volume: Path, s3: S3Server, bucket: str, **kw: Any) -> tuple[Storage, list]:
     events: list[Any] = []
-    settings = SimpleNamespace(
-        data_volume_path=str(tmp_path), storage_timeout=10, minio_url=s3.url,
-        storage_workers=1, minio_use_ssl=False, s3_ca_file="", minio_access_key=s3.access_key,
-        minio_secret_key=s3.secret_key, s3_region=s3.region, part_size=PART,
-        storage_attempts=3, storage_backoff_max=0.05, minio_output_bucket=bucket)
+    settings = SimpleNamespace(**{
+        "data_volume_path": str(volume), "storage_timeout": 10, "minio_url": s3.url,
+        "storage_workers": 1, "minio_use_ssl": False, "s3_ca_file": "",
+        "minio_access_key": s3.access_key, "minio_secret_key": s3.secret_key,
+        "s3_region": s3.region, "part_size": PART, "storage_attempts": 3,
+        "storage_backoff_max": 0.05, "minio_output_bucket": bucket, **kw})
     storage = Storage(settings, events.append)
     storage._bucket_ready = True  # made above: only the upload's requests are counted
+    return storage, events
+
+
+@pytest.fixture
+def adapter(tmp_path: Path, s3: S3Server, bucket: str) -> Iterator[tuple[Storage, list]]:
+    storage, events = make_adapter(tmp_path, s3, bucket)
     yield storage, events
     storage.shutdown()
 
@@ -112,3 +121,21 @@ def test_a_persistent_outage_gives_up_after_the_attempts_and_aborts(adapter, s3:
     assert isinstance(event, UploadFailed), event
     assert (event.reason, event.transient, event.attempts) == ("storage-unavailable", True, 3)
     assert s3.ops()["UploadPart"] == 3 and s3.ops()["AbortMultipartUpload"] == 1
+
+
+def test_over_https_parts_carry_a_content_md5_and_arrive_intact(tmp_path: Path, s3: S3Server,
+                                                               bucket: str):
+    """Over https minio signs UNSIGNED-PAYLOAD and sends a Content-MD5: so do the parts."""
+    ca = CertificateAuthority(tmp_path / "pki")
+    proxy = TlsProxy(("127.0.0.1", s3.port), ca.issue("s3"))
+    (tmp_path / "volume").mkdir()
+    storage, events = make_adapter(tmp_path / "volume", s3, bucket, minio_url=proxy.address,
+                                   minio_use_ssl=True, s3_ca_file=ca.ca_file)
+    try:
+        event, data = upload((storage, events), bucket, PART + 7)
+    finally:
+        storage.shutdown()
+        proxy.close()
+    assert isinstance(event, FileUploaded), event
+    assert stored(s3, bucket) == data
+    assert s3.ops()["UploadPart"] == 2 and proxy.handshakes >= 1
