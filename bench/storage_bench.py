@@ -7,7 +7,8 @@
 not counted), then in a fresh child process builds a ``Storage`` and uploads one file of
 ``--size-mib`` through ``Storage._put``; it prints the child's VmHWM before and after.
 ``overhead`` times ``_download``/``_upload`` against a client that answers at once (no
-I/O but the adapter's own), best of ``--repeat`` runs, in µs per transfer.
+I/O but the adapter's own), best of ``--repeat`` runs, in µs per transfer; run it with
+``TMPDIR=/dev/shm`` to take the disk out of the download figure (it writes a file).
 """
 
 from __future__ import annotations
