@@ -445,7 +445,7 @@ def _opened_path(fd: int, path: str) -> str:
     """The resolved path of the file open as ``fd`` (``realpath`` where /proc is missing)."""
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
-    except FileNotFoundError:
+    except OSError:  # no /proc (or not readable): the slower walk, with the same answer
         return os.path.realpath(path)
 
 
