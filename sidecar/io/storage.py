@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import mimetypes
 import os
@@ -23,11 +24,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 import urllib3
-from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
 from tenacity import (
@@ -44,6 +44,8 @@ from .. import tls
 from ..effects import DeleteFiles, DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
+from . import multipart
+from .multipart import StreamingMinio
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -225,10 +227,12 @@ class Storage:
             settings.minio_url, lambda op, result, secs: self.hooks.request(op, result, secs),
             maxsize=settings.storage_workers + 2, timeout=timeout,
             retries=False,  # tenacity owns the retries
+            blocksize=CHUNK,  # streamed parts (multipart.py) are sent 1 MiB a write, not 16 KiB
             **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
-        self.client = Minio(settings.minio_url, access_key=settings.minio_access_key,
-                            secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
-                            region=settings.s3_region, http_client=http)
+        self.client = StreamingMinio(settings.minio_url, access_key=settings.minio_access_key,
+                                     secret_key=settings.minio_secret_key,
+                                     secure=settings.minio_use_ssl, region=settings.s3_region,
+                                     http_client=http)
         self.part_size = max(settings.part_size, MIN_PART_SIZE)
         self.pool = WorkerPool(settings.storage_workers, "storage")
         self.deletions = DeletionLane(self.pool.submit)
@@ -277,20 +281,19 @@ class Storage:
         self._stage(("download", e.input_id), self._download, e)
 
     def _download(self, e: DownloadFile) -> None:
-        retrying = self._retrying.copy()
+        tries = Tries(self._retrying)
         try:
-            size, etag = retrying(self._get, e.bucket, e.key, e.dest)
+            size, etag = tries(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
             reason, transient = classify(err)
             transient = self._untrusted(err) or transient
             self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
-                                     _attempts(retrying)))
+                                     tries.count))
         else:
-            self.post(FileDownloaded(e.input_id, e.index, size, _attempts(retrying), etag))
+            self.post(FileDownloaded(e.input_id, e.index, size, tries.count, etag))
 
     def _get(self, bucket: str, key: str, dest: str) -> tuple[int, str]:
         """Stream one object to ``dest``; return its size and its ETag."""
-        make_dirs(os.path.dirname(dest), DATA_DIR)
         partial = dest + ".part"
         size = 0
         started = time.monotonic()
@@ -298,7 +301,7 @@ class Storage:
             response = self.client.get_object(bucket, key)
             try:
                 etag = (response.headers.get("ETag") or "").strip('"')
-                with os.fdopen(create_file(partial, DATA_FILE), "wb") as out:
+                with os.fdopen(_create_in_dirs(partial), "wb") as out:
                     for chunk in response.stream(CHUNK):
                         out.write(chunk)
                         size += len(chunk)
@@ -321,36 +324,75 @@ class Storage:
         self._stage(("upload", e.output_id), self._upload, e)
 
     def _upload(self, e: UploadFile) -> None:
-        retrying = self._retrying.copy()
+        tries = Tries(self._retrying)
         try:
             self._ensure_output_bucket()
-            size, etag = retrying(self._put, e.bucket, e.key, e.source)
+            size, etag = self._put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)
             transient = self._untrusted(err) or transient
             self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
-                                   _attempts(retrying)))
+                                   tries.count))
         else:
-            self.post(FileUploaded(e.output_id, e.index, size, _attempts(retrying), etag))
+            self.post(FileUploaded(e.output_id, e.index, size, tries.count, etag))
 
-    def _put(self, bucket: str, key: str, source: str) -> tuple[int, str]:
-        """Upload one file; return its size and the ETag S3 gave the object."""
-        real = os.path.realpath(source)
-        if not real.startswith(self.volume + os.sep):
-            raise UnsafePath(f"{source!r} resolves to {real!r}, outside the data volume")
+    def _put(self, bucket: str, key: str, source: str, tries: Tries) -> tuple[int, str]:
+        """Upload one file; return its size and the ETag S3 gave the object. Retried per
+        request (``tries``): the whole PUT, or each request of a multipart upload."""
+        with os.fdopen(self._open_source(source), "rb") as data:
+            size = os.fstat(data.fileno()).st_size
+            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            if size <= self.part_size:
+                return size, tries(self._put_whole, bucket, key, data, size, content_type)
+            return size, self._put_parts(bucket, key, data.fileno(), size, content_type, tries)
+
+    def _put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
+                   content_type: str) -> str:
+        """One PutObject attempt of a file up to the part size; its ETag."""
         started = time.monotonic()
         try:
-            with open(real, "rb") as data:
-                size = os.fstat(data.fileno()).st_size
-                content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-                result = self.client.put_object(bucket, key, data, size,
-                                                content_type=content_type,
-                                                part_size=self.part_size, num_parallel_uploads=1)
+            data.seek(0)  # a retry sends the file again from its start
+            result = self.client.put_object(bucket, key, data, size, content_type=content_type,
+                                            part_size=self.part_size, num_parallel_uploads=1)
         except BaseException:
             self.hooks.transfer("upload", 0, time.monotonic() - started)
             raise
         self.hooks.transfer("upload", size, time.monotonic() - started)
-        return size, (result.etag or "").strip('"')
+        return (result.etag or "").strip('"')
+
+    def _put_parts(self, bucket: str, key: str, fd: int, size: int, content_type: str,
+                   tries: Tries) -> str:
+        """A multipart upload in bounded memory (sidecar/io/multipart.py); its ETag."""
+        started = time.monotonic()
+        try:
+            etag = multipart.upload(self.client, fd, size, bucket, key, self.part_size,
+                                    content_type, tries)
+        except BaseException:
+            self.hooks.transfer("upload", 0, time.monotonic() - started)
+            raise
+        self.hooks.transfer("upload", size, time.monotonic() - started)
+        return etag
+
+    def _open_source(self, source: str) -> int:
+        """Open an output file for reading; refuse one that resolves outside the volume.
+        The path checked is the one the kernel opened (/proc/self/fd: one readlink, where
+        ``realpath`` costs an lstat per component), so a symlink swapped in after the check
+        cannot redirect the read. A symlink as the last component (O_NOFOLLOW refuses it)
+        takes the slow path: resolved first, then opened and checked the same way."""
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            fd = os.open(os.path.realpath(source), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            real = _opened_path(fd, source)
+            if not real.startswith(self.volume + os.sep):
+                raise UnsafePath(f"{source!r} resolves to {real!r}, outside the data volume")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _ensure_output_bucket(self) -> None:
         """Checked (and created if missing) once per process, not before every file."""
@@ -476,8 +518,58 @@ def delete_files(e: DeleteFiles) -> None:
             pass  # not empty (shared by another fragment) or already gone
 
 
-def _attempts(retrying: Retrying) -> int:
-    return int(retrying.statistics.get("attempt_number", 1))
+class Tries:
+    """Runs requests under a retry policy, entering tenacity only after a transient
+    failure: most transfers succeed at once and so skip its per-call set-up (a policy copy
+    and a retry state, about 15 µs). The waits, stops, hooks and counts are the policy's,
+    as if the first attempt had been tenacity's own. ``count`` is the most attempts any
+    request took (a multipart upload makes several requests)."""
+
+    def __init__(self, policy: Retrying):
+        self.policy = policy
+        self.count = 1
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as err:
+            first = err
+        retrying = self.policy.copy()
+        try:
+            return retrying(_failing_once(fn, first), *args)
+        finally:
+            self.count = max(self.count, int(retrying.statistics.get("attempt_number", 1)))
+
+
+def _failing_once(fn: Callable[..., Any], first: BaseException) -> Callable[..., Any]:
+    """``fn`` whose first call raises ``first`` again (the attempt already made), so
+    tenacity judges it like any other; ``fn``'s name is kept for ``_before_sleep``."""
+    pending = [first]
+
+    @functools.wraps(fn)
+    def again(*args: Any) -> Any:
+        if pending:
+            raise pending.pop()
+        return fn(*args)
+    return again
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The resolved path of the file open as ``fd`` (``realpath`` where /proc is missing)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc (or not readable): the slower walk, with the same answer
+        return os.path.realpath(path)
+
+
+def _create_in_dirs(path: str) -> int:
+    """``create_file`` of a download, making its directories only when they are missing:
+    one open in the common case, no cache to keep in step with the deletions."""
+    try:
+        return create_file(path, DATA_FILE)
+    except FileNotFoundError:
+        make_dirs(os.path.dirname(path), DATA_DIR)
+        return create_file(path, DATA_FILE)
 
 
 def _describe(err: BaseException) -> str:
@@ -487,7 +579,9 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-_RETRIED = {"_get": "download", "_put": "upload", "_make_bucket": "bucket"}
+_RETRIED = {"_get": "download", "_put_whole": "upload", "_make_bucket": "bucket",
+            "_create_multipart_upload": "upload", "_upload_part": "upload",
+            "_complete_multipart_upload": "upload"}
 
 
 def _remove(path: str) -> None:
