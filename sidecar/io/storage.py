@@ -39,6 +39,7 @@ from .. import tls
 from ..effects import DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
+from .s3direct import DirectS3
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -198,6 +199,9 @@ class Storage:
                             secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
                             region=settings.s3_region, http_client=http)
         self.part_size = max(settings.part_size, MIN_PART_SIZE)
+        # GETs and single PUTs on minio's pool without its per-request work (fix 11)
+        self.direct = (DirectS3(self.client, http.report)
+                       if settings.s3_small_objects == "direct" else None)
         self.pool = WorkerPool(settings.storage_workers, "storage")
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
         self._bucket_lock = threading.Lock()
@@ -239,7 +243,8 @@ class Storage:
         size = 0
         started = time.monotonic()
         try:
-            response = self.client.get_object(bucket, key)
+            response = (self.direct.get(bucket, key) if self.direct
+                        else self.client.get_object(bucket, key))
             try:
                 etag = (response.headers.get("ETag") or "").strip('"')
                 with os.fdopen(create_file(partial, DATA_FILE), "wb") as out:
@@ -287,14 +292,18 @@ class Storage:
             with open(real, "rb") as data:
                 size = os.fstat(data.fileno()).st_size
                 content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-                result = self.client.put_object(bucket, key, data, size,
-                                                content_type=content_type,
-                                                part_size=self.part_size, num_parallel_uploads=1)
+                if self.direct and size <= self.part_size:
+                    etag = self.direct.put(bucket, key, data.read(size), content_type)
+                else:
+                    etag = self.client.put_object(bucket, key, data, size,
+                                                  content_type=content_type,
+                                                  part_size=self.part_size,
+                                                  num_parallel_uploads=1).etag
         except BaseException:
             self.hooks.transfer("upload", 0, time.monotonic() - started)
             raise
         self.hooks.transfer("upload", size, time.monotonic() - started)
-        return size, (result.etag or "").strip('"')
+        return size, (etag or "").strip('"')
 
     def _ensure_output_bucket(self) -> None:
         """Checked (and created if missing) once per process, not before every file."""
