@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -162,25 +162,34 @@ def _floors(c: Any, endpoint: str, access: str, secret: str, bucket: str, keys: 
     return out
 
 
-def s3_floor(endpoint: str, access: str, secret: str, bucket: str, count: int, size: int,
-             repeat: int) -> dict[str, Any]:
-    """The floors only, the clients taking turns, best of ``repeat`` (a shared machine's
-    noise only ever adds CPU)."""
-    c = client(endpoint, access, secret, 1)
+@contextlib.contextmanager
+def _scratch(endpoint: str, access: str, secret: str, bucket: str, pool: int, size: int,
+             keys: list[str]) -> Iterator[tuple[Any, str, str]]:
+    """(a minio client, a scratch directory, a ``size``-byte source file in it) with the
+    bucket made; afterwards the ``keys`` objects and the directory are removed."""
+    c = client(endpoint, access, secret, pool)
     if not c.bucket_exists(bucket):
         c.make_bucket(bucket)
-    tmp = tempfile.mkdtemp(prefix="bench-raw-s3-floor-")
+    tmp = tempfile.mkdtemp(prefix="bench-raw-s3-")
     try:
         source = os.path.join(tmp, "source.bin")
         with open(source, "wb") as f:
             f.write(os.urandom(size))
-        keys = [f"floor/{i:06d}/file.json" for i in range(count)]
-        runs = [_floors(c, endpoint, access, secret, bucket, keys, tmp, source,
-                        ("minio", "direct")) for _ in range(repeat)]
+        yield c, tmp, source
         for key in keys:
             c.remove_object(bucket, key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def s3_floor(endpoint: str, access: str, secret: str, bucket: str, count: int, size: int,
+             repeat: int) -> dict[str, Any]:
+    """The floors only, the clients taking turns, best of ``repeat`` (a shared machine's
+    noise only ever adds CPU)."""
+    keys = [f"floor/{i:06d}/file.json" for i in range(count)]
+    with _scratch(endpoint, access, secret, bucket, 1, size, keys) as (c, tmp, source):
+        runs = [_floors(c, endpoint, access, secret, bucket, keys, tmp, source,
+                        ("minio", "direct")) for _ in range(repeat)]
     labels = {"bare": "bare minio", "minio": "Storage, SIDECAR_S3_SMALL_OBJECTS=minio",
               "direct": "Storage, SIDECAR_S3_SMALL_OBJECTS=direct"}
     best = {labels[who]: {k: min(run[who][k] for run in runs) for k in runs[0][who]}
@@ -220,15 +229,8 @@ def _parallel(threads: int, total: int, op: Callable[[int], None]) -> tuple[floa
 
 def s3_limits(endpoint: str, access: str, secret: str, bucket: str, threads: int,
               count: int, size: int, floor_count: int) -> dict[str, Any]:
-    c = client(endpoint, access, secret, threads)
-    if not c.bucket_exists(bucket):
-        c.make_bucket(bucket)
-    tmp = tempfile.mkdtemp(prefix="bench-raw-s3-")
-    try:
-        source = os.path.join(tmp, "source.bin")
-        with open(source, "wb") as f:
-            f.write(os.urandom(size))
-        keys = [f"raw/{i:06d}/file.bin" for i in range(count)]
+    keys = [f"raw/{i:06d}/file.bin" for i in range(count)]
+    with _scratch(endpoint, access, secret, bucket, threads, size, keys) as (c, tmp, source):
         put_wall, put_cpu = _parallel(threads, count, lambda i: put_from_file(
             c, bucket, keys[i], source, 16 << 20))
         get_wall, get_cpu = _parallel(threads, count, lambda i: get_to_file(
@@ -244,10 +246,6 @@ def s3_limits(endpoint: str, access: str, secret: str, bucket: str, threads: int
             c.fget_object(bucket, keys[i], os.path.join(tmp, "fget", "file.bin"))
         floor_fget = (cpu() - c0) / n
         opened = CONNECTS[0]
-        for key in keys:
-            c.remove_object(bucket, key)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "threads": threads, "objects": count, "object_bytes": size,
         "put_per_s": count / put_wall, "get_per_s": count / get_wall,
