@@ -1,8 +1,8 @@
 """A lean GET and single PUT for S3 objects, beside the minio client (docs/performance.md, fix 11).
 
-The minio client costs 0.55-0.85 ms of CPU per small request, most of it work that is the
-same for every request: the SigV4 signing key (four HMACs) recomputed, a URL built, joined
-and parsed again, header dicts copied. ``DirectS3`` does only what differs per request: it
+The minio client costs 0.55-0.85 ms of CPU per small request, a good part of it work that
+is the same for every request: the SigV4 signing key (four HMACs) recomputed, a URL built,
+joined and parsed again, header dicts copied. ``DirectS3`` does only what differs per request: it
 signs with a signing key cached per (secret, date, region), builds the canonical request
 from the few headers it sends, and hands the path to urllib3's connection pool for the
 host. Everything else is the minio client's own: its PoolManager (TLS settings, timeouts,
