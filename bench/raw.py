@@ -8,7 +8,12 @@ to itself:
   own urllib3 pool, no hidden retries, fixed region) and its I/O pattern (``get_object``
   streamed to a file then renamed; ``put_object`` from an open file), from ``threads``
   threads like the sidecar's storage pool; then the *floor*: the CPU one GET and one PUT
-  cost when done one at a time, and ``fget_object`` for comparison (it sends a HEAD first).
+  cost when done one at a time, with bare minio (``floor_minio_*``, the reference the
+  sidecar's CPU is divided by) and through the sidecar's own adapter (``Storage._get`` and
+  ``_put``, ``floor_sidecar_*``: the direct S3 path unless SIDECAR_S3_SMALL_OBJECTS=minio),
+  and ``fget_object`` for comparison (it sends a HEAD first).
+* ``s3-floor``: only those floors, interleaved and repeated (best of ``--repeat``): minio,
+  and the adapter with each SIDECAR_S3_SMALL_OBJECTS choice, on the same objects.
 * ``s3-copy``: a plain client copy of one big object (GET to a file, PUT from the file
   with the same part size): the transfer rates the sidecar is compared with.
 * ``amqp-consume``: pika ``SelectConnection`` consuming and acking a pre-filled queue with
@@ -30,7 +35,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 CHUNK = 1 << 20  # the sidecar's read size (sidecar/io/storage.py)
@@ -111,6 +117,86 @@ def put_from_file(c: Any, bucket: str, key: str, source: str, part_size: int) ->
     return size
 
 
+def sidecar_storage(endpoint: str, access: str, secret: str, volume: str, mode: str) -> Any:
+    """The sidecar's storage adapter (sidecar/io/storage.py) with its defaults, the S3
+    client ``mode`` (SIDECAR_S3_SMALL_OBJECTS); its worker pool is not used."""
+    from sidecar.io.storage import Storage
+
+    settings = SimpleNamespace(
+        data_volume_path=volume, minio_url=endpoint, minio_access_key=access,
+        minio_secret_key=secret, minio_use_ssl=False, s3_ca_file="", minio_output_bucket="",
+        storage_workers=8, storage_attempts=6, storage_backoff_max=20, storage_timeout=60,
+        s3_region="us-east-1", part_size=16 << 20, s3_small_objects=mode)
+    storage = Storage(settings, lambda event: None)
+    storage.pool.shutdown()
+    return storage
+
+
+def floor(put: Callable[[int], Any], get: Callable[[int], Any], n: int) -> dict[str, float]:
+    """CPU ms per PUT and per GET (user+sys, and sys), one at a time, of n each."""
+    u0, s0 = rusage()
+    for i in range(n):
+        put(i)
+    u1, s1 = rusage()
+    for i in range(n):
+        get(i)
+    u2, s2 = rusage()
+    return {"put_cpu_ms": 1000 * (u1 - u0 + s1 - s0) / n,
+            "get_cpu_ms": 1000 * (u2 - u1 + s2 - s1) / n,
+            "put_sys_cpu_ms": 1000 * (s1 - s0) / n, "get_sys_cpu_ms": 1000 * (s2 - s1) / n}
+
+
+def _floors(c: Any, endpoint: str, access: str, secret: str, bucket: str, keys: list[str],
+            tmp: str, source: str, modes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The floor of bare minio, then of the sidecar's adapter in each mode."""
+    out = {"bare": floor(lambda i: put_from_file(c, bucket, keys[i], source, 16 << 20),
+                          lambda i: get_to_file(c, bucket, keys[i],
+                                                os.path.join(tmp, "floor", "file.bin")),
+                          len(keys))}
+    for mode in modes:
+        storage = sidecar_storage(endpoint, access, secret, tmp, mode)
+        out[mode] = floor(lambda i, s=storage: s._put(bucket, keys[i], source),
+                          lambda i, s=storage: s._get(bucket, keys[i],
+                                                      os.path.join(tmp, "floor", "s.bin")),
+                          len(keys))
+    return out
+
+
+@contextlib.contextmanager
+def _scratch(endpoint: str, access: str, secret: str, bucket: str, pool: int, size: int,
+             keys: list[str]) -> Iterator[tuple[Any, str, str]]:
+    """(a minio client, a scratch directory, a ``size``-byte source file in it) with the
+    bucket made; afterwards the ``keys`` objects and the directory are removed."""
+    c = client(endpoint, access, secret, pool)
+    if not c.bucket_exists(bucket):
+        c.make_bucket(bucket)
+    tmp = tempfile.mkdtemp(prefix="bench-raw-s3-")
+    try:
+        source = os.path.join(tmp, "source.bin")
+        with open(source, "wb") as f:
+            f.write(os.urandom(size))
+        yield c, tmp, source
+        for key in keys:
+            c.remove_object(bucket, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def s3_floor(endpoint: str, access: str, secret: str, bucket: str, count: int, size: int,
+             repeat: int) -> dict[str, Any]:
+    """The floors only, the clients taking turns, best of ``repeat`` (a shared machine's
+    noise only ever adds CPU)."""
+    keys = [f"floor/{i:06d}/file.json" for i in range(count)]
+    with _scratch(endpoint, access, secret, bucket, 1, size, keys) as (c, tmp, source):
+        runs = [_floors(c, endpoint, access, secret, bucket, keys, tmp, source,
+                        ("minio", "direct")) for _ in range(repeat)]
+    labels = {"bare": "bare minio", "minio": "Storage, SIDECAR_S3_SMALL_OBJECTS=minio",
+              "direct": "Storage, SIDECAR_S3_SMALL_OBJECTS=direct"}
+    best = {labels[who]: {k: min(run[who][k] for run in runs) for k in runs[0][who]}
+            for who in runs[0]}
+    return {"objects": count, "object_bytes": size, "repeat": repeat, "best": best}
+
+
 def _parallel(threads: int, total: int, op: Callable[[int], None]) -> tuple[float, float]:
     """Run op(0..total-1) on ``threads`` threads; (wall seconds, CPU seconds)."""
     counter = iter(range(total))
@@ -143,45 +229,34 @@ def _parallel(threads: int, total: int, op: Callable[[int], None]) -> tuple[floa
 
 def s3_limits(endpoint: str, access: str, secret: str, bucket: str, threads: int,
               count: int, size: int, floor_count: int) -> dict[str, Any]:
-    c = client(endpoint, access, secret, threads)
-    if not c.bucket_exists(bucket):
-        c.make_bucket(bucket)
-    tmp = tempfile.mkdtemp(prefix="bench-raw-s3-")
-    try:
-        source = os.path.join(tmp, "source.bin")
-        with open(source, "wb") as f:
-            f.write(os.urandom(size))
-        keys = [f"raw/{i:06d}/file.bin" for i in range(count)]
+    keys = [f"raw/{i:06d}/file.bin" for i in range(count)]
+    with _scratch(endpoint, access, secret, bucket, threads, size, keys) as (c, tmp, source):
         put_wall, put_cpu = _parallel(threads, count, lambda i: put_from_file(
             c, bucket, keys[i], source, 16 << 20))
         get_wall, get_cpu = _parallel(threads, count, lambda i: get_to_file(
             c, bucket, keys[i], os.path.join(tmp, "get", str(i % 64), "file.bin")))
-        # The floor: one at a time, CPU per operation of the bare client.
+        # The floor: one at a time, CPU per operation of the bare client, and of the
+        # sidecar's own adapter (its S3 client as configured: direct unless told otherwise)
         n = min(floor_count, count)
-        u0, s0 = rusage()
-        for i in range(n):
-            put_from_file(c, bucket, keys[i], source, 16 << 20)
-        u1, s1 = rusage()
-        for i in range(n):
-            get_to_file(c, bucket, keys[i], os.path.join(tmp, "floor", "file.bin"))
-        u2, s2 = rusage()
-        floor_put, floor_get = (u1 - u0 + s1 - s0) / n, (u2 - u1 + s2 - s1) / n
+        mode = os.environ.get("SIDECAR_S3_SMALL_OBJECTS") or "direct"
+        floors = _floors(c, endpoint, access, secret, bucket, keys[:n], tmp, source, (mode,))
+        bare, adapter = floors["bare"], floors[mode]
         c0 = cpu()
         for i in range(n):
             c.fget_object(bucket, keys[i], os.path.join(tmp, "fget", "file.bin"))
         floor_fget = (cpu() - c0) / n
         opened = CONNECTS[0]
-        for key in keys:
-            c.remove_object(bucket, key)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "threads": threads, "objects": count, "object_bytes": size,
         "put_per_s": count / put_wall, "get_per_s": count / get_wall,
         "put_cpu_ms": 1000 * put_cpu / count, "get_cpu_ms": 1000 * get_cpu / count,
-        "floor_ops": n, "floor_get_cpu_ms": 1000 * floor_get,
-        "floor_put_cpu_ms": 1000 * floor_put, "floor_fget_cpu_ms": 1000 * floor_fget,
-        "floor_get_sys_cpu_ms": 1000 * (s2 - s1) / n, "floor_put_sys_cpu_ms": 1000 * (s1 - s0) / n,
+        "floor_ops": n, "floor_get_cpu_ms": bare["get_cpu_ms"],
+        "floor_put_cpu_ms": bare["put_cpu_ms"], "floor_fget_cpu_ms": 1000 * floor_fget,
+        "floor_get_sys_cpu_ms": bare["get_sys_cpu_ms"],
+        "floor_put_sys_cpu_ms": bare["put_sys_cpu_ms"],
+        # the same floor named for what it is, and the sidecar's own path beside it
+        **{f"floor_minio_{k}": v for k, v in bare.items()},
+        "floor_sidecar_client": mode, **{f"floor_sidecar_{k}": v for k, v in adapter.items()},
         # TCP connections the client opened for all of the above (keep-alive: ~threads;
         # a server that closes every connection: about one per request)
         "connections_opened": opened,
@@ -301,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="kind", required=True)
     s3 = sub.add_parser("s3")
     cp = sub.add_parser("s3-copy")
-    for q in (s3, cp):
+    fl = sub.add_parser("s3-floor")
+    for q in (s3, cp, fl):
         q.add_argument("--endpoint", required=True)
         q.add_argument("--access", default="bench")
         q.add_argument("--secret", default="bench-secret")
@@ -310,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     s3.add_argument("--count", type=int, default=400)
     s3.add_argument("--size", type=int, default=1024)
     s3.add_argument("--floor-count", type=int, default=200)
+    fl.add_argument("--count", type=int, default=300)
+    fl.add_argument("--size", type=int, default=1024)
+    fl.add_argument("--repeat", type=int, default=5)
     cp.add_argument("--key", required=True)
     cp.add_argument("--part-size", type=int, default=16 << 20)
     cp.add_argument("--workdir", default=tempfile.gettempdir())
@@ -325,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.kind == "s3":
         out = s3_limits(a.endpoint, a.access, a.secret, a.bucket, a.threads, a.count, a.size,
                         a.floor_count)
+    elif a.kind == "s3-floor":
+        out = s3_floor(a.endpoint, a.access, a.secret, a.bucket, a.count, a.size, a.repeat)
     elif a.kind == "s3-copy":
         out = s3_copy(a.endpoint, a.access, a.secret, a.bucket, a.key, a.part_size, a.workdir)
     elif a.kind == "amqp-consume":

@@ -132,6 +132,10 @@ def summary(results: dict[str, Any]) -> str:
                      f"{_fmt(s3.get('floor_put_cpu_ms'), 2)} ms, fget_object "
                      f"{_fmt(s3.get('floor_fget_cpu_ms'), 2)} ms; "
                      f"{s3.get('connections_opened', '?')} connection(s) opened")
+        if "floor_sidecar_get_cpu_ms" in s3:  # the floor above is bare minio's
+            lines.append(f"  the sidecar's own S3 path ({s3.get('floor_sidecar_client')}): "
+                         f"GET {_fmt(s3['floor_sidecar_get_cpu_ms'], 2)} ms, PUT "
+                         f"{_fmt(s3.get('floor_sidecar_put_cpu_ms'), 2)} ms client CPU")
         lines.append(f"  AMQP consume+ack {_fmt(con.get('per_s'), 0)}/s "
                      f"({_fmt(con.get('cpu_ms'), 3)} ms CPU each), confirmed publish "
                      f"{_fmt(pub.get('per_s'), 0)}/s ({_fmt(pub.get('cpu_ms'), 3)} ms CPU each)")

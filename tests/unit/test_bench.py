@@ -176,6 +176,18 @@ def test_bound_efficiency_floor_and_targets() -> None:
     results["targets"] = report.targets(results)
     text = report.summary(results)
     assert "small-1x1" in text and "targets:" in text
+    assert "own S3 path" not in text  # a run from before it was measured
+
+
+def test_summary_shows_the_sidecars_own_s3_path_beside_the_minio_floor() -> None:
+    raw = {**RAW, "s3": {**RAW["s3"], "floor_sidecar_client": "direct",
+                         "floor_sidecar_get_cpu_ms": 0.45, "floor_sidecar_put_cpu_ms": 0.3}}
+    results = {"raw": raw, "scenarios": {"small-1x1": _scenario("small-1x1")},
+               "sweep": [], "replicas": []}
+    report.derive(results)
+    assert results["scenarios"]["small-1x1"]["cpu_to_floor"] == pytest.approx(2.0)  # minio's
+    text = report.summary(results)
+    assert "the sidecar's own S3 path (direct): GET 0.45 ms, PUT 0.30 ms" in text
 
 
 def test_result_json_has_the_reported_fields() -> None:

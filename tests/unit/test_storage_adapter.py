@@ -30,7 +30,8 @@ def settings(volume: Path, **kw: Any) -> Any:
     values = dict(data_volume_path=str(volume), storage_timeout=5, minio_url="127.0.0.1:9",
                   storage_workers=1, minio_use_ssl=False, s3_ca_file="", minio_access_key="a",
                   minio_secret_key="s", s3_region="us-east-1", part_size=5 * MiB,
-                  storage_attempts=4, storage_backoff_max=0, minio_output_bucket="out")
+                  storage_attempts=4, storage_backoff_max=0, minio_output_bucket="out",
+                  s3_small_objects="minio")  # the fakes below stand in for minio
     values.update(kw)
     return SimpleNamespace(**values)
 

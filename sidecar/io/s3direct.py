@@ -1,0 +1,205 @@
+"""A lean GET and single PUT for S3 objects, beside the minio client (docs/performance.md, fix 11).
+
+The minio client costs 0.55-0.85 ms of CPU per small request, a good part of it work that
+is the same for every request: the SigV4 signing key (four HMACs) recomputed, a URL built,
+joined and parsed again, header dicts copied. ``DirectS3`` does only what differs per request: it
+signs with a signing key cached per (secret, date, region), builds the canonical request
+from the few headers it sends, and hands the path to urllib3's connection pool for the
+host. Everything else is the minio client's own: its PoolManager (TLS settings, timeouts,
+pool size), its credential provider (session tokens, rotation), its user agent, its URL
+style (path or virtual host, per bucket, computed once) and its key quoting. Errors become
+the exceptions minio raises for the same answer (S3Error from the XML body,
+InvalidResponseError, urllib3's errors), so ``storage.classify`` and the retries see no
+difference. Multipart uploads and bucket checks stay with minio.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import check_bucket_name, check_object_name, quote
+
+SERVICE = "s3"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED = "UNSIGNED-PAYLOAD"
+Report = Callable[[str, str, float], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a bucket's objects are: computed once per bucket, as minio would build it."""
+
+    scheme: str
+    host: str
+    port: int | None
+    netloc: str  # the Host header, as minio sends (and signs) it
+    prefix: str  # the path before the quoted key: "/bucket/" or "/" (virtual host)
+    region: str
+
+
+class DirectS3:
+    """GetObject (streamed) and PutObject (one request) with minio's pool and credentials."""
+
+    def __init__(self, client: Minio, report: Report | None = None):
+        self._client = client
+        self._http: urllib3.PoolManager = client._http
+        self._base = client._base_url
+        self._https = self._base.is_https
+        self._report = report
+        self._targets: dict[str, Target] = {}
+        self._pools: dict[str, Any] = {}
+        self._key: tuple[tuple[str, str, str], bytes] = (("", "", ""), b"")
+
+    # --- requests --------------------------------------------------------------------
+
+    def get(self, bucket: str, key: str) -> urllib3.BaseHTTPResponse:
+        """The object's response, its body not read yet (as ``Minio.get_object``): the
+        caller streams it, then closes it and releases the connection."""
+        target = self._target(bucket)
+        check_object_name(key)
+        path = target.prefix + quote(key)
+        headers = self._signed("GET", target, path, {}, EMPTY_SHA256 if not self._https
+                               else UNSIGNED)
+        return self._send("GetObject", "GET", target, path, headers, None)
+
+    def put(self, bucket: str, key: str, body: bytes, content_type: str) -> str:
+        """Store ``body`` as the object; return the ETag S3 gave it (without quotes)."""
+        target = self._target(bucket)
+        check_object_name(key)
+        path = target.prefix + quote(key)
+        extra = {"content-length": str(len(body)), "content-type": content_type}
+        if self._https:  # as minio: the payload is not signed, its MD5 guards it
+            extra["content-md5"] = base64.b64encode(hashlib.md5(
+                body, usedforsecurity=False).digest()).decode()
+            payload = UNSIGNED
+        else:
+            payload = hashlib.sha256(body).hexdigest()
+        headers = self._signed("PUT", target, path, extra, payload)
+        response = self._send("PutObject", "PUT", target, path, headers, body)
+        return (response.headers.get("etag") or "").replace('"', "")
+
+    def _send(self, operation: str, method: str, target: Target, path: str,
+              headers: dict[str, str], body: bytes | None) -> urllib3.BaseHTTPResponse:
+        started = time.monotonic()
+        try:
+            response = self._pool(target).urlopen(
+                method, path, body=body, headers=headers, redirect=False,
+                assert_same_host=False, preload_content=body is not None)  # a GET streams
+        except BaseException:
+            self._observe(operation, "error", started)
+            raise
+        self._observe(operation, str(response.status), started)
+        if response.status in (200, 204, 206):
+            return response
+        raise error_of(response)
+
+    def _observe(self, operation: str, result: str, started: float) -> None:
+        if self._report is not None:
+            self._report(operation, result, time.monotonic() - started)
+
+    # --- signing (AWS Signature Version 4, as minio.signer does it) ---------------------
+
+    def _signed(self, method: str, target: Target, path: str, extra: dict[str, str],
+                payload: str) -> dict[str, str]:
+        """The request's headers, with its Authorization.
+
+        Every header but the user agent is signed, as minio does; the lower-case names
+        are sent as they are (HTTP names are case-insensitive)."""
+        creds = self._client._provider.retrieve() if self._client._provider else None
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", utc_now())
+        headers = {"host": target.netloc, "x-amz-content-sha256": payload,
+                   "x-amz-date": amz_date, **extra}
+        if creds is None:  # anonymous, as minio without credentials
+            headers["user-agent"] = self._client._user_agent
+            return headers
+        if creds.session_token:
+            headers["x-amz-security-token"] = creds.session_token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join((method, path, "", *(f"{n}:{headers[n]}" for n in names), "",
+                               signed, payload))
+        scope = f"{amz_date[:8]}/{target.region}/{SERVICE}/aws4_request"
+        to_sign = "\n".join(("AWS4-HMAC-SHA256", amz_date, scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()))
+        signature = hmac.new(self._signing_key(creds.secret_key, amz_date[:8], target.region),
+                             to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
+                                    f"SignedHeaders={signed}, Signature={signature}")
+        headers["user-agent"] = self._client._user_agent
+        return headers
+
+    def _signing_key(self, secret: str, day: str, region: str) -> bytes:
+        """Four HMACs, the same for every request of a day: computed once a day (or when
+        the credentials change). One entry, replaced whole: safe across worker threads."""
+        cached, key = self._key
+        if cached != (secret, day, region):
+            key = signing_key(secret, day, region)
+            self._key = ((secret, day, region), key)
+        return key
+
+    # --- where requests go -----------------------------------------------------------
+
+    def _target(self, bucket: str) -> Target:
+        target = self._targets.get(bucket)
+        if target is None:
+            target = self._targets[bucket] = self._locate(bucket)
+        return target
+
+    def _locate(self, bucket: str) -> Target:
+        """Host and path prefix of the bucket's objects, from minio's own URL builder (path
+        or virtual-host style, AWS hosts), so both clients address the same place."""
+        check_bucket_name(bucket, s3_check=self._base.is_aws_host)
+        region = self._client._get_region(bucket)
+        url = self._base.build(method="GET", region=region, bucket_name=bucket,
+                               object_name="k")
+        return Target(url.scheme, url.hostname or "", url.port, url.netloc,
+                      url.path[:-1], region)
+
+    def _pool(self, target: Target) -> Any:
+        """The PoolManager's pool for the host, looked up again if the manager closed it
+        (it keeps a bounded number of pools)."""
+        pool = self._pools.get(target.netloc)
+        if pool is None or pool.pool is None:
+            pool = self._pools[target.netloc] = self._http.connection_from_host(
+                target.host, target.port, target.scheme)
+        return pool
+
+
+def utc_now() -> time.struct_time:
+    return time.gmtime()  # a function of its own: the tests fix the time here
+
+
+def signing_key(secret: str, day: str, region: str, service: str = SERVICE) -> bytes:
+    key = hmac.new(("AWS4" + secret).encode(), day.encode(), hashlib.sha256).digest()
+    for part in (region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def error_of(response: urllib3.BaseHTTPResponse) -> Exception:
+    """The exception minio raises for this failed GET or PUT (``Minio._url_open``): an
+    S3Error from the XML body, else InvalidResponseError (ServerError for an empty 304).
+    The connection goes back to the pool."""
+    try:
+        data = response.data  # read now unless it was preloaded
+    finally:
+        response.release_conn()
+    content_type = response.headers.get("content-type", "")
+    if "application/xml" not in content_type.split(";"):
+        if response.status == 304 and not data:
+            return ServerError(f"server failed with HTTP status code {response.status}",
+                               response.status)
+        return InvalidResponseError(response.status, content_type,
+                                    data.decode(errors="replace") if data else None)
+    if not data:
+        return InvalidResponseError(response.status, content_type, None)
+    return S3Error.fromxml(response)
