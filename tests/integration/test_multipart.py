@@ -41,7 +41,8 @@ def make_adapter(volume: Path, s3: S3Server, bucket: str, **kw: Any) -> tuple[St
         "storage_workers": 1, "minio_use_ssl": False, "s3_ca_file": "",
         "minio_access_key": s3.access_key, "minio_secret_key": s3.secret_key,
         "s3_region": s3.region, "part_size": PART, "storage_attempts": 3,
-        "storage_backoff_max": 0.05, "minio_output_bucket": bucket, **kw})
+        "storage_backoff_max": 0.05, "minio_output_bucket": bucket,
+        "s3_small_objects": "direct", **kw})
     storage = Storage(settings, events.append)
     storage._bucket_ready = True  # made above: only the upload's requests are counted
     return storage, events
