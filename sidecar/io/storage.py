@@ -341,9 +341,12 @@ class Storage:
         else:
             self.post(FileUploaded(e.output_id, e.index, size, tries.count, etag))
 
-    def _put(self, bucket: str, key: str, source: str, tries: Tries) -> tuple[int, str]:
+    def _put(self, bucket: str, key: str, source: str,
+             tries: Tries | None = None) -> tuple[int, str]:
         """Upload one file; return its size and the ETag S3 gave the object. Retried per
-        request (``tries``): the whole PUT, or each request of a multipart upload."""
+        request (``tries``, by default the adapter's policy): the whole PUT, or each request
+        of a multipart upload."""
+        tries = tries or Tries(self._retrying)
         with os.fdopen(self._open_source(source), "rb") as data:
             size = os.fstat(data.fileno()).st_size
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
