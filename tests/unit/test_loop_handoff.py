@@ -224,13 +224,13 @@ def test_deletions_run_one_drain_at_a_time_in_order(storage, tmp_path: Path):
     files = [tmp_path / f"f{i}" for i in range(3)]
     for f in files:
         _write(f, "x")
-    storage.delete(fx.DeleteFiles((str(files[0]),)))
-    storage.delete(fx.DeleteFiles((str(files[1]),), (str(tmp_path / "missing"),)))
+    storage.deletions.add(fx.DeleteFiles((str(files[0]),)))
+    storage.deletions.add(fx.DeleteFiles((str(files[1]),), (str(tmp_path / "missing"),)))
     assert len(storage.pool.items) == 1  # the second joins the queued drain
     assert files[0].exists()  # not on the loop thread
     storage.pool.run()
     assert not files[0].exists() and not files[1].exists()
-    storage.delete(fx.DeleteFiles((str(files[2]),)))
+    storage.deletions.add(fx.DeleteFiles((str(files[2]),)))
     assert len(storage.pool.items) == 1  # the drain ended: a new one is queued
     storage.pool.run()
     assert not files[2].exists()
