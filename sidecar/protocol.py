@@ -2,7 +2,8 @@
 
 Pure functions only. Parsing is lenient where the Go sidecar was (unknown keys and
 ``null`` values are accepted, §16.12) and strict where leniency would lose data or let a
-name escape the volume.
+name escape the volume. A descriptor's ``files`` is required: missing or ``null`` is an
+invalid descriptor (``[]`` is a fragment without files).
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def parse_remote(body: bytes) -> RemoteFragment:
     ):
         raise InvalidMessage("invalid-descriptor", "metadata.predecessors must be strings")
     files = data.get("files")
-    if files is None:
-        files = []
+    if files is None:  # the one key that may not be missing or null: without it the
+        # transformation would get a fragment it cannot use (an empty array is valid)
+        raise InvalidMessage("invalid-descriptor", "'files' is missing or null; it must "
+                             "be an array ([] for a fragment without files)")
     if not isinstance(files, list):
         raise InvalidMessage("invalid-descriptor", "'files' must be an array")
     parsed = tuple(_remote_file(f) for f in files)

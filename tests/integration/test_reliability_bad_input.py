@@ -152,3 +152,34 @@ def test_dead_letter_command_without_a_dead_letter_queue(pipeline: Pipeline):
     listed = dead_letter_cli(pipeline, "list")
     assert listed.returncode == 0
     assert "does not exist" in listed.stderr and listed.stdout == ""
+
+
+def test_a_descriptor_without_files_is_dead_lettered_and_the_rest_flows(pipeline: Pipeline):
+    """`files` missing or null is an invalid descriptor (the one key §16.12's leniency does
+    not cover): dead-lettered with its reason, never handed to the transformation. An
+    explicit empty array stays a valid fragment without files."""
+    good = [pipeline.send_input({"f1.txt": "before"})]
+    without = {"metadata": {"fragment_id": random_id(), "predecessors": []}}
+    null = {"files": None, "metadata": {"fragment_id": random_id(), "predecessors": []}}
+    empty = pipeline.fragment([])
+    for body in (without, null, empty):
+        pipeline.rabbit.publish(pipeline.input_queue, body)
+    good.append(pipeline.send_input({"f2.txt": "after"}))
+
+    sidecar, trans = start_step(pipeline, "passthrough")
+    outputs = pipeline.outputs(2)
+    letters = dead_letters(pipeline, 2)
+    finish_step(pipeline, sidecar, trans)
+
+    assert sorted(m.body for m in letters) == sorted(json.dumps(b).encode()
+                                                     for b in (without, null))
+    for m in letters:
+        assert m.headers["x-iterum-error-class"] == "invalid-descriptor"
+        assert "'files' is missing or null" in m.headers["x-iterum-error"]
+        assert m.headers["x-iterum-state"] == "received"
+    received = sorted(r["fragment_id"] for r in trans.record()["received"])
+    fids = [b["metadata"]["fragment_id"] for b in good]
+    assert received == sorted([*fids, empty["metadata"]["fragment_id"]])
+    assert sorted(m.json()["metadata"]["predecessors"][0] for m in outputs) == sorted(fids)
+    assert dead_letters(pipeline) == []  # nothing else was dead-lettered
+    assert queue_counts(pipeline.input_queue) == (0, 0)

@@ -74,10 +74,23 @@ def test_parse_remote_keeps_custom_and_predecessors() -> None:
     assert frag.custom == {"k": [1, {"z": None}]}
 
 
-def test_parse_remote_without_files() -> None:
+def test_parse_remote_with_an_empty_files_array() -> None:
     assert p.parse_remote(body(files=[])).files == ()
-    raw = json.dumps({"files": None, "metadata": {"fragment_id": A}}).encode()
+    raw = json.dumps({"files": [], "metadata": {"fragment_id": A}}).encode()
     assert p.parse_remote(raw).files == ()
+
+
+@pytest.mark.parametrize("raw", [
+    {"metadata": {"fragment_id": A, "predecessors": []}},
+    {"files": None, "metadata": {"fragment_id": A, "predecessors": []}},
+    {"files": None, "metadata": {"fragment_id": A}, "extra": 1},
+])
+def test_parse_remote_rejects_a_missing_or_null_files(raw: dict) -> None:
+    """files is required, unlike the other keys (§16.12): no fragment without its files."""
+    with pytest.raises(InvalidMessage) as info:
+        p.parse_remote(json.dumps(raw).encode())
+    assert info.value.reason == "invalid-descriptor"
+    assert "'files' is missing or null" in str(info.value)
 
 
 def test_same_name_in_different_buckets_is_allowed() -> None:
