@@ -25,6 +25,11 @@ FIELDS = ("code", "fragment", "state", "event")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@\s/]*@")
 MIN_SECRET = 4  # shorter values would blank out ordinary words
+# pika's loggers of connecting and of the transport: their errors (about seven records for
+# each failed or lost connection) are the failure the sidecar reports itself, one line per
+# attempt naming the broker (sidecar/io/amqp.py). Below DEBUG only their CRITICAL records
+# remain; pika's other loggers (channels, callbacks) stay at ERROR.
+PIKA_CONNECTION_LOGGERS = ("pika.adapters", "pika.connection")
 
 core_log = logging.getLogger("sidecar.core")
 
@@ -129,15 +134,19 @@ def setup(level: str, fmt: str = "auto", secrets: Iterable[str] = (),
     quiet = max(logging.WARNING, logging.getLevelName(level))
     for noisy in ("pika", "transitions"):  # their INFO lines are per frame / per transition
         logging.getLogger(noisy).setLevel(quiet)
-    if level != "DEBUG":  # and pika warns with ~8 lines per failed connection attempt
+    if level != "DEBUG":  # pika's warnings are not the sidecar's to show
         logging.getLogger("pika").setLevel(logging.ERROR)
+    for name in PIKA_CONNECTION_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else
+                                         logging.CRITICAL)
     return handler
 
 
 def demote_pika_errors(record: logging.LogRecord) -> bool:
     """pika logs a lost connection as ERROR (several records); the sidecar handles it,
-    reconnects and says so itself (docs/reliability.md): pika's records stay, as warnings,
-    so that a failure still gives one error line, the sidecar's."""
+    reconnects and says so itself (docs/reliability.md): pika's records that are shown (at
+    DEBUG; below it only those of PIKA_CONNECTION_LOGGERS are off) stay, as warnings, so
+    that a failure still gives one error line, the sidecar's."""
     if record.levelno == logging.ERROR and record.name.startswith("pika"):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True

@@ -109,6 +109,11 @@ class Broker:
             on_close_callback=lambda _c, reason: self._on_close(gen, reason),
             custom_ioloop=self.ioloop)
 
+    @property
+    def address(self) -> str:
+        """host:port of the broker, for the log (never the credentials)."""
+        return f"{self.params.host}:{self.params.port}"
+
     def _current(self, gen: int) -> bool:
         return gen == self.generation and not self.closing
 
@@ -116,7 +121,7 @@ class Broker:
         if self.closing:
             self._finish_close()
         elif gen == self.generation:
-            self._retry(f"cannot connect to the broker: {describe(err)}")
+            self._retry(f"cannot connect to the broker at {self.address}: {describe(err)}")
 
     def _retry(self, problem: str) -> None:
         """Try again after a jittered exponential backoff, within the budget."""
@@ -130,7 +135,12 @@ class Broker:
             return
         delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
         delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
-        log.warning("%s; retrying in %.1fs", problem, delay)
+        # One line per attempt, naming what it waits for; pika's own records of the same
+        # failure are off below DEBUG (sidecar/logs.py).
+        failed = f" (attempt {self._attempt})" if self._attempt else ""
+        log.warning("%s%s; next attempt in %.1fs, %.0fs left of "
+                    "SIDECAR_BROKER_RETRY_SECONDS=%gs", problem, failed, delay,
+                    self._deadline - now, self.retry_seconds)
         self._retry_timer = self.ioloop.call_later(delay, self._open)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
@@ -178,7 +188,7 @@ class Broker:
         if self.closing:
             self._finish_close()
         elif gen == self.generation:
-            self._lost(f"connection closed: {describe(reason)}")
+            self._lost(f"connection to {self.address} closed: {describe(reason)}")
 
     def _lost(self, problem: str) -> None:
         """Forget everything of this connection, tell the core (once per outage), retry."""
@@ -198,10 +208,8 @@ class Broker:
             self._deadline = time.monotonic() + self.retry_seconds
             self._attempt = 0
             self._cause = problem
-        if self.ready:
+        if self.ready:  # the core logs the loss ([broker-lost]), _retry each attempt
             self.ready = False
-            log.warning("broker lost (%s); reconnecting for up to %gs", problem,
-                        self.retry_seconds)
             self.post(BrokerLost(problem))
         self._retry(problem)
 

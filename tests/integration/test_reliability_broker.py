@@ -21,7 +21,7 @@ from sidecar.protocol import output_id
 
 from .harness import B2C, C2B, AmqpProxy, Message, Pipeline
 from .harness.rabbit import close_connections, queue_counts
-from .steps import log_lines, start_step, volume_files, wait_until
+from .steps import finish_step, log_lines, start_step, volume_files, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +239,50 @@ def test_broker_unreachable_at_start_exits_1_with_one_line(pipeline: Pipeline,
     assert len(errors) == 1 and "cannot connect to the broker" in errors[0], errors
     assert no_exception_of_ours(sidecar.logs)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_an_outage_logs_one_line_per_reconnect_attempt(pipeline: Pipeline,
+                                                       amqp_proxy: AmqpProxy, level: str):
+    """The broker unreachable mid-run for at least four reconnect attempts (counted in the
+    log, not timed). Below DEBUG the outage is the loss, one line per attempt naming the
+    broker, the attempt and the time left, and the reconnection: a bounded number of lines
+    per outage second, none of pika's. At DEBUG pika's own records are there too."""
+    pipeline.broker_url = amqp_proxy.url()
+    first = pipeline.send_input({"o1.txt": "before the outage"})
+    sidecar, trans = start_step(pipeline, "passthrough", sidecar_env={
+        "SIDECAR_LOG_LEVEL": level, "SIDECAR_BROKER_RETRY_SECONDS": "120"})
+    got = Collector(pipeline)
+    got.wait_for(1)
+    before = len(sidecar.logs.splitlines())
+    amqp_proxy.refuse_new(True)
+    amqp_proxy.drop_all()
+    started = time.monotonic()
+    sidecar.wait_for_log(r"\(attempt 4\); next attempt", timeout=60)
+    amqp_proxy.refuse_new(False)
+    sidecar.wait_for_log(r"\[broker-reconnected\]", timeout=60)
+    outage = time.monotonic() - started
+    lines = sidecar.logs.splitlines()[before:]
+    lines = lines[:next(i for i, ln in enumerate(lines) if "[broker-reconnected]" in ln) + 1]
+    second = pipeline.send_input({"o2.txt": "after the outage"})
+    got.wait_for(2)
+    finish_step(pipeline, sidecar, trans)
+    check_outputs(pipeline, [first, second], got)
+
+    address = f"{amqp_proxy.host}:{amqp_proxy.port}"
+    attempts = [ln for ln in lines if re.search(r"cannot connect to the broker at .*\(attempt ",
+                                                 ln)]
+    numbers = [int(re.search(r"\(attempt (\d+)\)", ln).group(1)) for ln in attempts]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4, attempts
+    for ln in attempts:
+        assert f"at {address}: ConnectionRefusedError" in ln, ln
+        assert re.search(r"next attempt in [\d.]+s, \d+s left of "
+                         r"SIDECAR_BROKER_RETRY_SECONDS=120s$", ln), ln
+    pika = [ln for ln in lines if " pika." in ln]
+    if level == "DEBUG":
+        assert any(" WARNING pika." in ln for ln in pika), "pika's records are kept at DEBUG"
+        return
+    # the loss (the core's line, the adapter's first retry), the attempts, the reconnection
+    assert len(lines) <= 3 + 2 * outage, (len(lines), outage, "\n".join(lines))
+    assert len(lines) <= len(attempts) + 3, "\n".join(lines)
+    assert pika == [], pika

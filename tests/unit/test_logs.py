@@ -118,10 +118,9 @@ def test_a_library_exception_is_one_line_unless_debugging(restore_logging, fmt: 
     try:
         raise OSError("certificate verify failed")
     except OSError:
-        logging.getLogger("pika.adapters.utils.io_services_utils").exception(
-            "SSL do_handshake failed: %s", "details")
+        logging.getLogger("pika.channel").exception("SSL do_handshake failed: %s", "details")
         logging.getLogger("sidecar.loop").exception("our own")
-        logging.getLogger("pika.adapters.utils.io_services_utils").error(
+        logging.getLogger("pika.channel").error(
             "Wrapped func exited with exception. Caller's stack:\n%s",
             "Traceback (most recent call last):\n  File x, line 1\nOSError: boom\n")
     lines = out.getvalue().splitlines()
@@ -141,21 +140,39 @@ def test_a_library_exception_is_one_line_unless_debugging(restore_logging, fmt: 
     assert "Traceback" in out.getvalue()
 
 
-def test_pika_errors_about_a_lost_connection_are_warnings_without_a_stack(
-        restore_logging) -> None:
-    """The sidecar reconnects and says so itself; pika's lines stay, as one-line warnings
-    (an operator's rule "one error line per failure" holds)."""
-    stream = io.StringIO()
-    configure(stream, "text")
-    pika_log = logging.getLogger("pika.adapters.utils.io_services_utils")
-    pika_log.error("_produce() failed, aborting connection: error=%r; Caller's stack:\n%s",
-                   BrokenPipeError(32, "Broken pipe"), "Traceback (most recent call last):\n"
-                   "  File x, line 1\nBrokenPipeError: [Errno 32] Broken pipe\n")
+def pika_connection_failure() -> None:
+    """What pika logs for one failed connection attempt (abridged), and one channel error."""
+    logging.getLogger("pika.adapters.utils.io_services_utils").error(
+        "_produce() failed, aborting connection: error=%r; Caller's stack:\n%s",
+        BrokenPipeError(32, "Broken pipe"), "Traceback (most recent call last):\n"
+        "  File x, line 1\nBrokenPipeError: [Errno 32] Broken pipe\n")
+    logging.getLogger("pika.adapters.utils.connection_workflow").error(
+        "TCP Connection attempt failed: ConnectionRefusedError(111, 'Connection refused')")
     try:
         raise ConnectionResetError("reset")
     except ConnectionResetError:
         logging.getLogger("pika.adapters.base_connection").exception("connection_lost")
-    logging.getLogger("pika").warning("a pika warning")  # below ERROR: not shown at INFO
+    logging.getLogger("pika.connection").error("Connection closed while authenticating")
+    logging.getLogger("pika.adapters.base_connection").warning("a pika warning")
+    logging.getLogger("pika.channel").error("Unexpected frame: %r", "frame")
+
+
+def test_pika_connection_records_are_off_unless_debugging(restore_logging) -> None:
+    """The sidecar logs one line per connection attempt itself (sidecar/io/amqp.py):
+    below DEBUG pika's records of connecting are off, its other errors stay as one-line
+    warnings (an operator's rule "one error line per failure" holds)."""
+    stream = io.StringIO()
+    configure(stream, "text")
+    pika_connection_failure()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and all(" WARNING pika." in line for line in lines), lines
-    assert "Broken pipe" in lines[0] and "Traceback" not in stream.getvalue()
+    assert len(lines) == 1 and " WARNING pika.channel: Unexpected frame" in lines[0], lines
+
+
+def test_pika_connection_records_are_warnings_when_debugging(restore_logging) -> None:
+    stream = io.StringIO()
+    setup("INFO", "text", (), stream=stream)  # a second set-up in a process sets them back
+    setup("DEBUG", "text", (), stream=stream)
+    pika_connection_failure()
+    records = [ln for ln in stream.getvalue().splitlines() if ln.startswith("20")]
+    assert len(records) == 6 and all(" WARNING pika." in ln for ln in records), records
+    assert "Broken pipe" in records[0] and "Traceback" in stream.getvalue()  # stacks kept
