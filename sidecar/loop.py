@@ -82,8 +82,9 @@ class Runner:
             fx.Ack: lambda e: self.broker.ack(e.tag),
             fx.Nack: lambda e: self.broker.nack(e.tag, e.requeue),
             fx.Publish: self._publish,
-            fx.DownloadFile: self.storage.download,
-            fx.UploadFile: self.storage.upload,
+            fx.DownloadFile: lambda e: self.storage.download(
+                e, self.core.fragment_of(e.input_id)),
+            fx.UploadFile: lambda e: self.storage.upload(e, self.core.fragment_of(e.output_id)),
             fx.SendFrame: lambda e: self.sockets.send(e.conn, e.payload),
             fx.CloseConnection: lambda e: self.sockets.close(e.conn),
             fx.DeleteFiles: self.storage.delete,

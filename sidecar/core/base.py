@@ -93,6 +93,12 @@ class CoreBase:
         return next((o.state for o in self.outputs.values()
                      if o.fragment_id == fragment_id), "") if fragment_id else ""
 
+    def fragment_of(self, serial: int) -> str:
+        """The id of the input or output with this serial in flight, or "" (for the logs
+        of the transfers the core asked for by serial)."""
+        model = self.inputs.get(serial) or self.outputs.get(serial)
+        return model.fragment_id if model is not None else ""
+
     @property
     def in_flight(self) -> int:
         return len(self.inputs) + len(self.outputs)

@@ -283,11 +283,12 @@ class Storage:
 
     # --- downloads -------------------------------------------------------------------
 
-    def download(self, e: DownloadFile) -> None:
-        self._stage(("download", e.input_id), self._download, e)
+    def download(self, e: DownloadFile, fragment: str = "") -> None:
+        self._stage(("download", e.input_id), functools.partial(self._download,
+                                                                fragment=fragment), e)
 
-    def _download(self, e: DownloadFile) -> None:
-        tries = Tries(self._retrying)
+    def _download(self, e: DownloadFile, fragment: str = "") -> None:
+        tries = Tries(self._retrying, self._retry_log("download", e.bucket, e.key, fragment))
         try:
             size, etag = tries(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
@@ -327,13 +328,14 @@ class Storage:
 
     # --- uploads ---------------------------------------------------------------------
 
-    def upload(self, e: UploadFile) -> None:
-        self._stage(("upload", e.output_id), self._upload, e)
+    def upload(self, e: UploadFile, fragment: str = "") -> None:
+        self._stage(("upload", e.output_id), functools.partial(self._upload,
+                                                              fragment=fragment), e)
 
-    def _upload(self, e: UploadFile) -> None:
-        tries = Tries(self._retrying)
+    def _upload(self, e: UploadFile, fragment: str = "") -> None:
+        tries = Tries(self._retrying, self._retry_log("upload", e.bucket, e.key, fragment))
         try:
-            self._ensure_output_bucket()
+            self._ensure_output_bucket(tries.before_sleep)
             size, etag = self._put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)
@@ -409,11 +411,15 @@ class Storage:
             raise
         return fd
 
-    def _ensure_output_bucket(self) -> None:
-        """Checked (and created if missing) once per process, not before every file."""
+    def _ensure_output_bucket(self, before_sleep: Callable[[RetryCallState], None] | None
+                              = None) -> None:
+        """Checked (and created if missing) once per process, not before every file; a
+        retry is logged as one of the upload that asked (``before_sleep``)."""
         with self._bucket_lock:
             if not self._bucket_ready:
-                self._retrying.copy()(self._make_bucket, self.s.minio_output_bucket)
+                retrying = (self._retrying.copy(before_sleep=before_sleep) if before_sleep
+                            else self._retrying.copy())
+                retrying(self._make_bucket, self.s.minio_output_bucket)
                 self._bucket_ready = True
 
     def _make_bucket(self, bucket: str) -> None:
@@ -442,12 +448,19 @@ class Storage:
                         f"certificate is not trusted ({_describe(err)}); {hint}"))
         return True
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState, what: str = "", fragment: str = ""
+                      ) -> None:
         err = state.outcome.exception() if state.outcome else None
         detail = _describe(err) if err else "?"
-        log.warning("S3 attempt %d failed (%s); retrying", state.attempt_number, detail,
-                    extra={"error": detail})
+        log.warning("S3 attempt %d failed (%s); retrying%s", state.attempt_number, detail,
+                    what, extra={"error": detail, "fragment": fragment})
         self.hooks.retry(_RETRIED.get(getattr(state.fn, "__name__", ""), "other"))
+
+    def _retry_log(self, transfer: str, bucket: str, key: str, fragment: str
+                   ) -> Callable[[RetryCallState], None]:
+        """The retry hook of one transfer: its lines name the object and the fragment."""
+        what = f" the {transfer} of {bucket}/{key}, fragment {fragment or '?'}"
+        return lambda state: self._before_sleep(state, what, fragment)
 
     # --- config files (§16.3) ----------------------------------------------------------
 
@@ -540,8 +553,10 @@ class Tries:
     as if the first attempt had been tenacity's own. ``count`` is the most attempts any
     request took (a multipart upload makes several requests)."""
 
-    def __init__(self, policy: Retrying):
+    def __init__(self, policy: Retrying,
+                 before_sleep: Callable[[RetryCallState], None] | None = None):
         self.policy = policy
+        self.before_sleep = before_sleep  # instead of the policy's, e.g. naming the object
         self.count = 1
 
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -549,7 +564,8 @@ class Tries:
             return fn(*args)
         except Exception as err:
             first = err
-        retrying = self.policy.copy()
+        retrying = (self.policy.copy(before_sleep=self.before_sleep) if self.before_sleep
+                    else self.policy.copy())
         try:
             return retrying(_failing_once(fn, first), *args)
         finally:

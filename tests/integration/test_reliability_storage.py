@@ -55,6 +55,13 @@ def test_download_and_upload_faults_are_retried_until_s3_answers(pipeline: Pipel
     assert any("SlowDown" in ln for ln in retries)
     assert any("InternalError" in ln for ln in retries)
     assert any("Timeout" in ln for ln in retries)  # the stalled request
+    # every retry line names the object and the fragment
+    out_id = out.json()["metadata"]["fragment_id"]
+    down = f"the download of {pipeline.input_bucket}/{key}, fragment {fid}"
+    up = f"the upload of {pipeline.output_bucket}/{out.json()['files'][0]['path']}, " \
+         f"fragment {out_id}"
+    assert [ln.endswith(down) for ln in retries].count(True) == 4, retries
+    assert [ln.endswith(up) for ln in retries].count(True) == 2, retries
     assert trans.record()["received"][0]["fragment_id"] == fid  # once: no requeue needed
     assert len(trans.record()["received"]) == 1
     assert dead_letters(pipeline) == []

@@ -179,7 +179,7 @@ def storage(tmp_path: Path):
     storage.pool = FakePool()
     storage.deletions = DeletionLane(storage.pool.submit)
     storage.done = []
-    storage._download = storage._upload = storage.done.append
+    storage._download = storage._upload = lambda e, fragment="": storage.done.append(e)
     return storage
 
 
@@ -211,7 +211,7 @@ def test_a_transfer_runs_the_deletions_asked_before_it_first(storage, tmp_path: 
     _write(stale, "old")
     storage.delete(fx.DeleteFiles((str(stale),), (str(stale.parent),)))
     # the redelivered input, downloaded to the same path before any worker ran the drain
-    storage._download = lambda e: _write(Path(e.dest), "new")
+    storage._download = lambda e, fragment="": _write(Path(e.dest), "new")
     storage.download(_download(1, 0, str(stale)))
     storage.flush()
     drain, transfer = storage.pool.items

@@ -6,7 +6,9 @@ multipart upload against moto."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import logging
 import os
 import stat
 import tracemalloc
@@ -19,6 +21,7 @@ import urllib3
 from minio.error import S3Error
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
+from sidecar.effects import DownloadFile, UploadFile
 from sidecar.fsmodes import DATA_DIR
 from sidecar.io import multipart, storage
 from sidecar.io.storage import Storage, Tries, UnsafePath, is_transient
@@ -133,6 +136,34 @@ def test_the_retry_hook_names_the_operation(adapter: Storage):
     with pytest.raises(S3Error):
         Tries(adapter._retrying)(_put_whole)
     assert retried == ["upload"] * (adapter.s.storage_attempts - 1)
+
+
+@pytest.mark.parametrize("transfer", ["download", "upload"])
+def test_every_retry_line_names_the_bucket_the_key_and_the_fragment(
+        adapter: Storage, caplog, transfer: str):
+    """S3 is unreachable (nothing listens on the endpoint's port): each retry of the
+    transfer, the output bucket's check included, says what it was moving and for whom."""
+    posted: list = []
+    adapter.post = posted.append
+    fragment = "f" * 64
+    if transfer == "download":
+        bucket, key = "in-b", "iterum_data/x.txt"
+        dest = os.path.join(adapter.volume, "in", "x.txt")
+        run = functools.partial(adapter._download, DownloadFile(1, 0, bucket, key, dest))
+    else:
+        bucket, key = "out", f"iterum_data/{fragment}/x.txt"
+        source = Path(adapter.volume) / "x.txt"
+        source.write_text("x")
+        run = functools.partial(adapter._upload, UploadFile(2, 0, bucket, key, str(source)))
+    with caplog.at_level(logging.WARNING, "sidecar.storage"):
+        run(fragment=fragment)
+    [failed] = posted
+    assert failed.transient  # given back to the broker after the last attempt
+    lines = [r.getMessage() for r in caplog.records if "S3 attempt" in r.getMessage()]
+    assert len(lines) == adapter.s.storage_attempts - 1
+    for line in lines:
+        assert line.endswith(f"the {transfer} of {bucket}/{key}, fragment {fragment}"), line
+    assert all(r.fragment == fragment for r in caplog.records)  # a JSON field too
 
 
 # --- the upload source ------------------------------------------------------------------
