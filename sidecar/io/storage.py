@@ -333,9 +333,10 @@ class Storage:
                                                               fragment=fragment), e)
 
     def _upload(self, e: UploadFile, fragment: str = "") -> None:
-        tries = Tries(self._retrying, self._retry_log("upload", e.bucket, e.key, fragment))
+        retry_log = self._retry_log("upload", e.bucket, e.key, fragment)
+        tries = Tries(self._retrying, retry_log)
         try:
-            self._ensure_output_bucket(tries.before_sleep)
+            self._ensure_output_bucket(retry_log)
             size, etag = self._put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)

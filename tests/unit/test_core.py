@@ -97,6 +97,9 @@ def test_happy_path_one_to_one(drv: Driver) -> None:
     assert upload == fx.UploadFile(upload.output_id, 0, OUT_BUCKET,
                                    f"iterum_data/{oid}/edges_x.jpg", out_path("edges_x.jpg"))
     assert drv.core.outputs[upload.output_id].state == "received"
+    # the fragments the transfers are for, as the shell logs them (retries)
+    assert (drv.core.fragment_of(serial), drv.core.fragment_of(upload.output_id)) == (A, oid)
+    assert drv.core.fragment_of(10_000) == ""
 
     out = drv.feed(ev.FileUploaded(upload.output_id, 0, size=9))
     [delete] = of(out, fx.DeleteFiles)
