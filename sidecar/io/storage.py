@@ -606,7 +606,9 @@ def _create_in_dirs(path: str) -> int:
 
 def _describe(err: BaseException) -> str:
     if isinstance(err, S3Error):
-        where = "/".join(p for p in (err.bucket_name, err.object_name) if p)
+        # S3Error.bucket_name and .object_name are new in minio 7.2.19
+        where = "/".join(p for p in (getattr(err, "bucket_name", None),
+                                     getattr(err, "object_name", None)) if p)
         return f"{err.code}: {err.message}" + (f" ({where})" if where else "")
     return f"{type(err).__name__}: {err}"
 
