@@ -90,7 +90,7 @@ def _parameters_problem(name: str, fn: Callable[..., Any], expected: tuple[str, 
     extra = params[len(expected):]
     if names != expected or any(p.default is p.empty and p.kind not in (
             p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in extra):
-        return f"{name}{inspect.signature(fn)} does not take ({', '.join(expected)})"
+        return f"{name}{inspect.signature(fn)}, expected ({', '.join(expected)})"
     return None
 
 
