@@ -248,7 +248,8 @@ VARIABLES: tuple[Variable, ...] = (
          "Client for downloads and for uploads up to SIDECAR_PART_SIZE: `direct` (the "
          "sidecar's own signed GET/PUT on the minio client's connections, 0.1-0.15 ms less "
          "CPU per request) or `minio` (the minio client, as before). Multipart and bucket "
-         "checks always use minio."),
+         "checks always use minio. `direct` needs minio's private internals: if they are "
+         "not as expected, a warning says so and `minio` is used."),
     _own("SIDECAR_OBJECT_LAYOUT", choice("per-fragment", "flat"), "per-fragment",
          "Output object keys: `iterum_data/<fragment_id>/<name>` (per-fragment, no "
          "collisions) or the original's `iterum_data/<name>` (flat)."),

@@ -6,12 +6,13 @@ twice from the file, 1 MiB at a time: once to hash it (the signature covers the 
 once as the request body, streamed with its Content-Length. The second read comes from the
 page cache, so the CPU is that of one hashing pass, as before.
 
-The requests go through minio's own signed path (``_create_multipart_upload``,
-``_upload_part``, ``_complete_multipart_upload``, ``_abort_multipart_upload``): the same
-signing, errors and request counting as every other request. Only the payload hash is
-ours, computed the way minio computes it (``Minio._build_headers``): over plain HTTP the
-SHA-256 that SigV4 signs; over HTTPS ``UNSIGNED-PAYLOAD`` and a Content-MD5; without
-credentials a Content-MD5.
+The requests go through minio's own signed path (its private multipart methods, reached
+through ``minio_private``, which checked them at start-up): the same signing, errors and
+request counting as every other request. Only the payload hash is ours, computed the way
+minio computes it (``Minio._build_headers``): over plain HTTP the SHA-256 that SigV4
+signs; over HTTPS ``UNSIGNED-PAYLOAD`` and a Content-MD5; without credentials a
+Content-MD5. The ETag returned is the completion's, which may be empty (Ceph tracker
+58879): the adapter then reads it back (``Storage._put``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 
 from minio import Minio
 from minio.datatypes import Part
-from minio.helpers import get_part_info
+
+from . import minio_private as private
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -34,7 +36,7 @@ CHUNK = 1 << 20
 Call = Callable[..., Any]
 
 
-class PartBody:
+class PartBody(private.Prehashed):
     """One range of an open file as a request body: read ``CHUNK``-sized pieces on demand,
     never held whole. ``headers`` carries its length and its hash, computed beforehand."""
 
@@ -54,23 +56,10 @@ class PartBody:
         return data
 
 
-class StreamingMinio(Minio):
-    """minio's client, taught one thing: a ``PartBody`` is already hashed, so its headers
-    are taken as they are instead of hashing a ``bytes`` body (which it is not)."""
-
-    def _build_headers(self, host: str, headers: dict | None = None, body: Any = None,
-                       creds: Any = None) -> tuple[dict, Any]:
-        if not isinstance(body, PartBody):
-            return super()._build_headers(host, headers, body, creds)
-        headers, date = super()._build_headers(host, headers, None, creds)
-        headers.update(body.headers)  # after: minio set the empty body's hash
-        return headers, date
-
-
 def payload_digest(client: Minio) -> str:
     """Which hash minio would send for a body on this client: "sha256" or "md5"."""
-    signed = client._provider is not None and client._provider.retrieve() is not None
-    return "sha256" if signed and not client._base_url.is_https else "md5"
+    signed = private.credentials(client) is not None
+    return "sha256" if signed and not private.base_url(client).is_https else "md5"
 
 
 def hash_range(fd: int, offset: int, length: int, digest: str) -> dict[str, str]:
@@ -98,33 +87,33 @@ def upload(client: Minio, fd: int, size: int, bucket: str, key: str, part_size: 
     """Upload ``size`` bytes of ``fd`` to ``bucket/key`` in parts of ``part_size``; return
     the object's ETag. Each request goes through ``call`` (retried on its own); on any
     failure the upload is aborted, so S3 keeps no orphan parts, and the error is raised."""
-    part_size, count = get_part_info(size, part_size)
+    part_size, count = private.get_part_info(size, part_size)
     digest = payload_digest(client)
-    upload_id = call(client._create_multipart_upload, bucket, key,
+    upload_id = call(private.create_multipart_upload, client, bucket, key,
                      {"Content-Type": content_type})
     try:
         parts = [Part(number, call(_upload_part, client, fd, bucket, key, upload_id, number,
                                    (number - 1) * part_size,
                                    min(part_size, size - (number - 1) * part_size), digest))
                  for number in range(1, count + 1)]
-        result = call(client._complete_multipart_upload, bucket, key, upload_id, parts)
+        etag = call(private.complete_multipart_upload, client, bucket, key, upload_id, parts)
     except BaseException:
         _abort(client, bucket, key, upload_id)
         raise
-    return (result.etag or "").strip('"')
+    return etag
 
 
 def _upload_part(client: Minio, fd: int, bucket: str, key: str, upload_id: str, number: int,
                  offset: int, length: int, digest: str) -> str:
     """One UploadPart attempt: hashed anew each time (the file is read, not kept)."""
     body = PartBody(fd, offset, length, hash_range(fd, offset, length, digest))
-    return client._upload_part(bucket, key, body, None, upload_id, number)  # type: ignore[arg-type]
+    return private.upload_part(client, bucket, key, body, upload_id, number)
 
 
 def _abort(client: Minio, bucket: str, key: str, upload_id: str) -> None:
     """Best effort: the upload's own error is the one to report, not the abort's."""
     try:
-        client._abort_multipart_upload(bucket, key, upload_id)
+        private.abort_multipart_upload(client, bucket, key, upload_id)
     except Exception as err:
         log.warning("could not abort multipart upload %s of %s/%s: %s", upload_id, bucket,
                     key, err)

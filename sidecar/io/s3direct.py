@@ -10,7 +10,9 @@ pool size), its credential provider (session tokens, rotation), its user agent, 
 style (path or virtual host, per bucket, computed once) and its key quoting. Errors become
 the exceptions minio raises for the same answer (S3Error from the XML body,
 InvalidResponseError, urllib3's errors), so ``storage.classify`` and the retries see no
-difference. Multipart uploads and bucket checks stay with minio.
+difference. Multipart uploads and bucket checks stay with minio. Every read of the client's
+private fields goes through ``minio_private``, which checked them at start-up; this module
+is imported only when that check passed and the direct path is selected.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
-from minio.helpers import check_bucket_name, check_object_name, quote
+
+from . import minio_private as private
+from .minio_private import check_object_name, quote
 
 SERVICE = "s3"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -51,8 +55,8 @@ class DirectS3:
 
     def __init__(self, client: Minio, report: Report | None = None):
         self._client = client
-        self._http: urllib3.PoolManager = client._http
-        self._base = client._base_url
+        self._http: urllib3.PoolManager = private.pool(client)
+        self._base = private.base_url(client)
         self._https = self._base.is_https
         self._report = report
         self._targets: dict[str, Target] = {}
@@ -114,12 +118,12 @@ class DirectS3:
 
         Every header but the user agent is signed, as minio does; the lower-case names
         are sent as they are (HTTP names are case-insensitive)."""
-        creds = self._client._provider.retrieve() if self._client._provider else None
+        creds = private.credentials(self._client)
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", utc_now())
         headers = {"host": target.netloc, "x-amz-content-sha256": payload,
                    "x-amz-date": amz_date, **extra}
         if creds is None:  # anonymous, as minio without credentials
-            headers["user-agent"] = self._client._user_agent
+            headers["user-agent"] = private.user_agent(self._client)
             return headers
         if creds.session_token:
             headers["x-amz-security-token"] = creds.session_token
@@ -134,7 +138,7 @@ class DirectS3:
                              to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
-        headers["user-agent"] = self._client._user_agent
+        headers["user-agent"] = private.user_agent(self._client)
         return headers
 
     def _signing_key(self, secret: str, day: str, region: str) -> bytes:
@@ -157,8 +161,8 @@ class DirectS3:
     def _locate(self, bucket: str) -> Target:
         """Host and path prefix of the bucket's objects, from minio's own URL builder (path
         or virtual-host style, AWS hosts), so both clients address the same place."""
-        check_bucket_name(bucket, s3_check=self._base.is_aws_host)
-        region = self._client._get_region(bucket)
+        private.check_bucket_name(self._client, bucket)
+        region = private.region(self._client, bucket)
         url = self._base.build(method="GET", region=region, bucket_name=bucket,
                                object_name="k")
         return Target(url.scheme, url.hostname or "", url.port, url.netloc,

@@ -8,7 +8,8 @@ transfer handed over after a deletion starts only once that deletion is done.
 Request economy (§ issue "S3 economy"): one GET per input file (``get_object`` streamed
 to disk, not ``fget_object``, which sends a HEAD first), one PUT per output file below the
 part size, the output bucket checked once per process, and a fixed region so the client
-never asks for a bucket's location.
+never asks for a bucket's location. An upload whose answer carries no ETag (Ceph RGW's
+CompleteMultipartUpload, tracker 58879) has it read back with one HEAD.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
+import minio
 import urllib3
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
@@ -44,9 +46,7 @@ from .. import tls
 from ..effects import DeleteFiles, DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
-from . import multipart
-from .multipart import StreamingMinio
-from .s3direct import DirectS3
+from . import minio_private, multipart
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -230,14 +230,23 @@ class Storage:
             retries=False,  # tenacity owns the retries
             blocksize=CHUNK,  # streamed parts (multipart.py) are sent 1 MiB a write, not 16 KiB
             **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
-        self.client = StreamingMinio(settings.minio_url, access_key=settings.minio_access_key,
-                                     secret_key=settings.minio_secret_key,
-                                     secure=settings.minio_use_ssl, region=settings.s3_region,
-                                     http_client=http)
+        self.client, problem = minio_private.make_client(
+            settings.minio_url, access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
+            region=settings.s3_region, http_client=http)
+        # minio's private internals as expected: the lean paths (s3direct.py, multipart.py)
+        self.streamed = problem is None
+        if problem is not None:
+            log.warning("minio %s: its private internals are not as expected (%s); S3 "
+                        "transfers use its public API only (slower; a multipart upload "
+                        "holds two parts in memory)", minio.__version__, problem)
         self.part_size = max(settings.part_size, MIN_PART_SIZE)
         # GETs and single PUTs on minio's pool without its per-request work (fix 11)
-        self.direct = (DirectS3(self.client, http.report)
-                       if settings.s3_small_objects == "direct" else None)
+        self.direct = None
+        if self.streamed and settings.s3_small_objects == "direct":
+            from .s3direct import DirectS3  # imported only when selected
+
+            self.direct = DirectS3(self.client, http.report)
         self.pool = WorkerPool(settings.storage_workers, "storage")
         self.deletions = DeletionLane(self.pool.submit)
         # Transfers asked for by the event being handled, by fragment, until flush().
@@ -355,13 +364,16 @@ class Storage:
         with os.fdopen(self._open_source(source), "rb") as data:
             size = os.fstat(data.fileno()).st_size
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            if size <= self.part_size:
-                return size, tries(self._put_whole, bucket, key, data, size, content_type)
-            return size, self._put_parts(bucket, key, data.fileno(), size, content_type, tries)
+            if size <= self.part_size or not self.streamed:
+                etag = tries(self._put_whole, bucket, key, data, size, content_type)
+            else:
+                etag = self._put_parts(bucket, key, data.fileno(), size, content_type, tries)
+        return size, etag or tries(self._etag_of, bucket, key)
 
     def _put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
                    content_type: str) -> str:
-        """One PutObject attempt of a file up to the part size; its ETag."""
+        """One PutObject attempt of a file up to the part size (of any size without the
+        streamed multipart upload: minio's own, retried whole); its ETag."""
         started = time.monotonic()
         try:
             data.seek(0)  # a retry sends the file again from its start
@@ -390,6 +402,11 @@ class Storage:
             raise
         self.hooks.transfer("upload", size, time.monotonic() - started)
         return etag
+
+    def _etag_of(self, bucket: str, key: str) -> str:
+        """The ETag of an object just uploaded, read back (HeadObject, counted like every
+        request) when the upload's answer had none: lineage needs it as the version."""
+        return (self.client.stat_object(bucket, key).etag or "").strip('"')
 
     def _open_source(self, source: str) -> int:
         """Open an output file for reading; refuse one that resolves outside the volume.
@@ -606,14 +623,16 @@ def _create_in_dirs(path: str) -> int:
 
 def _describe(err: BaseException) -> str:
     if isinstance(err, S3Error):
-        where = "/".join(p for p in (err.bucket_name, err.object_name) if p)
+        # S3Error.bucket_name and .object_name are new in minio 7.2.19
+        where = "/".join(p for p in (getattr(err, "bucket_name", None),
+                                     getattr(err, "object_name", None)) if p)
         return f"{err.code}: {err.message}" + (f" ({where})" if where else "")
     return f"{type(err).__name__}: {err}"
 
 
 _RETRIED = {"_get": "download", "_put_whole": "upload", "_make_bucket": "bucket",
-            "_create_multipart_upload": "upload", "_upload_part": "upload",
-            "_complete_multipart_upload": "upload"}
+            "create_multipart_upload": "upload", "_upload_part": "upload",
+            "complete_multipart_upload": "upload", "_etag_of": "upload"}
 
 
 def _remove(path: str) -> None:

@@ -216,15 +216,24 @@ def test_requests_are_reported_by_operation_and_status() -> None:
     assert seen == [("GetObject", "200"), ("PutObject", "503")]
 
 
+def refusal(get: Any, bucket: str, key: str) -> str | None:
+    """The ValueError's message if the name is refused before sending, else None."""
+    try:
+        get(bucket, key).release_conn()
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def test_invalid_names_are_refused_before_sending_as_minio_does() -> None:
+    """The same names as this minio (before 7.2.8 it let "a/../b" through to the server)."""
     client, direct, http = clients()
     for bucket, key in (("b", "k"), ("bucket", ""), ("bucket", "a/../b")):
-        with pytest.raises(ValueError) as theirs:
-            client.get_object(bucket, key)
-        with pytest.raises(ValueError) as ours:
-            direct.get(bucket, key)
-        assert str(ours.value) == str(theirs.value)
-    assert http.sent == []
+        theirs = refusal(client.get_object, bucket, key)
+        sent = len(http.sent)
+        assert refusal(direct.get, bucket, key) == theirs
+        assert len(http.sent) == sent + (theirs is None)
+    assert refusal(client.get_object, "b", "k") is not None  # refused by every minio
 
 
 def xml_error(code: str, message: str, key: str = "k") -> bytes:
@@ -282,5 +291,6 @@ def test_error_classification() -> None:
     assert classify(answered(*ANSWERS[3])) == ("bad-credentials", False)
     assert classify(answered(*ANSWERS[5])) == ("storage-unavailable", True)
     assert classify(answered(*ANSWERS[8])) == ("storage-unavailable", True)
-    assert _describe(answered(*ANSWERS[0])) == (
-        "NoSuchKey: The specified key does not exist. (bucket/k)")
+    where = " (bucket/k)" if hasattr(answered(*ANSWERS[0]), "bucket_name") else ""
+    assert _describe(answered(*ANSWERS[0])) == (  # S3Error names them since minio 7.2.19
+        "NoSuchKey: The specified key does not exist." + where)

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from sidecar.effects import DownloadFile, UploadFile
 from sidecar.fsmodes import DATA_DIR
-from sidecar.io import multipart, storage
+from sidecar.io import minio_private, multipart, storage
 from sidecar.io.storage import Storage, Tries, UnsafePath, is_transient
 
 MiB = 1 << 20
@@ -290,9 +290,9 @@ def test_the_client_sends_the_precomputed_hash_as_minio_would(
         big: tuple[Path, bytes], secure: bool, signed: bool, header: str, value: str | None):
     path, data = big
     keys = {"access_key": "a", "secret_key": "s"} if signed else {}
-    client = multipart.StreamingMinio("127.0.0.1:9", secure=secure, region="us-east-1",
-                                      **keys)  # type: ignore[arg-type]
-    creds = client._provider.retrieve() if client._provider else None
+    client = minio_private.StreamingMinio("127.0.0.1:9", secure=secure, region="us-east-1",
+                                          **keys)  # type: ignore[arg-type]
+    creds = minio_private.credentials(client)
     digest = multipart.payload_digest(client)
     with open(path, "rb") as f:
         body = multipart.PartBody(f.fileno(), 0, len(data),

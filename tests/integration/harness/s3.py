@@ -13,6 +13,7 @@ hit by injected faults, so a test's setup and checks do not disturb what it meas
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -29,6 +30,8 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 HARNESS_AGENT = "iterum-harness"
+#: ``rewrite(body, headers) -> (body, headers)``: changes an answer (``S3Server.rewrite``)
+Rewrite = Callable[[bytes, list[tuple[str, str]]], tuple[bytes, list[tuple[str, str]]]]
 MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
                        "AbortMultipartUpload", "ListParts", "ListMultipartUploads"})
 
@@ -42,7 +45,7 @@ class S3Request:
     op: str  # S3 API name, see classify()
     harness: bool  # made by the harness' own client
     status: int | None = None  # the status answered (None while in flight or if dropped)
-    fault: str | None = None  # "status", "stall" or "drop" when a fault matched
+    fault: str | None = None  # "status", "stall", "drop" or "rewrite" when a fault matched
     time: float = field(default_factory=time.monotonic)
 
 
@@ -73,12 +76,13 @@ class Fault:
     """One injected fault; `times=None` means every matching request until cleared."""
 
     match: Callable[[S3Request], bool]
-    action: str  # "status" | "stall" | "drop"
+    action: str  # "status" | "stall" | "drop" | "rewrite"
     times: int | None
     status: int = 503
     code: str = "SlowDown"
     message: str = "Please reduce your request rate."
     stall_limit: float = 120.0  # a stalled request is let through after this, to never hang
+    rewrite: Rewrite | None = None  # "rewrite": moto's answer (status kept) is changed by it
     hits: int = 0
     released: threading.Event = field(default_factory=threading.Event)
     hit_event: threading.Event = field(default_factory=threading.Event)
@@ -115,6 +119,8 @@ class _Middleware:
 
         if fault is not None and fault.action == "stall":
             fault.released.wait(fault.stall_limit)
+        elif fault is not None and fault.action == "rewrite":
+            return _rewritten(self.app, environ, fault, recording_start_response)
         elif fault is not None and fault.action == "drop":
             sock = environ.get("werkzeug.socket")
             if sock is not None:
@@ -129,6 +135,24 @@ class _Middleware:
                 ("x-amz-id-2", req_id)])
             return [body]
         return self.app(environ, recording_start_response)
+
+
+def _rewritten(app, environ, fault: Fault, start_response):
+    """moto's whole answer, passed through ``fault.rewrite`` (body and headers), with its
+    Content-Length set to the new body's."""
+    answer: list = []
+    result = app(environ, lambda status, headers, exc_info=None: answer.extend((status,
+                                                                                  headers)))
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    status, headers = answer
+    body, headers = fault.rewrite(body, list(headers))  # type: ignore[misc]
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _drain(environ) -> None:
@@ -270,6 +294,14 @@ class S3Server:
         """Close the connection of matching requests without any answer."""
         return self._add(Fault(match or _matcher(op, bucket, key, method), "drop", times))
 
+    def rewrite(self, rewrite: Rewrite, times: int | None = None, *, op=None, bucket=None,
+                key=None, method=None, match=None) -> Fault:
+        """Let moto answer matching requests, then change its answer: ``rewrite(body,
+        headers)`` returns the new (body, headers); headers are (name, value) pairs.
+        E.g. a real server's quirk, such as an empty ETag (``without_etag``)."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "rewrite", times,
+                               rewrite=rewrite))
+
     def clear_faults(self) -> None:
         with self._lock:
             faults, self._faults = self._faults, []
@@ -301,6 +333,14 @@ class S3Server:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def without_etag(body: bytes, headers: list[tuple[str, str]]
+                 ) -> tuple[bytes, list[tuple[str, str]]]:
+    """The answer with an empty ETag, in the XML body (``<ETag></ETag>``, as Ceph RGW answers
+    CompleteMultipartUpload: tracker 58879) and as an empty ETag header."""
+    return (re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", body),
+            [(k, "" if k.lower() == "etag" else v) for k, v in headers])
 
 
 def _matcher(op, bucket, key, method) -> Callable[[S3Request], bool]:

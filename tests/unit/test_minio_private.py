@@ -1,0 +1,116 @@
+"""sidecar/io/minio_private.py: the one module that touches minio's private internals checks
+them at start-up; the check passes on the installed minio and catches a change. The
+fallback to minio's public API is run against moto in tests/integration/test_minio_fallback.py
+and tests/integration/test_multipart.py."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import urllib3
+from minio import Minio, helpers
+
+from sidecar.io import minio_private
+
+SIDECAR = Path(minio_private.__file__).parents[1]
+KW = {"access_key": "a", "secret_key": "s", "region": "us-east-1"}
+
+
+def make(**kw: object) -> tuple[Minio, str | None]:
+    return minio_private.make_client("127.0.0.1:9", **{**KW, **kw})
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_check_passes_on_the_installed_minio(secure: bool) -> None:
+    client, problem = make(secure=secure, http_client=urllib3.PoolManager())
+    assert problem is None
+    assert isinstance(client, minio_private.StreamingMinio)
+
+
+def test_a_private_method_whose_parameters_changed_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def renamed(self, bucket_name, object_name, data, headers, upload_id, part_no):
+        raise AssertionError("never called")
+    monkeypatch.setattr(Minio, "_upload_part", renamed)
+    client, problem = make()
+    assert problem is not None and "Minio._upload_part" in problem and "\n" not in problem
+    assert type(client) is Minio  # the plain client: no private override in the way
+
+
+@pytest.mark.parametrize("name", ["_complete_multipart_upload", "_get_region"])
+def test_a_missing_private_method_is_caught(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.delattr(Minio, name)
+    assert make()[1] == f"Minio.{name} is missing"
+
+
+def test_a_missing_helper_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(helpers, "get_part_info")
+    assert make()[1] == "minio.helpers.get_part_info is missing"
+
+
+@pytest.mark.parametrize(("attribute", "value", "expected"), [
+    ("_http", SimpleNamespace(clear=dict), "Minio._http is not a urllib3.PoolManager"),
+    ("_user_agent", b"bytes", "Minio._user_agent is not a string"),
+    ("_provider", object(), "Minio._provider has no retrieve()"),
+    ("_base_url", object(), "AttributeError"),
+])
+def test_a_changed_private_attribute_is_caught(monkeypatch: pytest.MonkeyPatch, attribute: str,
+                                               value: object, expected: str) -> None:
+    original = Minio.__init__
+
+    def init(self, *args, **kw):
+        original(self, *args, **kw)
+        setattr(self, attribute, value)
+    monkeypatch.setattr(Minio, "__init__", init)
+    client, problem = make()
+    assert problem is not None and problem.startswith(expected), problem
+    assert type(client) is Minio
+
+
+def test_check_object_name_refuses_what_this_minio_refuses() -> None:
+    minio_private.check_object_name("a/b c")
+    with pytest.raises(ValueError):
+        minio_private.check_object_name("")
+
+
+PRIVATE = re.compile(r"\b(client|super\(\))\._[a-z]\w*|\._(http|base_url|provider|user_agent|"
+                     r"get_region|build_headers|\w+_multipart_upload|upload_part)\b")
+
+
+def test_no_other_module_touches_minios_private_internals() -> None:
+    """Every access goes through minio_private (DirectS3's ``self._http`` is its own field;
+    a name in ``quotes`` is a comment)."""
+    found = []
+    for path in sorted(SIDECAR.rglob("*.py")):
+        if path.name == "minio_private.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if PRIVATE.search(line) and "self._http" not in line and "``" not in line:
+                found.append(f"{path.relative_to(SIDECAR)}:{number}: {line.strip()}")
+    assert found == []
+
+
+IMPORTED = """
+import sys
+from types import SimpleNamespace
+from sidecar.io.storage import Storage
+settings = SimpleNamespace(data_volume_path=".", storage_timeout=1, minio_url="127.0.0.1:9",
+    storage_workers=1, minio_use_ssl=False, s3_ca_file="", minio_access_key="a",
+    minio_secret_key="s", s3_region="us-east-1", part_size=5 << 20, storage_attempts=1,
+    storage_backoff_max=0.1, minio_output_bucket="b", s3_small_objects=sys.argv[1])
+Storage(settings, print).shutdown()
+print("sidecar.io.s3direct" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("mode", "imported"), [("minio", "False"), ("direct", "True")])
+def test_the_direct_path_is_imported_only_when_selected(mode: str, imported: str) -> None:
+    """SIDECAR_S3_SMALL_OBJECTS=minio needs nothing of s3direct.py (nor that it imports)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTED, mode], capture_output=True,
+                            text=True, check=True, timeout=60)
+    assert result.stdout.split() == [imported], result.stderr
