@@ -280,6 +280,7 @@ def test_error_classification() -> None:
     assert classify(answered(*ANSWERS[0])) == ("missing-object", False)
     assert classify(answered(*ANSWERS[2])) == ("access-denied", False)
     assert classify(answered(*ANSWERS[3])) == ("bad-credentials", False)
+    assert classify(answered(*ANSWERS[4])) == ("bad-credentials", False)
     assert classify(answered(*ANSWERS[5])) == ("storage-unavailable", True)
     assert classify(answered(*ANSWERS[8])) == ("storage-unavailable", True)
     assert _describe(answered(*ANSWERS[0])) == (
