@@ -1,9 +1,9 @@
 """The adapter's bounded-memory multipart upload (sidecar/io/multipart.py) against the
 harness' S3 (moto with signature checking, or RGW with --s3=rgw): objects byte-identical,
 one request per part, a failed part retried alone, a permanent failure aborting the upload.
-The adapter runs alone here (no pipeline, no broker). moto does not check Content-MD5: that
-the payload hashes are the ones minio would send is also checked in
-tests/unit/test_storage_adapter.py; RGW checks both."""
+The adapter runs alone here (no pipeline, no broker). Neither moto nor RGW checks a body
+against its signed SHA-256 (docs/s3-servers.md): that the payload hashes are the ones minio
+would send is checked in tests/unit/test_storage_adapter.py."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -42,11 +41,10 @@ def start_rgw() -> Rgw:
         _script("start", str(directory), timeout=900)  # the first time: apt-get install
         env = _exports(_script("env", str(directory)))
         role_arn = _script("role", str(directory), ROLE).strip()
-    except RgwUnavailable:
-        subprocess.run(["bash", str(SCRIPT), "destroy", str(directory)], capture_output=True,
+    except RgwUnavailable as err:  # stopped, but its logs are kept to read
+        subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], capture_output=True,
                        timeout=120, check=False)
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
+        raise RgwUnavailable(f"{err} (logs kept in {directory}/log)") from None
     host, _, port = env["S3_HOST"].rpartition(":")
     return Rgw(directory, (host, int(port)), env["AWS_ACCESS_KEY_ID"],
                env["AWS_SECRET_ACCESS_KEY"], role_arn)
