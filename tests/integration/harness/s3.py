@@ -221,7 +221,6 @@ class S3Server:
         self._lock = threading.Lock()
         self._requests: list[S3Request] = []
         self._faults: list[Fault] = []
-        self.backend = "rgw" if upstream else "moto"
         inner = (_Forward(*upstream.address) if upstream
                  else DomainDispatcherApplication(create_backend_app))
         app = _Middleware(inner, self)
@@ -236,27 +235,8 @@ class S3Server:
             self.access_key, self.secret_key = upstream.access_key, upstream.secret_key
             self.role_arn = upstream.role_arn
         else:
-            self.access_key, self.secret_key, self.role_arn = self._moto_iam()
+            self.access_key, self.secret_key, self.role_arn = _moto_iam(self)
         self.reset()  # the set-up requests are not the tests'
-
-    def _moto_iam(self) -> tuple[str, str, str]:
-        """An IAM user and an assumable role allowed s3:*; then moto checks every request."""
-        iam = self.boto3("iam", "moto-bootstrap", "moto-bootstrap")
-        iam.create_user(UserName="iterum-harness")
-        iam.put_user_policy(UserName="iterum-harness", PolicyName="s3", PolicyDocument=S3_ALL)
-        iam.put_user_policy(UserName="iterum-harness", PolicyName="sts", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
-             "sts:AssumeRole", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="iterum-harness")["AccessKey"]
-        role = iam.create_role(RoleName="iterum-harness-role", AssumeRolePolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
-             "sts:AssumeRole", "Principal": {"AWS": "*"}}]}))["Role"]
-        iam.put_role_policy(RoleName="iterum-harness-role", PolicyName="s3",
-                            PolicyDocument=S3_ALL)
-        answer = urllib3.request("POST", f"{self.endpoint}/moto-api/reset-auth", body=b"0",
-                                 headers={"User-Agent": HARNESS_AGENT})
-        assert answer.status == 200, answer.data
-        return key["AccessKeyId"], key["SecretAccessKey"], role["Arn"]
 
     # --- clients -------------------------------------------------------------------
 
@@ -397,6 +377,33 @@ class S3Server:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+_moto_keys: list[tuple[str, str, str]] = []  # moto's IAM and auth switch are process-wide
+
+
+def _moto_iam(server: S3Server) -> tuple[str, str, str]:
+    """An IAM user and an assumable role allowed s3:*; then moto checks every request.
+    Made once per process: a later server shares moto's backends, so the same keys."""
+    if _moto_keys:
+        return _moto_keys[0]
+    iam = server.boto3("iam", "moto-bootstrap", "moto-bootstrap")
+    iam.create_user(UserName="iterum-harness")
+    iam.put_user_policy(UserName="iterum-harness", PolicyName="s3", PolicyDocument=S3_ALL)
+    iam.put_user_policy(UserName="iterum-harness", PolicyName="sts", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
+         "sts:AssumeRole", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="iterum-harness")["AccessKey"]
+    role = iam.create_role(RoleName="iterum-harness-role", AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
+         "sts:AssumeRole", "Principal": {"AWS": "*"}}]}))["Role"]
+    iam.put_role_policy(RoleName="iterum-harness-role", PolicyName="s3",
+                        PolicyDocument=S3_ALL)
+    answer = urllib3.request("POST", f"{server.endpoint}/moto-api/reset-auth", body=b"0",
+                             headers={"User-Agent": HARNESS_AGENT})
+    assert answer.status == 200, answer.data
+    _moto_keys.append((key["AccessKeyId"], key["SecretAccessKey"], role["Arn"]))
+    return _moto_keys[0]
 
 
 def _matcher(op, bucket, key, method) -> Callable[[S3Request], bool]:
