@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="AMQP URL of the broker to use")
     demo.add_argument("--openlineage", metavar="FILE",
                       help="also write OpenLineage run events to FILE (JSON lines)")
+    demo.add_argument("--s3-endpoint", metavar="URL",
+                      help="use this S3 server (http://host:port or https://...) instead of "
+                      "the embedded one; keys from MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or "
+                      "their _FILE variants), as the sidecar reads them")
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
     _add_debugging_commands(commands)
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.fragments, args.broker, args.openlineage)
+        return run_demo(args.fragments, args.broker, args.openlineage, args.s3_endpoint)
     return run_from_environment()
 
 

@@ -1,7 +1,9 @@
 """`iterum-sidecar demo`: one pipeline step on this machine, end to end.
 
-It uses the local RabbitMQ, starts an embedded S3 endpoint (moto in server mode), uploads
-sample input files the way the fragmenter would (§14.1), publishes their descriptors, and
+It uses the local RabbitMQ, starts an embedded S3 endpoint (moto in server mode) or, with
+``--s3-endpoint URL``, uses an external S3 server with the keys the sidecar reads
+(MINIO_ACCESS_KEY, MINIO_SECRET_KEY or their _FILE variants), uploads sample input files
+the way the fragmenter would (§14.1), publishes their descriptors, and
 runs the real sidecar process next to the bundled pyterum example transformation. The
 upstream is the built-in dummy manager, so the step ends by itself and the sidecar exits
 through the same shutdown chain as in a cluster.
@@ -28,12 +30,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
+import urllib3
 from minio import Minio
+from minio.error import S3Error
 
 from states import INPUT, OUTPUT
 
+from . import config, tls
 from .examples import PASSTHROUGH
 
 STEP = "demo-step"
@@ -54,7 +60,37 @@ class Run:
     log_path: Path | None = None
 
 
-def run_demo(fragments: int, broker_url: str, openlineage: str | None = None) -> int:
+@dataclass(frozen=True)
+class S3Target:
+    """The S3 server the demo and its sidecar use."""
+
+    url: str  # host:port, as MINIO_URL
+    secure: bool
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+
+
+def external_s3(endpoint: str, environ: dict[str, str] | None = None) -> S3Target:
+    """``--s3-endpoint`` (http[s]://host:port) with the keys the sidecar itself would read:
+    MINIO_ACCESS_KEY and MINIO_SECRET_KEY, or their _FILE variants."""
+    env = os.environ if environ is None else environ
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        raise config.ConfigError("--s3-endpoint", "expected http://host:port or "
+                                 "https://host:port", endpoint)
+    keys = {v.name: v for v in config.VARIABLES}
+    return S3Target(parts.netloc, parts.scheme == "https",
+                    config.value(keys["MINIO_ACCESS_KEY"], env),
+                    config.value(keys["MINIO_SECRET_KEY"], env))
+
+
+def run_demo(fragments: int, broker_url: str, openlineage: str | None = None,
+             s3_endpoint: str | None = None) -> int:
+    try:
+        target = external_s3(s3_endpoint) if s3_endpoint else None
+    except config.ConfigError as err:
+        print(f"iterum-sidecar demo: {err}", file=sys.stderr)
+        return 1
     try:
         connection = pika.BlockingConnection(_params(broker_url))
     except pika.exceptions.AMQPError as err:
@@ -63,30 +99,47 @@ def run_demo(fragments: int, broker_url: str, openlineage: str | None = None) ->
               "or pass --broker amqp://user:password@host:5672/", file=sys.stderr)
         return 1
     try:
-        from moto.server import ThreadedMotoServer
         from rich.console import Console
+        if target is None:
+            from moto.server import ThreadedMotoServer
     except ImportError:
         print("iterum-sidecar demo: the demo needs its extra: pip install "
               "'iterum-sidecar[demo]'", file=sys.stderr)
         connection.close()
         return 1
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    s3.start()
+    s3 = None
+    if target is None:  # the embedded endpoint
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request
+        s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        s3.start()
+        host, port = s3.get_host_and_port()
+        target = S3Target(f"{host}:{port}", False, "demo", "demo-secret")
     try:
         with tempfile.TemporaryDirectory(prefix="iterum-demo-") as tmp:
-            return _run(Console(), Path(tmp), fragments, broker_url, connection, s3,
+            return _run(Console(), Path(tmp), fragments, broker_url, connection, target,
                         openlineage)
+    except (S3Error, urllib3.exceptions.HTTPError) as err:  # e.g. keys the server refuses
+        print(f"iterum-sidecar demo: S3 at {target.url} failed: {err}", file=sys.stderr)
+        return 1
     finally:
-        s3.stop()
+        if s3 is not None:
+            s3.stop()
         if connection.is_open:
             connection.close()
 
 
-def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection, s3,
-         openlineage: str | None) -> int:
-    host, port = s3.get_host_and_port()
-    storage = Minio(f"{host}:{port}", "demo", "demo-secret", secure=False)
+def _client(target: S3Target) -> Minio:
+    """The demo's own client (the fragmenter's uploads, the final count), with the TLS and
+    region settings the sidecar would use."""
+    http = urllib3.PoolManager(**tls.s3_pool_options(
+        target.secure, os.environ.get("SIDECAR_S3_CA_FILE", "")))
+    return Minio(target.url, target.access_key, target.secret_key, secure=target.secure,
+                 region=os.environ.get("SIDECAR_S3_REGION") or "us-east-1", http_client=http)
+
+
+def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
+         target: S3Target, openlineage: str | None) -> int:
+    storage = _client(target)
     run_hash = "".join(random.choices(_ALPHABET, k=32))
     run = Run(run_hash, {"input": f"{run_hash}-fragmenter_output",
                          "output": f"{run_hash}-demo_output",
@@ -99,10 +152,11 @@ def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection, s
         channel.queue_declare(queue, durable=False, auto_delete=False, exclusive=False)
     try:
         console.print(f"[bold]iterum-sidecar demo[/]: pipeline run {run_hash}, step "
-                      f"{STEP}, {fragments} fragment(s)")
+                      f"{STEP}, {fragments} fragment(s), S3 at "
+                      f"{'https' if target.secure else 'http'}://{target.url}")
         run.inputs = _publish_inputs(storage, channel, run_hash, run.queues["input"],
                                      fragments)
-        env = _environment(run_hash, volume, f"{host}:{port}", broker_url, run.queues)
+        env = _environment(run_hash, volume, target, broker_url, run.queues)
         http_port = _free_port()
         env.update({"SIDECAR_HTTP_PORT": str(http_port), "SIDECAR_HTTP_HOST": "127.0.0.1",
                     "SIDECAR_LOG_FORMAT": "json"})
@@ -136,15 +190,16 @@ def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str,
     return bodies
 
 
-def _environment(run_hash: str, volume: Path, s3_url: str, broker_url: str,
+def _environment(run_hash: str, volume: Path, target: S3Target, broker_url: str,
                  queues: dict[str, str]) -> dict[str, str]:
     """The variables the manager would give the two containers (§2.2)."""
     env = {k: v for k, v in os.environ.items() if k != "ENC_MSG_SIZE_LENGTH"}
     env.update({
         "DATA_VOLUME_PATH": str(volume), "ITERUM_NAME": f"{run_hash}-{STEP}",
         "PIPELINE_HASH": run_hash, "ITERUM_CONFIG": "{}", "ITERUM_CONFIG_PATH": "config",
-        "MINIO_URL": s3_url, "MINIO_ACCESS_KEY": "demo", "MINIO_SECRET_KEY": "demo-secret",
-        "MINIO_USE_SSL": "false", "MINIO_OUTPUT_BUCKET": f"{run_hash}-{STEP}-output",
+        "MINIO_URL": target.url, "MINIO_ACCESS_KEY": target.access_key,
+        "MINIO_SECRET_KEY": target.secret_key, "MINIO_USE_SSL": str(target.secure).lower(),
+        "MINIO_OUTPUT_BUCKET": f"{run_hash}-{STEP}-output",
         "MQ_BROKER_URL": broker_url, "MQ_INPUT_QUEUE": queues["input"],
         "MQ_OUTPUT_QUEUE": queues["output"], "MQ_PREFETCH_COUNT": "",
         "MANAGER_URL": "http://dummy-manager", "SIDECAR_MANAGER_POLL_INTERVAL": "0.5",

@@ -65,7 +65,7 @@ class UnsafePath(Exception):
 def classify(err: BaseException) -> tuple[str, bool]:
     """(reason code, transient?) of a failed transfer."""
     if tls.is_untrusted_certificate(err):
-        return "tls-untrusted", False  # a configuration problem: see untrusted()
+        return "tls-untrusted", False  # a configuration problem: see _misconfigured()
     if isinstance(err, S3Error):
         if err.code in _PERMANENT_CODES:
             return _PERMANENT_CODES[err.code], False
@@ -255,7 +255,7 @@ class Storage:
         self._bucket_lock = threading.Lock()
         self._bucket_ready = False
         self._report_lock = threading.Lock()
-        self._tls_reported = False
+        self._fatal_reported = False
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.storage_attempts) | stop_when_event_set(
                 self.closing),
@@ -302,7 +302,7 @@ class Storage:
             size, etag = tries(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
             reason, transient = classify(err)
-            transient = self._untrusted(err) or transient
+            transient = self._misconfigured(err) or transient
             self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
                                      tries.count))
         else:
@@ -349,7 +349,7 @@ class Storage:
             size, etag = self._put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)
-            transient = self._untrusted(err) or transient
+            transient = self._misconfigured(err) or transient
             self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
                                    tries.count))
         else:
@@ -449,21 +449,30 @@ class Storage:
             if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
-    def _untrusted(self, err: BaseException) -> bool:
-        """S3's certificate failed verification: no fragment is to blame, and every
-        transfer would fail the same way. End the run (exit 1, inputs given back) with one
-        clear line rather than dead-letter every input. The transfer's own failure event
-        follows, marked transient, so its input is requeued, never dead-lettered."""
-        if not tls.is_untrusted_certificate(err):
+    def _misconfigured(self, err: BaseException) -> bool:
+        """S3's certificate failed verification, or S3 refused the keys themselves (an
+        unknown access key, a signature that does not match the secret): no fragment is to
+        blame, and every transfer would fail the same way. End the run (exit 1, inputs
+        given back) with one clear line rather than dead-letter every input. The transfer's
+        own failure event follows, marked transient, so its input is requeued, never
+        dead-lettered. (AccessDenied is not among them: it may be one bucket's policy, and
+        is the fragment's failure; some servers also answer it to a wrong secret.)"""
+        if tls.is_untrusted_certificate(err):
+            hint = ("set SIDECAR_S3_CA_FILE to the CA bundle that signed it" if not
+                    self.s.s3_ca_file else
+                    f"SIDECAR_S3_CA_FILE={self.s.s3_ca_file} did not sign it")
+            fatal = Fatal("storage-tls", f"S3 at {self.s.minio_url}: the server's TLS "
+                          f"certificate is not trusted ({_describe(err)}); {hint}")
+        elif classify(err)[0] == "bad-credentials":
+            fatal = Fatal("storage-credentials", f"S3 at {self.s.minio_url} refused the "
+                          f"credentials ({_describe(err)}); check MINIO_ACCESS_KEY and "
+                          "MINIO_SECRET_KEY (or their _FILE variants)")
+        else:
             return False
         with self._report_lock:
-            reported, self._tls_reported = self._tls_reported, True
-        if reported:  # once is enough: every transfer in flight fails the same way
-            return True
-        hint = ("set SIDECAR_S3_CA_FILE to the CA bundle that signed it" if not
-                self.s.s3_ca_file else f"SIDECAR_S3_CA_FILE={self.s.s3_ca_file} did not sign it")
-        self.post(Fatal("storage-tls", f"S3 at {self.s.minio_url}: the server's TLS "
-                        f"certificate is not trusted ({_describe(err)}); {hint}"))
+            reported, self._fatal_reported = self._fatal_reported, True
+        if not reported:  # once is enough: every transfer in flight fails the same way
+            self.post(fatal)
         return True
 
     def _before_sleep(self, state: RetryCallState, what: str = "", fragment: str = ""
@@ -499,7 +508,7 @@ class Storage:
         try:
             retrying(self._get, self.s.config_bucket, key, os.path.join(self.s.config_dir, name))
         except Exception as err:
-            if self._untrusted(err):
+            if self._misconfigured(err):
                 return
             self.post(Fatal("config-file", f"config file {self.s.config_bucket}/{key} could not "
                             f"be fetched: {_describe(err)}"))

@@ -1,6 +1,7 @@
 """Fixtures for the integration tests (see harness/ for the APIs).
 
-Session: `rabbitmq_url` (fails the run if RabbitMQ is down), `s3_server`.
+Session: `rabbitmq_url` (fails the run if RabbitMQ is down), `s3_server` (moto, or Ceph
+RGW with `--s3=rgw`; tests/conftest.py has the option).
 Per test: `s3` (the session server, records and faults reset), `rabbit`, `fake_manager`,
 `amqp_proxy`, `pipeline`. Every test in this directory is marked `integration`.
 """
@@ -13,6 +14,7 @@ import pytest
 
 from .harness import AmqpProxy, FakeManager, Pipeline, Proc, Rabbit, S3Server
 from .harness.rabbit import DEFAULT_URL, require_rabbitmq
+from .harness.rgw import RgwUnavailable, start_rgw
 
 _HERE = Path(__file__).parent
 
@@ -45,10 +47,24 @@ def rabbitmq_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    server = S3Server()
-    yield server
-    server.stop()
+def s3_server(request: pytest.FixtureRequest):
+    """moto, or with `--s3=rgw` a Ceph RGW started once for the session (and destroyed at
+    its end) behind the same recording and faulting layer. RGW not starting fails the test."""
+    if request.config.getoption("--s3") != "rgw":
+        server = S3Server()
+        yield server
+        server.stop()
+        return
+    try:
+        rgw = start_rgw()
+    except RgwUnavailable as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        server = S3Server(upstream=rgw)
+        yield server
+        server.stop()
+    finally:
+        rgw.destroy()
 
 
 @pytest.fixture

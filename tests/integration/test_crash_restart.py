@@ -34,7 +34,7 @@ from .harness.rabbit import queue_counts
 from .steps import volume_files, wait_until
 from .test_reliability_broker import Collector, no_exception_of_ours
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.s3]
 
 FRAGMENTS = 300
 KILLS = 4

@@ -21,7 +21,7 @@ from .steps import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.s3]  # also on RGW (-m s3 --s3=rgw)
 
 
 # --- shapes of steps: 1→1, 1→N, N→1, 1→0 -------------------------------------------------

@@ -1,7 +1,8 @@
-"""The adapter's bounded-memory multipart upload (sidecar/io/multipart.py) against moto:
-objects byte-identical, one request per part, a failed part retried alone, a permanent
-failure aborting the upload. The adapter runs alone here (no pipeline, no broker).
-moto checks neither signatures nor Content-MD5: that the payload hashes are the ones minio
+"""The adapter's bounded-memory multipart upload (sidecar/io/multipart.py) against the
+harness' S3 (moto with signature checking, or RGW with --s3=rgw): objects byte-identical,
+one request per part, a failed part retried alone, a permanent failure aborting the upload.
+The adapter runs alone here (no pipeline, no broker). Neither moto nor RGW checks a body
+against its signed SHA-256 (docs/s3-servers.md): that the payload hashes are the ones minio
 would send is checked in tests/unit/test_storage_adapter.py."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .harness import S3Server
 from .harness.s3 import without_etag
 from .harness.tls import CertificateAuthority, TlsProxy
 
+pytestmark = pytest.mark.s3  # also on RGW (-m s3 --s3=rgw)
 MiB = 1 << 20
 PART = 5 * MiB  # S3's (and the config's) smallest part
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .harness import C2B, Pipeline, Proc
+from .harness import C2B, Pipeline, Proc, S3Server
 from .harness.pipeline import REPO, base_env
 from .steps import endpoint, metric, metrics
 
@@ -224,23 +224,67 @@ def test_openlineage_file_transport_for_a_real_run(pipeline: Pipeline, tmp_path:
 
 
 def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
+    assert_demo_ok(run_demo(tmp_path), 5)
+
+
+@pytest.mark.s3  # also on RGW
+def test_demo_against_an_external_s3_endpoint_with_the_sidecars_keys(
+        tmp_path: Path, s3: S3Server) -> None:
+    keys = tmp_path / "secret"
+    keys.write_text(s3.secret_key + "\n")  # a _FILE variant, as the sidecar reads it
+    out = run_demo(tmp_path, "--s3-endpoint", s3.endpoint, MINIO_ACCESS_KEY=s3.access_key,
+                   MINIO_SECRET_KEY_FILE=str(keys))
+    assert_demo_ok(out, 5)
+    assert s3.endpoint in out
+    assert s3.count("PutObject", include_harness=True) >= 10  # inputs and outputs went there
+    assert s3.count("GetObject") >= 5
+
+    keys.write_text("not-the-secret\n")  # the server checks: one line, exit 1
+    wrong = subprocess.run([sys.executable, "-m", "sidecar", "demo", "--s3-endpoint",
+                            s3.endpoint], cwd=tmp_path, capture_output=True, text=True,
+                           env=demo_env(MINIO_ACCESS_KEY=s3.access_key,
+                                        MINIO_SECRET_KEY_FILE=str(keys)),
+                           timeout=60, stdin=subprocess.DEVNULL)
+    assert wrong.returncode == 1 and f"S3 at {s3.url} failed" in wrong.stderr, wrong.stderr
+    assert len(wrong.stderr.splitlines()) == 1 and "not-the-secret" not in wrong.stderr
+
+
+def test_demo_refuses_a_bad_s3_endpoint_or_missing_keys_in_one_line(tmp_path: Path) -> None:
+    for args, env, named in ((["--s3-endpoint", "127.0.0.1:9000"], {}, "--s3-endpoint"),
+                             (["--s3-endpoint", "http://127.0.0.1:9"], {}, "MINIO_ACCESS_KEY")):
+        result = subprocess.run([sys.executable, "-m", "sidecar", "demo", *args],
+                                cwd=tmp_path, env=demo_env(**env), capture_output=True,
+                                text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert result.returncode == 1 and named in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def demo_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in base_env().items() if not k.startswith("SIDECAR_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["COLUMNS"] = "120"
-    result = subprocess.run([sys.executable, "-m", "sidecar", "demo", "--fragments", "5"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True,
+    return {**env, **extra}
+
+
+def run_demo(tmp_path: Path, *args: str, **env: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "sidecar", "demo", "--fragments", "5", *args],
+                            cwd=tmp_path, env=demo_env(**env), capture_output=True, text=True,
                             timeout=240, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def assert_demo_ok(out: str, fragments: int) -> None:
     assert "summary" in out
-    for label, value in (("input fragments sent", 5), ("output descriptors published", 5),
-                         ("lineage messages", 5), ("output objects in S3", 5),
+    for label, value in (("input fragments sent", fragments),
+                         ("output descriptors published", fragments),
+                         ("lineage messages", fragments), ("output objects in S3", fragments),
                          ("dead letters", 0), ("inputs left in the queue", 0),
                          ("sidecar exit code", 0)):
         [row] = [ln for ln in out.splitlines() if label in ln]
         assert row.split()[-2 if row.rstrip().endswith("│") else -1] == str(value), row
     assert "lineage of pipeline run" in out
-    assert out.count("output ") >= 5 and "sample_0004.txt" in out
+    assert out.count("output ") >= fragments and f"sample_{fragments - 1:04d}.txt" in out
     assert "demo: OK" in out
 
 

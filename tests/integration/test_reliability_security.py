@@ -27,6 +27,7 @@ from .steps import (
     dead_letters,
     endpoint,
     finish_step,
+    log_lines,
     metric,
     metrics,
     start_step,
@@ -203,10 +204,11 @@ def assert_nowhere(secrets: list[str], *texts: str) -> None:
             assert secret not in text
 
 
+@pytest.mark.s3  # the server's real keys: also on RGW
 def test_secrets_from_files_never_reach_logs_journal_or_endpoint(
         pipeline: Pipeline, s3: S3Server, broker_user: tuple[str, str], tmp_path: Path):
     user, password = broker_user
-    access, secret = f"AK{random_id(18).upper()}", f"sk-{random_id(36)}"
+    access, secret = s3.access_key, s3.secret_key  # real keys: the server checks them
     pipeline.broker_url = f"amqp://{user}:{password}@127.0.0.1:5672/%2F"
     env = secret_files(tmp_path, MINIO_ACCESS_KEY=access, MINIO_SECRET_KEY=secret,
                        MQ_BROKER_URL=pipeline.broker_url)
@@ -264,3 +266,25 @@ def test_a_refused_broker_password_and_config_errors_never_show_a_secret(
     proc.terminate()
     proc.expect_exit(0, timeout=20)
     assert_nowhere([wrong], proc.logs)
+
+
+@pytest.mark.parametrize("wrong", ["secret", "access key"])
+def test_refused_s3_keys_end_the_run_in_one_line_and_give_the_input_back(
+        pipeline: Pipeline, s3: S3Server, wrong: str):
+    """Keys S3 refuses (SignatureDoesNotMatch, InvalidAccessKeyId) are no fragment's fault:
+    like an untrusted certificate, one line and exit 1, not every input dead-lettered. (RGW
+    with STS answers AccessDenied instead, which stays a fragment's permanent failure: this
+    test is moto's, docs/s3-servers.md.)"""
+    bad = f"wrong-{random_id(20)}"
+    keys = {"MINIO_SECRET_KEY": bad} if wrong == "secret" else {"MINIO_ACCESS_KEY": bad}
+    pipeline.send_input({"k.txt": "never read"})
+    sidecar = pipeline.start_sidecar(**keys, SIDECAR_LOG_LEVEL="INFO")
+    sidecar.expect_exit(1, timeout=30)
+
+    assert s3.count("GetObject") == 1  # refused once, not retried
+    [error] = log_lines(sidecar.stderr, "ERROR")
+    assert "[storage-credentials]" in error and "MINIO_SECRET_KEY" in error, error
+    assert "Traceback" not in sidecar.logs and bad not in sidecar.logs
+    sidecar.wait_for_log(r"exiting with code 1 .*\[storage-credentials\]", timeout=1)
+    assert queue_counts(pipeline.input_queue) == (1, 0)  # back for a sidecar with the keys
+    assert dead_letters(pipeline) == []

@@ -21,7 +21,7 @@ from .steps import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.s3]  # also on RGW (-m s3 --s3=rgw)
 
 
 def test_download_and_upload_faults_are_retried_until_s3_answers(pipeline: Pipeline,

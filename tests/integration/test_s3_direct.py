@@ -1,26 +1,19 @@
-"""The lean S3 path (sidecar/io/s3direct.py) against a moto server that checks signatures.
-
-moto verifies SigV4 only once IAM authentication is switched on (``/moto-api/reset-auth``), a
-process-wide setting: so this module runs its own moto server in a subprocess, never the
-harness' in-process one. The credentials are a real IAM user's (and, for the session token,
-an assumed role's) in that server: a wrong signature is answered SignatureDoesNotMatch.
+"""The lean S3 path (sidecar/io/s3direct.py) against the harness' S3, which checks
+signatures: moto with IAM authentication on, or Ceph RGW (--s3=rgw). The credentials are a
+real user's (and, for the session token, an assumed role's) in that server. Which error a
+server answers to a wrong secret differs (moto: SignatureDoesNotMatch; RGW: AccessDenied
+with STS on, SignatureDoesNotMatch without): the tests check what the sidecar makes of it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import boto3
 import pytest
-import urllib3
 from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import S3Error
@@ -28,60 +21,28 @@ from minio.error import S3Error
 from sidecar.io.s3direct import DirectS3
 from sidecar.io.storage import Storage, _describe, classify
 
-pytestmark = pytest.mark.integration
+from .harness import S3Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.s3]  # also on RGW (-m s3 --s3=rgw)
 
 HOSTILE = ["plain.txt", "a b/c d.txt", "ünï/cödé ✓.bin", "x+y=z.txt", "100%.txt", "what?.txt",
            "hash#tag", "/lead/slash", "semi;colon,comma", "tilde~", "amp&and=1"]
-S3_ALL = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# What a server may answer to credentials it does not accept, and what the sidecar makes of
+# each: a permanent failure, never retried.
+AUTH_CODES = {"AccessDenied": "access-denied", "SignatureDoesNotMatch": "bad-credentials",
+              "InvalidAccessKeyId": "bad-credentials"}
 
 
 @pytest.fixture(scope="module")
-def moto_auth() -> Iterator[SimpleNamespace]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield _with_iam(url)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _with_iam(url: str) -> SimpleNamespace:
-    """An IAM user and an assumable role allowed s3:*, a bucket; then auth switched on."""
-    anon = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "x",
-            "aws_secret_access_key": "x"}
-    iam = boto3.client("iam", **anon)
-    iam.create_user(UserName="sidecar")
-    iam.put_user_policy(UserName="sidecar", PolicyName="s3", PolicyDocument=S3_ALL)
-    key = iam.create_access_key(UserName="sidecar")["AccessKey"]
-    role = iam.create_role(RoleName="sidecar-role", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                "Principal": {"AWS": "*"}}]}))["Role"]
-    iam.put_role_policy(RoleName="sidecar-role", PolicyName="s3", PolicyDocument=S3_ALL)
-    temp = boto3.client("sts", **anon).assume_role(RoleArn=role["Arn"],
-                                                   RoleSessionName="test")["Credentials"]
-    boto3.client("s3", **anon).create_bucket(Bucket="direct-auth")
-    urllib3.request("POST", f"{url}/moto-api/reset-auth", body=b"0")  # check from now on
-    return SimpleNamespace(endpoint=url.removeprefix("http://"), access=key["AccessKeyId"],
-                           secret=key["SecretAccessKey"], temp=temp, bucket="direct-auth")
+def moto_auth(s3_server: S3Server) -> Iterator[SimpleNamespace]:
+    """The harness' server (the name is from when this module ran a moto of its own): its
+    keys, an assumed role's temporary credentials, and a bucket of this module's."""
+    bucket = f"direct-auth-{uuid.uuid4().hex[:12]}"
+    s3_server.harness_client().make_bucket(bucket)
+    yield SimpleNamespace(endpoint=s3_server.url, access=s3_server.access_key,
+                          secret=s3_server.secret_key, temp=s3_server.temporary_credentials(),
+                          bucket=bucket)
+    s3_server.remove_bucket(bucket)
 
 
 def _storage(moto: SimpleNamespace, volume: Path, mode: str, secret: str = "") -> Storage:
@@ -130,8 +91,9 @@ def test_a_wrong_secret_fails_as_with_minio(moto_auth: SimpleNamespace, tmp_path
             with pytest.raises(S3Error) as err:
                 transfer()
             failures.append((mode, classify(err.value), _describe(err.value)))
-    assert [f[1] for f in failures] == [("bad-credentials", False)] * 4
-    assert "SignatureDoesNotMatch" in failures[0][2]
+    code = next((c for c in AUTH_CODES if c in failures[0][2]), None)  # the server's choice
+    assert code, failures
+    assert [f[1] for f in failures] == [(AUTH_CODES[code], False)] * 4  # permanent
     assert [f[1:] for f in failures[:2]] == [f[1:] for f in failures[2:]]
 
 
@@ -160,5 +122,6 @@ def test_session_token_of_an_assumed_role(moto_auth: SimpleNamespace) -> None:
     finally:
         response.release_conn()
     client._provider = StaticProvider(temp["AccessKeyId"], temp["SecretAccessKey"], None)
-    with pytest.raises(S3Error):  # the token is what makes these credentials valid
+    with pytest.raises(S3Error) as err:  # the token is what makes these credentials valid
         direct.get(moto_auth.bucket, "temp/creds.txt")
+    assert classify(err.value) == (AUTH_CODES[err.value.code], False)

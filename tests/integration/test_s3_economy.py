@@ -12,7 +12,7 @@ import pytest
 from .harness import Pipeline, S3Server
 from .steps import finish_step, start_step
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.s3]  # also on RGW (-m s3 --s3=rgw)
 
 
 def _run(pipeline: Pipeline, s3: S3Server, n: int) -> tuple[dict[str, dict], Counter]:

@@ -12,6 +12,7 @@ from .steps import check_descriptor, check_lineage, start_step, volume_files
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.s3  # config files: also on RGW
 def test_full_shutdown_leaves_no_sockets_files_or_unacked_messages(pipeline: Pipeline,
                                                                    fake_manager):
     pipeline.config = {"config_files": {"settings": "settings.json", "model": "model.bin"}}

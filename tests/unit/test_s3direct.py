@@ -289,6 +289,7 @@ def test_error_classification() -> None:
     assert classify(answered(*ANSWERS[0])) == ("missing-object", False)
     assert classify(answered(*ANSWERS[2])) == ("access-denied", False)
     assert classify(answered(*ANSWERS[3])) == ("bad-credentials", False)
+    assert classify(answered(*ANSWERS[4])) == ("bad-credentials", False)
     assert classify(answered(*ANSWERS[5])) == ("storage-unavailable", True)
     assert classify(answered(*ANSWERS[8])) == ("storage-unavailable", True)
     where = " (bucket/k)" if hasattr(answered(*ANSWERS[0]), "bucket_name") else ""

@@ -1,10 +1,16 @@
-"""S3 for the tests: moto's S3 backend over real HTTP, with request recording and faults.
+"""S3 for the tests over real HTTP, with request recording and faults, on one of two backends:
 
-moto keeps its state in process-wide backends (one per account, the default account here),
-so every S3Server in a process sees the same buckets, and bucket names are global. Tests
-stay apart by using unique bucket names: the Pipeline helper puts the random 32-character
-pipeline hash in front of every bucket it makes. Never call moto's `/moto-api/reset` while
-other tests may hold buckets. moto does not check credentials: any access/secret key works.
+* moto's S3 backend in this process (the default). Its signature checking is on: the
+  server makes an IAM user allowed s3:* and an assumable role, then switches moto's auth on
+  (`/moto-api/reset-auth`, a process-wide setting), so only those real keys work.
+* a real S3 server, Ceph RGW (harness/rgw.py), behind the same recording and faulting layer
+  acting as a forwarding server: each request goes upstream byte for byte (the Host header
+  as signed), so signatures stay valid. `S3Server(upstream=rgw)`.
+
+Either way bucket names are global (moto keeps its state in process-wide backends, RGW is
+one server per session). Tests stay apart by using unique bucket names: the Pipeline helper
+puts the random 32-character pipeline hash in front of every bucket it makes. Never call
+moto's `/moto-api/reset` while other tests may hold buckets.
 
 Requests made by the harness' own client (`harness_client()`) are tagged through the
 User-Agent; they are recorded with `harness=True`, left out of `count()` by default and never
@@ -14,6 +20,7 @@ hit by injected faults, so a test's setup and checks do not disturb what it meas
 from __future__ import annotations
 
 import re
+import json
 import socket
 import threading
 import time
@@ -21,17 +28,26 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+import boto3
 import urllib3
+from botocore.config import Config
 from minio import Minio
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
+from werkzeug.wsgi import get_input_stream
+
+if TYPE_CHECKING:
+    from .rgw import Rgw
 
 HARNESS_AGENT = "iterum-harness"
 #: ``rewrite(body, headers) -> (body, headers)``: changes an answer (``S3Server.rewrite``)
 Rewrite = Callable[[bytes, list[tuple[str, str]]], tuple[bytes, list[tuple[str, str]]]]
+S3_ALL = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
 MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
                        "AbortMultipartUpload", "ListParts", "ListMultipartUploads"})
 
@@ -175,23 +191,63 @@ def _error_xml(fault: Fault, resource: str) -> bytes:
     ).encode()
 
 
+# Hop-by-hop headers: the forwarding server's own connections, not the request's.
+_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                  "proxy-connection"})
+
+
+class _Forward:
+    """A WSGI app that sends each request to an upstream S3 server unchanged: the raw
+    request line, every header (Host too, as the client signed it) and the body, streamed
+    both ways. Header names reach WSGI upper-cased; SigV4 signs them lower-cased anyway."""
+
+    def __init__(self, host: str, port: int):
+        self.pool = urllib3.HTTPConnectionPool(
+            host, port, maxsize=64, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=10, read=300))
+
+    def __call__(self, environ, start_response):
+        headers = {key[5:].replace("_", "-"): value for key, value in environ.items()
+                   if key.startswith("HTTP_") and key[5:].lower().replace("_", "-") not in _HOP}
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(key):
+                headers[key.replace("_", "-")] = environ[key]
+        chunked = bool(environ.get("wsgi.input_terminated")) and "CONTENT-LENGTH" not in headers
+        body = get_input_stream(environ) if "CONTENT-LENGTH" in headers or chunked else None
+        response = self.pool.urlopen(
+            environ["REQUEST_METHOD"], environ["REQUEST_URI"], body=body, headers=headers,
+            chunked=chunked, redirect=False, assert_same_host=False, preload_content=False,
+            decode_content=False)
+        start_response(f"{response.status} {response.reason}",
+                       [(k, v) for k, v in response.headers.items() if k.lower() not in _HOP])
+        return _streamed(response)
+
+
+def _streamed(response: urllib3.BaseHTTPResponse):
+    try:
+        yield from response.stream(1 << 16, decode_content=False)
+    finally:
+        response.release_conn()
+
+
 class _QuietHandler(MotoRequestHandler):
     def log_request(self, *args, **kwargs) -> None:  # no access log on the test output
         pass
 
 
 class S3Server:
-    """moto S3 on http://127.0.0.1:<free port>, in a daemon thread of this process."""
+    """S3 on http://127.0.0.1:<free port>, in a daemon thread of this process: moto, or a
+    forwarding server in front of `upstream` (a real server). Its keys are real ones."""
 
-    access_key = "harness-access-key"
-    secret_key = "harness-secret-key"
     region = "us-east-1"
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", *, upstream: Rgw | None = None):
         self._lock = threading.Lock()
         self._requests: list[S3Request] = []
         self._faults: list[Fault] = []
-        app = _Middleware(DomainDispatcherApplication(create_backend_app), self)
+        inner = (_Forward(*upstream.address) if upstream
+                 else DomainDispatcherApplication(create_backend_app))
+        app = _Middleware(inner, self)
         self._server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
         self.url = f"{host}:{self.port}"  # MINIO_URL: host:port, no scheme
@@ -199,6 +255,12 @@ class S3Server:
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server",
                                         daemon=True)
         self._thread.start()
+        if upstream:
+            self.access_key, self.secret_key = upstream.access_key, upstream.secret_key
+            self.role_arn = upstream.role_arn
+        else:
+            self.access_key, self.secret_key, self.role_arn = _moto_iam(self)
+        self.reset()  # the set-up requests are not the tests'
 
     # --- clients -------------------------------------------------------------------
 
@@ -220,6 +282,20 @@ class S3Server:
         client = self.client()
         client.set_app_info(HARNESS_AGENT, "1")
         return client
+
+    def boto3(self, service: str, access_key: str | None = None,
+              secret_key: str | None = None) -> Any:
+        """A boto3 client of this endpoint (the harness' keys by default), tagged like
+        harness_client()."""
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=access_key or self.access_key,
+                            aws_secret_access_key=secret_key or self.secret_key,
+                            config=Config(user_agent_extra=HARNESS_AGENT))
+
+    def temporary_credentials(self) -> dict[str, str]:
+        """AccessKeyId, SecretAccessKey and SessionToken of the harness' assumed role."""
+        return self.boto3("sts").assume_role(RoleArn=self.role_arn,
+                                             RoleSessionName="iterum-test")["Credentials"]
 
     # --- recording -----------------------------------------------------------------
 
@@ -341,6 +417,32 @@ def without_etag(body: bytes, headers: list[tuple[str, str]]
     CompleteMultipartUpload: tracker 58879) and as an empty ETag header."""
     return (re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", body),
             [(k, "" if k.lower() == "etag" else v) for k, v in headers])
+
+_moto_keys: list[tuple[str, str, str]] = []  # moto's IAM and auth switch are process-wide
+
+
+def _moto_iam(server: S3Server) -> tuple[str, str, str]:
+    """An IAM user and an assumable role allowed s3:*; then moto checks every request.
+    Made once per process: a later server shares moto's backends, so the same keys."""
+    if _moto_keys:
+        return _moto_keys[0]
+    iam = server.boto3("iam", "moto-bootstrap", "moto-bootstrap")
+    iam.create_user(UserName="iterum-harness")
+    iam.put_user_policy(UserName="iterum-harness", PolicyName="s3", PolicyDocument=S3_ALL)
+    iam.put_user_policy(UserName="iterum-harness", PolicyName="sts", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
+         "sts:AssumeRole", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="iterum-harness")["AccessKey"]
+    role = iam.create_role(RoleName="iterum-harness-role", AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
+         "sts:AssumeRole", "Principal": {"AWS": "*"}}]}))["Role"]
+    iam.put_role_policy(RoleName="iterum-harness-role", PolicyName="s3",
+                        PolicyDocument=S3_ALL)
+    answer = urllib3.request("POST", f"{server.endpoint}/moto-api/reset-auth", body=b"0",
+                             headers={"User-Agent": HARNESS_AGENT})
+    assert answer.status == 200, answer.data
+    _moto_keys.append((key["AccessKeyId"], key["SecretAccessKey"], role["Arn"]))
+    return _moto_keys[0]
 
 
 def _matcher(op, bucket, key, method) -> Callable[[S3Request], bool]:
