@@ -19,8 +19,8 @@ hit by injected faults, so a test's setup and checks do not disturb what it meas
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import socket
 import threading
 import time
