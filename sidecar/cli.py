@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import __version__, config
+from . import __version__, config, signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +111,13 @@ def _add_dead_letter_command(commands: Any) -> None:
 def run_from_environment() -> int:
     # Until the loop installs its own handlers nothing has been taken from the broker: a
     # SIGTERM (or Ctrl-C) during start-up simply ends the process with 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_quietly)
+    signals.handle(signals.quiet_exit)
+    code = _run()
+    signals.hold_exit_code()  # decided: a signal during the teardown does not change it
+    return code
+
+
+def _run() -> int:
     try:
         settings = config.load()
     except config.ConfigError as err:
@@ -130,10 +134,6 @@ def run_from_environment() -> int:
     except OSError as err:  # e.g. the sockets cannot be created on the volume
         logging.getLogger("sidecar").error("cannot start: %s", err)
         return 1
-
-
-def _exit_quietly(_signum: int, _frame: Any) -> None:
-    raise SystemExit(0)
 
 
 def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:

@@ -1,7 +1,8 @@
 """SIGTERM at the edges of a run (docs/reliability.md, case 6): during start-up, before the
 broker connection is open (TCP accepted, the AMQP handshake pending or half done, a retry
-backoff between attempts). Nothing was taken from any queue at start-up, so the exit
-status is 0, without a traceback.
+backoff between attempts), and in the last moments after the exit code was decided. Nothing
+was taken from any queue at start-up, so the exit status is 0, without a traceback; a
+signal that comes after the exit code was decided does not change it.
 
 The AMQP proxy plays the slow broker: it accepts TCP and forwards nothing (stall), or
 holds one handshake method of the broker's (connection.start, .tune, .open-ok).
@@ -9,14 +10,16 @@ holds one handshake method of the broker's (connection.start, .tune, .open-ok).
 
 from __future__ import annotations
 
+import signal
 import socket
+import time
 from collections.abc import Callable
 
 import pytest
 
 from .harness import C2B, AmqpProxy, Pipeline, Proc
 from .harness.rabbit import queue_counts
-from .steps import wait_until
+from .steps import start_step, wait_until
 
 pytestmark = pytest.mark.integration
 CLEAN_EXIT = r"exiting with code 0 after [\d.]+s: "
@@ -116,3 +119,59 @@ def test_sigterm_just_after_the_consumer_started_exits_0(
     sidecar.terminate()
     expect_clean_exit(sidecar)
     assert wait_until(lambda: queue_counts(pipeline.input_queue) == (3, 0))
+
+
+# --- the very end ----------------------------------------------------------------------------
+
+
+def signal_from_the_exit_line_on(sidecar: Proc, pattern: str) -> int:
+    """SIGTERM as soon as the exit line is logged, then again and again until the process
+    is gone: whatever the sidecar does after deciding its exit code (closing the broker,
+    stopping threads, the interpreter's teardown) meets one. Returns the signals sent."""
+    sidecar.wait_for_log(pattern, timeout=30)
+    sent = 0
+    while sidecar.popen.poll() is None:
+        try:
+            sidecar.popen.send_signal(signal.SIGTERM)  # no-op once the child is reaped
+            sent += 1
+        except ProcessLookupError:
+            break
+        time.sleep(0.002)
+    return sent
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigterm_after_the_exit_code_is_decided_does_not_change_it(
+        pipeline: Pipeline, attempt: int):
+    """The upstream finishes and the queue is drained: exit 0. SIGTERMs from the final
+    line (`exiting with code 0 ...`) until the process is gone leave it 0 (before the
+    fix: status 143, -15 here). Repeated: each run is one try at the race."""
+    pipeline.send_input({"last.txt": "the last fragment"})
+    sidecar, trans = start_step(pipeline, "passthrough")
+    pipeline.outputs(1)
+    pipeline.finish_upstream()
+    sent = signal_from_the_exit_line_on(sidecar, CLEAN_EXIT)
+    assert sent >= 1
+    sidecar.expect_exit(0, timeout=30)
+    assert "Traceback" not in sidecar.logs
+    trans.expect_exit(0, timeout=30)
+
+
+def test_more_sigterms_after_the_first_do_not_change_the_exit_status(pipeline: Pipeline):
+    """An impatient operator: SIGTERM, then more of them while it shuts down."""
+    sidecar = pipeline.start_sidecar()
+    pipeline.wait_for_sockets()
+    sidecar.wait_for_log(r"started: consuming", timeout=20)
+    sidecar.terminate()
+    signal_from_the_exit_line_on(sidecar, CLEAN_EXIT)
+    expect_clean_exit(sidecar)
+
+
+def test_an_exit_1_stays_1_under_late_sigterms(pipeline: Pipeline, amqp_proxy: AmqpProxy):
+    """The broker stays unreachable past its budget: exit 1, whatever signal comes after."""
+    amqp_proxy.refuse_new(True)
+    pipeline.broker_url = amqp_proxy.url()
+    sidecar = pipeline.start_sidecar(SIDECAR_BROKER_RETRY_SECONDS="0.5")
+    signal_from_the_exit_line_on(sidecar, r"exiting with code 1 after")
+    sidecar.expect_exit(1, timeout=30)
+    assert "Traceback" not in sidecar.logs
