@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -223,25 +224,58 @@ def test_openlineage_file_transport_for_a_real_run(pipeline: Pipeline, tmp_path:
 # --- the demo --------------------------------------------------------------------------------
 
 
-def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
+def start_demo(cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in base_env().items() if not k.startswith("SIDECAR_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["COLUMNS"] = "120"
-    result = subprocess.run([sys.executable, "-m", "sidecar", "demo", "--fragments", "5"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=240, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "summary" in out
-    for label, value in (("input fragments sent", 5), ("output descriptors published", 5),
-                         ("lineage messages", 5), ("output objects in S3", 5),
-                         ("dead letters", 0), ("inputs left in the queue", 0),
-                         ("sidecar exit code", 0)):
-        [row] = [ln for ln in out.splitlines() if label in ln]
-        assert row.split()[-2 if row.rstrip().endswith("│") else -1] == str(value), row
-    assert "lineage of pipeline run" in out
-    assert out.count("output ") >= 5 and "sample_0004.txt" in out
-    assert "demo: OK" in out
+    cwd.mkdir()
+    return subprocess.Popen([sys.executable, "-m", "sidecar", "demo", "--fragments", "5"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+
+
+def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
+    """Two demos at once on this host: each sidecar takes a free port of the kernel's
+    choosing (SIDECAR_HTTP_PORT=auto), so they cannot clash, and each demo names its own."""
+    demos = [start_demo(tmp_path / f"demo{i}") for i in range(2)]
+    endpoints = []
+    for demo in demos:
+        out, err = demo.communicate(timeout=240)
+        assert demo.returncode == 0, out + err
+        assert "summary" in out
+        for label, value in (("input fragments sent", 5), ("output descriptors published", 5),
+                             ("lineage messages", 5), ("output objects in S3", 5),
+                             ("dead letters", 0), ("inputs left in the queue", 0),
+                             ("sidecar exit code", 0)):
+            [row] = [ln for ln in out.splitlines() if label in ln]
+            assert row.split()[-2 if row.rstrip().endswith("│") else -1] == str(value), row
+        assert "lineage of pipeline run" in out
+        assert out.count("output ") >= 5 and "sample_0004.txt" in out
+        assert "demo: OK" in out
+        [row] = [ln for ln in out.splitlines() if "sidecar HTTP endpoint" in ln]
+        endpoints += re.findall(r"http://127\.0\.0\.1:\d+", row)
+    assert len(endpoints) == len(set(endpoints)) == 2, endpoints
+
+
+def test_sidecars_side_by_side_each_get_a_port_of_their_own(
+        pipeline: Pipeline, s3, rabbit, fake_manager, tmp_path: Path) -> None:
+    """SIDECAR_HTTP_PORT=auto (the harness's default): each sidecar's log line names the
+    port the kernel gave it, and each endpoint answers there."""
+    others = []
+    for i in range(2):
+        (tmp_path / f"other{i}").mkdir()
+        others.append(Pipeline(tmp_path / f"other{i}", s3, rabbit, fake_manager))
+    try:
+        sidecars = [p.start_sidecar() for p in (pipeline, *others)]
+        urls = [s.http_url for s in sidecars]
+        assert len(set(urls)) == 3, urls
+        for sidecar in sidecars:
+            assert eventually(lambda s=sidecar: endpoint(s, "/healthz")[0] == 200)
+            sidecar.terminate()
+            sidecar.expect_exit(0, TIMEOUT)
+    finally:
+        for other in others:
+            other.cleanup()
 
 
 def test_a_taken_http_port_ends_the_start_with_one_line(pipeline: Pipeline) -> None:
@@ -254,4 +288,6 @@ def test_a_taken_http_port_ends_the_start_with_one_line(pipeline: Pipeline) -> N
     assert "Traceback" not in sidecar.logs
     [line] = [ln for ln in sidecar.stderr.splitlines() if " ERROR " in ln]
     assert "cannot start" in line and f"127.0.0.1:{port} (SIDECAR_HTTP_PORT)" in line
+    assert "set SIDECAR_HTTP_PORT to a free port, to `auto` for any free one" in line, line
+    assert "or to 0 to switch the endpoint off" in line, line
     assert not (pipeline.volume / "tts.sock").exists()
