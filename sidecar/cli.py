@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from . import __version__, config, signals
+from . import __version__, signals
+
+# config (with pika and ssl: a few hundred milliseconds on a busy node) is imported where it
+# is used: until run_from_environment installs the signal handlers a SIGTERM has the
+# default action (status 143), so that moment comes as early as it can.
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +125,8 @@ def run_from_environment() -> int:
 
 
 def _run() -> int:
+    from . import config
+
     try:
         settings = config.load()
     except config.ConfigError as err:
@@ -142,8 +151,10 @@ def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] 
     setup(level, fmt, secret_values)
 
 
-def secrets(settings: config.Settings) -> tuple[str, ...]:
+def secrets(settings: Settings) -> tuple[str, ...]:
     """The values no log line may contain (docs/operations.md)."""
+    from . import config
+
     values = [getattr(settings, v.attr) for v in config.VARIABLES if v.secret]
     password = urlsplit(settings.mq_broker_url).password or ""
     values += [password, unquote(password)]
