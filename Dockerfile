@@ -24,10 +24,11 @@ COPY --from=build /opt/sidecar /opt/sidecar
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin sidecar
 ENV PATH=/opt/sidecar/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
-# /metrics, /healthz, /readyz, /debug/fragments (SIDECAR_HTTP_PORT; 0 switches it off)
+# /metrics, /healthz, /readyz, /debug/fragments (SIDECAR_HTTP_PORT; 0 switches it off,
+# auto takes any free port: then this check cannot know it and passes)
 EXPOSE 9090
 # For docker and compose (Kubernetes uses the probes in deploy/ instead). No curl in a slim
 # image: a Python one-liner; an HTTP error (503) or no answer makes it fail.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; p = os.environ.get('SIDECAR_HTTP_PORT') or '9090'; p == '0' or u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request as u; p = os.environ.get('SIDECAR_HTTP_PORT') or '9090'; p in ('0', 'auto') or u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=3)"]
 ENTRYPOINT ["iterum-sidecar"]

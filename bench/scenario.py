@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import string
 import subprocess
@@ -373,17 +372,12 @@ def _sidecar_env(ctx: Context, sc: Scenario, st: Step, run_hash: str, step: str,
         "MQ_INPUT_QUEUE": names["input"], "MQ_OUTPUT_QUEUE": names["output"],
         "MANAGER_URL": ctx.manager.url, "TRANSFORMATION_STEP_INPUT": "tts.sock",
         "TRANSFORMATION_STEP_OUTPUT": "fts.sock",
-        # the metrics/health endpoint stays on (as in production), on a port of its own
-        "SIDECAR_HTTP_HOST": "127.0.0.1", "SIDECAR_HTTP_PORT": str(free_port()),
+        # the metrics/health endpoint stays on (as in production), on a free port of the
+        # kernel's choosing: the sidecars of a run never ask for the same one
+        "SIDECAR_HTTP_HOST": "127.0.0.1", "SIDECAR_HTTP_PORT": "auto",
     })
     env.update(sc.sidecar_knobs())
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _transformation_env(st: Step) -> dict[str, str]:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from . import __version__, config
+from . import __version__, signals
+
+# config (with pika and ssl: a few hundred milliseconds on a busy node) is imported where it
+# is used: until run_from_environment installs the signal handlers a SIGTERM has the
+# default action (status 143), so that moment comes as early as it can.
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +122,15 @@ def _add_dead_letter_command(commands: Any) -> None:
 def run_from_environment() -> int:
     # Until the loop installs its own handlers nothing has been taken from the broker: a
     # SIGTERM (or Ctrl-C) during start-up simply ends the process with 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_quietly)
+    signals.handle(signals.quiet_exit)
+    code = _run()
+    signals.hold_exit_code()  # decided: a signal during the teardown does not change it
+    return code
+
+
+def _run() -> int:
+    from . import config
+
     try:
         settings = config.load()
     except config.ConfigError as err:
@@ -136,18 +149,16 @@ def run_from_environment() -> int:
         return 1
 
 
-def _exit_quietly(_signum: int, _frame: Any) -> None:
-    raise SystemExit(0)
-
-
 def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:
     from .logs import setup
 
     setup(level, fmt, secret_values)
 
 
-def secrets(settings: config.Settings) -> tuple[str, ...]:
+def secrets(settings: Settings) -> tuple[str, ...]:
     """The values no log line may contain (docs/operations.md)."""
+    from . import config
+
     values = [getattr(settings, v.attr) for v in config.VARIABLES if v.secret]
     password = urlsplit(settings.mq_broker_url).password or ""
     values += [password, unquote(password)]

@@ -122,6 +122,20 @@ def port(raw: str) -> int:
     return value
 
 
+ANY_PORT = -1  # SIDECAR_HTTP_PORT=auto: a free port the kernel picks, logged once bound
+
+
+def http_port(raw: str) -> int:
+    """A TCP port, `auto` (ANY_PORT) for any free one, or 0 for off."""
+    if raw.strip().lower() == "auto":
+        return ANY_PORT
+    try:
+        return port(raw)
+    except ValueError:
+        raise ValueError("must be a TCP port, 1-65535, `auto` for any free port, or 0 for "
+                         "off") from None
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in allowed:
@@ -300,9 +314,11 @@ VARIABLES: tuple[Variable, ...] = (
     _own("SIDECAR_LOG_FORMAT", choice("auto", "json", "text"), "auto",
          "`json`: one JSON object per line; `text`: readable lines; `auto`: JSON unless "
          "stderr is a terminal (so JSON in a container)."),
-    _own("SIDECAR_HTTP_PORT", port, "9090",
+    _own("SIDECAR_HTTP_PORT", http_port, "9090",
          "Port of the HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, "
-         "`/debug/fragments`. `0` switches it off."),
+         "`/debug/fragments`. `auto`: any free port, which the `http:` log line names "
+         "(several sidecars on one host); `0` switches it off. A port already taken ends "
+         "the start (exit 1)."),
     _own("SIDECAR_HTTP_HOST", parse_text, "0.0.0.0",
          "Address the HTTP endpoint listens on (the pod IP must be reachable for probes "
          "and scraping; `127.0.0.1` keeps it local)."),

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import random
-import socket
 import string
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from states import INPUT, OUTPUT
 
 from . import config, tls
 from .examples import PASSTHROUGH
+from .http import LISTENING_PORT
 
 STEP = "demo-step"
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -56,6 +56,7 @@ class Run:
     progress: dict[str, Any] = field(default_factory=dict)  # the last /debug/fragments
     seconds: float = 0.0
     sidecar_code: int | None = None
+    http_url: str = ""  # the sidecar's endpoint, once its `http:` log line names the port
     transformation_code: int | None = None
     log_path: Path | None = None
 
@@ -157,14 +158,15 @@ def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
         run.inputs = _publish_inputs(storage, channel, run_hash, run.queues["input"],
                                      fragments)
         env = _environment(run_hash, volume, target, broker_url, run.queues)
-        http_port = _free_port()
-        env.update({"SIDECAR_HTTP_PORT": str(http_port), "SIDECAR_HTTP_HOST": "127.0.0.1",
+        # a free port of the kernel's choosing, read back from the log: demos (or sidecars)
+        # running side by side on one host never ask for the same one
+        env.update({"SIDECAR_HTTP_PORT": "auto", "SIDECAR_HTTP_HOST": "127.0.0.1",
                     "SIDECAR_LOG_FORMAT": "json"})
         if openlineage:
             env.update({"SIDECAR_OPENLINEAGE": "file",
                         "SIDECAR_OPENLINEAGE_URL": os.path.abspath(openlineage)})
         run.log_path = tmp / "sidecar.log"
-        _run_step(console, tmp, env, http_port, run)
+        _run_step(console, tmp, env, run)
         return _report(console, storage, channel, run, openlineage)
     finally:
         for queue in run.queues.values():
@@ -209,7 +211,7 @@ def _environment(run_hash: str, volume: Path, target: S3Target, broker_url: str,
     return env
 
 
-def _run_step(console: Any, tmp: Path, env: dict[str, str], http_port: int, run: Run) -> None:
+def _run_step(console: Any, tmp: Path, env: dict[str, str], run: Run) -> None:
     from rich.live import Live
 
     assert run.log_path is not None
@@ -224,14 +226,14 @@ def _run_step(console: Any, tmp: Path, env: dict[str, str], http_port: int, run:
         time.sleep(0.05)
     transformation = subprocess.Popen([sys.executable, str(PASSTHROUGH)], env=env, cwd=tmp,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{http_port}/debug/fragments"
     try:
         # transient: the live view gives way to the summary, which counts from the broker
         # and S3 themselves
         with Live(_progress_view(run, 0.0), console=console, refresh_per_second=8,
                   transient=True) as live:
             while sidecar.poll() is None and time.monotonic() - started < 300:
-                progress = _fetch(url)
+                run.http_url = run.http_url or _endpoint(run.log_path)
+                progress = _fetch(run.http_url + "/debug/fragments") if run.http_url else None
                 if progress is not None:
                     run.progress = progress
                 live.update(_progress_view(run, time.monotonic() - started))
@@ -245,6 +247,15 @@ def _run_step(console: Any, tmp: Path, env: dict[str, str], http_port: int, run:
         run.sidecar_code = sidecar.wait(timeout=30)
         run.transformation_code = transformation.wait(timeout=30)
         run.seconds = time.monotonic() - started
+
+
+def _endpoint(log_path: Path) -> str:
+    """The sidecar's HTTP endpoint, from the port its `http:` log line names ("" before)."""
+    try:
+        match = LISTENING_PORT.search(log_path.read_text(errors="replace"))
+    except OSError:
+        return ""
+    return f"http://127.0.0.1:{match.group(1)}" if match else ""
 
 
 def _fetch(url: str) -> dict[str, Any] | None:
@@ -266,6 +277,8 @@ def _progress_view(run: Run, seconds: float) -> Any:
     title = (f"step {STEP}: {acked}/{total} inputs acked, "
              f"{totals.get('output recorded', 0)} outputs recorded "
              f"({run.progress.get('step', 'starting')}, {seconds:.1f}s)")
+    if run.http_url:
+        title += f"\nsidecar endpoint {run.http_url} (/metrics, /debug/fragments)"
     table = Table(expand=False)
     table.add_column("lifecycle state")
     table.add_column("inputs", justify="right")
@@ -314,6 +327,7 @@ def _report(console: Any, storage: Minio, channel, run: Run,
             ("inputs left in the queue", left),
             ("sidecar exit code", run.sidecar_code),
             ("transformation exit code", run.transformation_code),
+            ("sidecar HTTP endpoint", run.http_url or "(never listened)"),
             ("seconds", f"{run.seconds:.1f}")):
         summary.add_row(label, str(value))
     console.print(summary)
@@ -366,12 +380,6 @@ def _drain(channel, queue: str) -> list[bytes]:
         if method is None:
             return bodies
         bodies.append(body)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _params(url: str) -> pika.URLParameters:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import selectors
 import socket
 import threading
@@ -23,6 +24,9 @@ from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("sidecar.http")
 HEARTBEAT_LIMIT = 60.0  # /healthz fails when the loop has published nothing for this long
+# Operators, the demo and the test harness find the port in this line (SIDECAR_HTTP_PORT=auto)
+LISTENING = "http: /metrics /healthz /readyz /debug/fragments on port %d%s"
+LISTENING_PORT = re.compile(r"http: /metrics /healthz /readyz /debug/fragments on port (\d+)")
 STOP_TIMEOUT = 5.0  # seconds stop() waits for the server thread (a daemon: never blocks exit)
 
 
@@ -113,9 +117,9 @@ class HttpServer:
     def port(self) -> int:
         return self.server.server_address[1]
 
-    def start(self) -> None:
+    def start(self, auto: bool = False) -> None:
         self.thread.start()
-        log.info("http: /metrics /healthz /readyz /debug/fragments on port %d", self.port)
+        log.info(LISTENING, self.port, " (a free one: SIDECAR_HTTP_PORT=auto)" if auto else "")
 
     def stop(self) -> None:
         if self.thread.is_alive():

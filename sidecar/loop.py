@@ -20,7 +20,7 @@ from typing import Any
 from pika.adapters.select_connection import IOLoop
 
 from . import effects as fx
-from . import journal
+from . import journal, signals
 from .config import Settings
 from .core import Core, CoreConfig, Transition
 from .events import Event, ShutdownRequested, Tick
@@ -68,6 +68,7 @@ class Runner:
         self._posted_wake = False
         self.posts = self.wakeups = 0  # counted for the benchmark and the tests
         self._event = ""  # the name of the event being handled, for the logs
+        self._handling_signals = False  # run() installed _on_signal
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None
@@ -96,8 +97,8 @@ class Runner:
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):  # before anything can be taken
-            signal.signal(sig, self._on_signal)
+        signals.handle(self._on_signal)  # before anything can be taken
+        self._handling_signals = True
         self.ops.start()  # first: a taken HTTP port ends the start cleanly
         # A killed predecessor on this volume: what it had done (sidecar/resume.py), read
         # before this run's journal begins and fed as its first event.
@@ -199,7 +200,9 @@ class Runner:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
-        self.ioloop.add_callback_threadsafe(lambda: self.feed(ShutdownRequested(name)))
+        # one that came just before the exit code was decided changes nothing either
+        self.ioloop.add_callback_threadsafe(
+            lambda: self.exit_code is None and self.feed(ShutdownRequested(name)))
 
     # --- the end ---------------------------------------------------------------------
 
@@ -212,6 +215,8 @@ class Runner:
         log_effect(e, self.core.state_of(e.fragment), self._event)
 
     def _exit(self, e: fx.Exit) -> None:
+        if self._handling_signals:  # decided: no signal changes it from now on
+            signals.hold_exit_code()
         self.exit_code = e.code
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.totals.items())) or "no fragments"
         logged = self._errors.get(e.reason)

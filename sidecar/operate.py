@@ -7,10 +7,12 @@ The Runner creates one ``Operations`` and calls ``start()`` before its loop runs
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any
 
+from .config import ANY_PORT
 from .core import Core, Input
 from .events import VolumeSpace
 from .http import Board, Fragment, HttpServer, Snapshot
@@ -47,13 +49,13 @@ class Operations:
         """Bind the HTTP port (OSError if it is taken), then schedule the periodic work."""
         s = self.runner.s
         if s.http_port:
+            auto = s.http_port == ANY_PORT
             try:
-                self.server = HttpServer(s.http_host, s.http_port, self.board,
+                self.server = HttpServer(s.http_host, 0 if auto else s.http_port, self.board,
                                          self.metrics.registry)
             except OSError as err:
-                raise OSError(err.errno, f"HTTP endpoint {s.http_host}:{s.http_port} "
-                              f"(SIDECAR_HTTP_PORT): {err.strerror}") from None
-            self.server.start()
+                raise OSError(err.errno, bind_failure(s.http_host, s.http_port, err)) from None
+            self.server.start(auto)
         self._running = True
         self._publish_due()
         self.runner.ioloop.call_later(0, self._check_volume)
@@ -99,6 +101,16 @@ class Operations:
         else:
             self.runner.feed(VolumeSpace(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
         self.runner.ioloop.call_later(self.runner.s.volume_check_interval, self._check_volume)
+
+
+def bind_failure(host: str, port: int, err: OSError) -> str:
+    """The one line a failed bind ends the start with: what happened, and what to do."""
+    where = f"HTTP endpoint {host}:{'auto' if port == ANY_PORT else port} (SIDECAR_HTTP_PORT)"
+    if err.errno in (errno.EADDRINUSE, errno.EACCES):
+        return (f"{where}: {err.strerror}; set SIDECAR_HTTP_PORT to a free port, to `auto` "
+                "for any free one (the `http:` log line names it), or to 0 to switch the "
+                "endpoint off")
+    return f"{where}: {err.strerror} (SIDECAR_HTTP_HOST must be an address of this host)"
 
 
 def snapshot(core: Core, now: float, totals: dict[str, int]) -> Snapshot:

@@ -219,12 +219,24 @@ class Broker:
         if self._retry_timer is not None:
             self.ioloop.remove_timeout(self._retry_timer)
             self._retry_timer = None
-        # pika's connections have no is_opening: open and opening are "not closed or
-        # closing", and close() is legal in both (an opening one is aborted).
-        if self.conn is not None and not (self.conn.is_closed or self.conn.is_closing):
-            self.conn.close()
+        conn = self.conn
+        if conn is not None and conn.is_open:
+            conn.close()  # its close callback finishes the close
+        elif conn is not None and not (conn.is_closed or conn.is_closing):
+            self._abandon_opening()
         else:
             self._finish_close()
+
+    def _abandon_opening(self) -> None:
+        """A connection still opening (pika has no is_opening: neither open, closed nor
+        closing) is left alone. pika cannot abort it once the AMQP handshake has begun:
+        close() then ends in an AssertionError inside pika (its connection workflow reports
+        the abort as a class, not an instance), and the external workflow's abort() asserts
+        as well. Nothing was taken on it, its callbacks are void (closing), the close
+        finishes now, and the process's exit closes the socket without another word, which
+        is what AMQP 0-9-1 asks of a peer that gives up before the connection is open."""
+        log.debug("leaving the broker connection that is still opening to the exit")
+        self._finish_close()
 
     def _finish_close(self) -> None:
         callback, self.on_closed = self.on_closed, None

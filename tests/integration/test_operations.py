@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -224,7 +225,23 @@ def test_openlineage_file_transport_for_a_real_run(pipeline: Pipeline, tmp_path:
 
 
 def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
-    assert_demo_ok(run_demo(tmp_path), 5)
+    """Two demos at once on this host: each sidecar takes a free port of the kernel's
+    choosing (SIDECAR_HTTP_PORT=auto), so they cannot clash, and each demo names its own."""
+    demos = []
+    for i in range(2):
+        (cwd := tmp_path / f"demo{i}").mkdir()
+        demos.append(subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "demo", "--fragments", "5"], cwd=cwd,
+            env=demo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL))
+    endpoints = []
+    for demo in demos:
+        out, err = demo.communicate(timeout=240)
+        assert demo.returncode == 0, out + err
+        assert_demo_ok(out, 5)
+        [row] = [ln for ln in out.splitlines() if "sidecar HTTP endpoint" in ln]
+        endpoints += re.findall(r"http://127\.0\.0\.1:\d+", row)
+    assert len(endpoints) == len(set(endpoints)) == 2, endpoints
 
 
 @pytest.mark.s3  # also on RGW
@@ -288,6 +305,27 @@ def assert_demo_ok(out: str, fragments: int) -> None:
     assert "demo: OK" in out
 
 
+def test_sidecars_side_by_side_each_get_a_port_of_their_own(
+        pipeline: Pipeline, s3, rabbit, fake_manager, tmp_path: Path) -> None:
+    """SIDECAR_HTTP_PORT=auto (the harness's default): each sidecar's log line names the
+    port the kernel gave it, and each endpoint answers there."""
+    others = []
+    for i in range(2):
+        (tmp_path / f"other{i}").mkdir()
+        others.append(Pipeline(tmp_path / f"other{i}", s3, rabbit, fake_manager))
+    try:
+        sidecars = [p.start_sidecar() for p in (pipeline, *others)]
+        urls = [s.http_url for s in sidecars]
+        assert len(set(urls)) == 3, urls
+        for sidecar in sidecars:
+            assert eventually(lambda s=sidecar: endpoint(s, "/healthz")[0] == 200)
+            sidecar.terminate()
+            sidecar.expect_exit(0, TIMEOUT)
+    finally:
+        for other in others:
+            other.cleanup()
+
+
 def test_a_taken_http_port_ends_the_start_with_one_line(pipeline: Pipeline) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -298,4 +336,6 @@ def test_a_taken_http_port_ends_the_start_with_one_line(pipeline: Pipeline) -> N
     assert "Traceback" not in sidecar.logs
     [line] = [ln for ln in sidecar.stderr.splitlines() if " ERROR " in ln]
     assert "cannot start" in line and f"127.0.0.1:{port} (SIDECAR_HTTP_PORT)" in line
+    assert "set SIDECAR_HTTP_PORT to a free port, to `auto` for any free one" in line, line
+    assert "or to 0 to switch the endpoint off" in line, line
     assert not (pipeline.volume / "tts.sock").exists()

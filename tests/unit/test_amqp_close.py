@@ -2,7 +2,9 @@
 
 The exit path calls it after SIGTERM, a fatal error or a lost broker; it must never raise
 (the original check used an `is_opening` that pika's connections do not have, so a
-SIGTERM while the broker was unreachable ended in a traceback)."""
+SIGTERM while the broker was unreachable ended in a traceback), and it never calls close()
+on a connection still opening: pika asserts when that happens during the AMQP handshake
+(issue 13; tests/integration/test_signals_at_the_edges.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def broker() -> Broker:
 
 @pytest.mark.parametrize(("state", "closes"), [
     ({"is_open": True}, True),
-    ({}, True),  # opening: neither open nor closed
+    ({}, False),  # opening: neither open nor closed; left to the exit
     ({"is_closing": True}, False),
     ({"is_closed": True}, False),
 ])

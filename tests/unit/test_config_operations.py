@@ -33,6 +33,13 @@ def test_zero_switches_the_http_endpoint_stuck_detection_and_volume_rule_off(
     assert (s.http_port, s.stuck_after, s.volume_min_free) == (0, 0.0, 0)
 
 
+def test_auto_asks_for_any_free_http_port(tmp_path: Path) -> None:
+    assert load(tmp_path, SIDECAR_HTTP_PORT="auto").http_port == config.ANY_PORT
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, SIDECAR_HTTP_PORT="-1")
+    assert "`auto` for any free port, or 0 for off" in str(err.value)
+
+
 @pytest.mark.parametrize(("name", "raw"), [
     ("SIDECAR_HTTP_PORT", "65536"), ("SIDECAR_HTTP_PORT", "http"),
     ("SIDECAR_LOG_FORMAT", "xml"), ("SIDECAR_STUCK_AFTER", "-1"),

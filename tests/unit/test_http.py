@@ -13,9 +13,10 @@ import pytest
 from unit_driver import Driver, fid, remote_body
 
 from sidecar import events as ev
-from sidecar.http import HEARTBEAT_LIMIT, Board, HttpServer
+from sidecar.config import ANY_PORT
+from sidecar.http import HEARTBEAT_LIMIT, LISTENING_PORT, Board, HttpServer
 from sidecar.metrics import Metrics
-from sidecar.operate import snapshot
+from sidecar.operate import bind_failure, snapshot
 
 A, B = fid("a"), fid("b")
 
@@ -158,3 +159,27 @@ def test_unknown_paths_are_404(server) -> None:
 def test_a_taken_port_fails_at_bind(server, board, metrics) -> None:
     with pytest.raises(OSError):
         HttpServer("127.0.0.1", server.port, board, metrics.registry)
+
+
+@pytest.mark.parametrize("port", [9090, ANY_PORT])
+def test_a_taken_port_says_what_to_do(server, board, metrics, port: int) -> None:
+    with pytest.raises(OSError) as err:
+        HttpServer("127.0.0.1", server.port, board, metrics.registry)
+    line = bind_failure("127.0.0.1", port, err.value)
+    where = "auto" if port == ANY_PORT else str(port)
+    assert line.startswith(f"HTTP endpoint 127.0.0.1:{where} (SIDECAR_HTTP_PORT): ")
+    assert "SIDECAR_HTTP_PORT to a free port" in line and "`auto`" in line
+    assert "0 to switch the endpoint off" in line
+
+
+def test_the_started_line_names_the_bound_port(board, metrics, caplog) -> None:
+    """SIDECAR_HTTP_PORT=auto: the kernel's port is what the log line names (and what the
+    demo and the test harness read back)."""
+    srv = HttpServer("127.0.0.1", 0, board, metrics.registry)
+    with caplog.at_level("INFO", logger="sidecar.http"):
+        srv.start(auto=True)
+    srv.stop()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "sidecar.http"]
+    match = LISTENING_PORT.search(line)
+    assert match and int(match.group(1)) == srv.port != 0
+    assert "SIDECAR_HTTP_PORT=auto" in line

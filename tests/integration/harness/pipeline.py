@@ -15,7 +15,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sidecar.http import LISTENING_PORT
 
 from .manager import FakeManager
 from .rabbit import DEFAULT_URL, Message, Rabbit
@@ -47,7 +48,7 @@ FAST_SIDECAR_ENV = {
     "SIDECAR_SHUTDOWN_GRACE": "10",
     "SIDECAR_LOG_LEVEL": "DEBUG",
     "SIDECAR_LOG_FORMAT": "text",  # the tests read `<time> LEVEL logger: message` lines
-    "SIDECAR_HTTP_HOST": "127.0.0.1",  # SIDECAR_HTTP_PORT: a free port per sidecar
+    "SIDECAR_HTTP_HOST": "127.0.0.1",  # SIDECAR_HTTP_PORT: auto, a free port per sidecar
 }
 # Variables a developer's shell might have set that must not leak into the children
 # (ENC_MSG_SIZE_LENGTH set at all breaks pyterum, protocol §2.3).
@@ -75,13 +76,23 @@ class Proc:
                  log_dir: Path):
         self.name = name
         self.cwd = cwd
-        self.http_url = ""  # the sidecar's HTTP endpoint, if this is a sidecar
+        # a sidecar's HTTP endpoint: "" when off, None until its log names the port
+        self._http_url: str | None = ""
         self.stdout_path = log_dir / f"{name}.stdout"
         self.stderr_path = log_dir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
         Proc._all.append(self)
+
+    @property
+    def http_url(self) -> str:
+        """The sidecar's HTTP endpoint; with SIDECAR_HTTP_PORT=auto, the port its `http:`
+        log line names (waited for)."""
+        if self._http_url is None:
+            port = self.wait_for_log(LISTENING_PORT.pattern, timeout=30).group(1)
+            self._http_url = f"http://127.0.0.1:{port}"
+        return self._http_url
 
     @property
     def pid(self) -> int:
@@ -328,17 +339,19 @@ class Pipeline:
 
     def start_sidecar(self, **env: str | None) -> Proc:
         """`python -m sidecar` with sidecar_env(**env); cwd and logs under the test's dir.
-        Its HTTP endpoint listens on a free port, `proc.http_url` (unless set in env)."""
+        Its HTTP endpoint listens on a free port the kernel picks (SIDECAR_HTTP_PORT=auto,
+        unless set in env), `proc.http_url`."""
         n = len(self.procs)
         cwd = self.root / f"sidecar-{n}"
         cwd.mkdir()
-        env.setdefault("SIDECAR_HTTP_PORT", str(free_port()))
+        env.setdefault("SIDECAR_HTTP_PORT", "auto")
         environ = {**base_env(), **self.sidecar_env(**env)}
         environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         proc = Proc(f"sidecar-{n}", [sys.executable, "-m", "sidecar"], environ, cwd, self.root)
         port = environ.get("SIDECAR_HTTP_PORT", "0")
-        proc.http_url = f"http://127.0.0.1:{port}" if port != "0" else ""
+        proc._http_url = ("" if port == "0" else None if port == "auto"
+                          else f"http://127.0.0.1:{port}")
         self.procs.append(proc)
         return proc
 
@@ -373,13 +386,6 @@ class Pipeline:
             self.s3.remove_bucket(bucket)
         if not self.volume.is_relative_to(self.root):
             shutil.rmtree(self.volume, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the sidecar binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def resolve_script(script: str | Path) -> Path:
