@@ -105,7 +105,7 @@ def test_sigterm_during_the_backoff_between_connection_attempts_exits_0(
     amqp_proxy.refuse_new(True)
     pipeline.broker_url = amqp_proxy.url()
     sidecar = pipeline.start_sidecar()
-    sigterm_once_logged(sidecar, r"cannot connect to the broker: .*; retrying in")
+    sigterm_once_logged(sidecar, r"cannot connect to the broker at .*; next attempt in")
 
 
 def test_sigterm_just_after_the_consumer_started_exits_0(
