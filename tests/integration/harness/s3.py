@@ -42,7 +42,7 @@ class S3Request:
     op: str  # S3 API name, see classify()
     harness: bool  # made by the harness' own client
     status: int | None = None  # the status answered (None while in flight or if dropped)
-    fault: str | None = None  # "status", "stall" or "drop" when a fault matched
+    fault: str | None = None  # "status", "stall", "drop", "corrupt" or "truncate"
     time: float = field(default_factory=time.monotonic)
 
 
@@ -73,7 +73,7 @@ class Fault:
     """One injected fault; `times=None` means every matching request until cleared."""
 
     match: Callable[[S3Request], bool]
-    action: str  # "status" | "stall" | "drop"
+    action: str  # "status" | "stall" | "drop" | "corrupt" | "truncate"
     times: int | None
     status: int = 503
     code: str = "SlowDown"
@@ -120,6 +120,9 @@ class _Middleware:
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("fault injection: connection dropped")
+        elif fault is not None and fault.action in ("corrupt", "truncate"):
+            body = self.app(environ, recording_start_response)  # moto's answer, headers as is
+            return _damaged(body, fault.action, environ)
         elif fault is not None:
             _drain(environ)  # read the upload so the client sees the answer, not a reset
             body = b"" if method == "HEAD" else _error_xml(fault, path)
@@ -129,6 +132,22 @@ class _Middleware:
                 ("x-amz-id-2", req_id)])
             return [body]
         return self.app(environ, recording_start_response)
+
+
+def _damaged(body, action: str, environ):
+    """The answer's body with one byte flipped (same length), or its first half followed
+    by a closed connection (the Content-Length promised more)."""
+    data = b"".join(body)
+    if hasattr(body, "close"):
+        body.close()
+    if action == "corrupt":
+        middle = len(data) // 2
+        yield data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:] if data else b""
+        return
+    yield data[:len(data) // 2]
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _drain(environ) -> None:
@@ -269,6 +288,18 @@ class S3Server:
              match=None) -> Fault:
         """Close the connection of matching requests without any answer."""
         return self._add(Fault(match or _matcher(op, bucket, key, method), "drop", times))
+
+    def corrupt(self, times: int | None = 1, *, op="GetObject", bucket=None, key=None,
+                method=None, match=None) -> Fault:
+        """Answer matching requests (GETs) with their real headers and body, one byte of
+        the body flipped: the same length, other bytes."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "corrupt", times))
+
+    def truncate(self, times: int | None = 1, *, op="GetObject", bucket=None, key=None,
+                 method=None, match=None) -> Fault:
+        """Answer matching requests (GETs) with their real headers (Content-Length
+        included) and half the body, then close the connection."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "truncate", times))
 
     def clear_faults(self) -> None:
         with self._lock:
