@@ -351,9 +351,9 @@ class Storage:
     def _put(self, bucket: str, key: str, source: str,
              tries: Tries | None = None) -> tuple[int, str, str]:
         """Upload one file; return its size, the ETag S3 gave the object and the SHA-256
-        of the bytes sent (hashed as they are read). Retried per
-        request (``tries``, by default the adapter's policy): the whole PUT, or each request
-        of a multipart upload."""
+        of the bytes sent (hashed as they are read). Retried per request (``tries``, by
+        default the adapter's policy): the whole PUT, or each request of a multipart
+        upload."""
         tries = tries or Tries(self._retrying)
         with os.fdopen(self._open_source(source), "rb") as data:
             size = os.fstat(data.fileno()).st_size
