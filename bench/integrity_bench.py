@@ -153,6 +153,55 @@ def hash_rates(mib: int = 64) -> str:
     return ", ".join(rates)
 
 
+class _Instant:
+    """A minio client that answers at once with a 1 KiB object (a plain ETag, its length):
+    the adapter's own CPU per transfer, without HTTP, for ``--overhead``."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.headers = {"ETag": f'"{hashlib.md5(body).hexdigest()}"',
+                        "Content-Length": str(len(body))}
+
+    def get_object(self, bucket: str, key: str) -> Any:
+        return self
+
+    def stream(self, size: int) -> Iterator[bytes]:
+        yield self.body
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+    def put_object(self, bucket: str, key: str, data: Any, length: int, **kw: Any) -> Any:
+        data.read(length)
+        return self
+
+    etag = '"e"'
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return True
+
+
+def overhead(n: int, repeat: int) -> None:
+    """µs of adapter CPU per 1 KiB fragment (GET + PUT), with and without the check."""
+    with tempfile.TemporaryDirectory() as volume:
+        storage = sidecar_storage("127.0.0.1:9", ACCESS, SECRET, volume, "minio")
+        body = os.urandom(1024)
+        storage.client = _Instant(body)
+        storage._bucket_ready = True
+        source = write(os.path.join(volume, "out", "small.bin"), body)
+        keys = [f"k{i}" for i in range(n)]
+        best = {}
+        for on in (True, False) * repeat:
+            per = measure(lambda: fragments(storage, keys, volume, source), on, n) * 1000
+            best[on] = min(best.get(on, per), per)
+    print(f"1 KiB, no HTTP (best of {repeat}): with {best[True]:.1f} µs, without "
+          f"{best[False]:.1f} µs per fragment: the check costs {best[True] - best[False]:.1f} "
+          "µs", flush=True)
+
+
 def write(path: str, data: bytes) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as out:
@@ -173,7 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--large-mib", type=int, default=512)
     parser.add_argument("--large-rounds", type=int, default=2)
+    parser.add_argument("--overhead", type=int, default=0, metavar="N",
+                        help="only the adapter's CPU, no S3: N 1 KiB fragments, best of 5")
     args = parser.parse_args(argv)
+    if args.overhead:
+        overhead(args.overhead, 5)
+        return
     server, endpoint = start_server()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at the start; "
           f"{os.cpu_count()} CPUs", flush=True)
