@@ -68,6 +68,7 @@ class FileDownloaded(Event):
     size: int
     attempts: int = 1
     etag: str = ""  # the object's S3 ETag, for lineage (OpenLineage dataset version)
+    sha256: str = ""  # of the bytes moved, hex (hashed as they streamed); "" in old journals
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class FileUploaded(Event):
     size: int
     attempts: int = 1
     etag: str = ""  # the object's S3 ETag, for lineage (OpenLineage dataset version)
+    sha256: str = ""  # of the bytes moved, hex (hashed as they streamed); "" in old journals
 
 
 @dataclass(frozen=True, slots=True)

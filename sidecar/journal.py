@@ -55,7 +55,8 @@ from .core import Core, Transition
 from .fsmodes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from .snapshot import config_to_json
 
-FORMAT = 1
+FORMAT = 2  # 2: FileDownloaded and FileUploaded carry sha256
+READS = (1, 2)  # format 1 lines decode with the field's default ("")
 SEGMENT = re.compile(r"^run(\d{4,})-seg(\d{4,})\.jsonl$")
 # Seconds from the first write after a flush to the next flush (a loop timer). What a
 # killed process had not flushed is lost to a restarted one (sidecar/resume.py), so this is
@@ -326,9 +327,9 @@ def read_segment(path: str) -> Segment:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise JournalError(f"{path}: not a journal segment (no header and checkpoint)"
                            ) from None
-    if header.get("format") != FORMAT:
+    if header.get("format") not in READS:
         raise JournalError(f"{path}: journal format {header.get('format')!r}, "
-                           f"this sidecar reads {FORMAT}")
+                           f"this sidecar reads {', '.join(map(str, READS))}")
     segment = Segment(path, header, checkpoint, after, truncated=not complete_last)
     expected = after + 1
     for number, line in enumerate(lines[2:], start=3):

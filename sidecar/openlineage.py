@@ -4,7 +4,8 @@ One OpenLineage *run* per output fragment, the unit Iterum's lineage message des
 START when the transformation hands the output over, COMPLETE once it is recorded (its
 files uploaded, its descriptor and its lineage message confirmed by the broker), FAIL if it
 is refused. Inputs are the files of its predecessors, outputs its own files, both as
-datasets ``s3://<bucket>`` / ``<key>`` with the S3 ETag in a dataset-version facet.
+datasets ``s3://<bucket>`` / ``<key>`` with the S3 ETag in a dataset-version facet and the
+SHA-256 of the bytes moved in a custom ``iterum_file`` facet.
 
 The observer runs on the loop thread and only copies plain values; a worker thread builds
 the OpenLineage objects and calls the transport (console, file or HTTP), so a slow backend
@@ -32,6 +33,7 @@ from .metrics import Metrics
 log = logging.getLogger("sidecar.openlineage")
 PRODUCER = f"urn:iterum-sidecar:{__version__}"
 FACET_SCHEMA = "urn:iterum-sidecar:facets:IterumFragmentRunFacet:1-0-0"
+FILE_FACET_SCHEMA = "urn:iterum-sidecar:facets:IterumFileDatasetFacet:1-0-0"
 QUEUE_LIMIT = 10_000  # events waiting for the transport; more are dropped (and counted)
 REMEMBERED_INPUTS = 10_000  # input fragments whose files are kept for late outputs
 CLOSE_TIMEOUT = 10.0
@@ -43,6 +45,7 @@ class File:
     key: str
     etag: str = ""
     size: int | None = None
+    sha256: str = ""  # of the bytes downloaded or uploaded (hex)
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,9 @@ class LineageObserver:
     def __call__(self, event: ev.Event, now: float, effects: list[fx.Effect],
                  transitions: list[Transition]) -> None:
         if isinstance(event, ev.FileDownloaded):
-            self._versioned(self.downloads, (event.input_id, event.index), event.etag,
-                            event.size)
+            self._versioned(self.downloads, (event.input_id, event.index), event)
         elif isinstance(event, ev.FileUploaded):
-            self._versioned(self.uploads, (event.output_id, event.index), event.etag,
-                            event.size)
+            self._versioned(self.uploads, (event.output_id, event.index), event)
         for e in effects:
             if isinstance(e, fx.DownloadFile):
                 self.downloads[(e.input_id, e.index)] = File(e.bucket, e.key)
@@ -89,10 +90,11 @@ class LineageObserver:
                 self._output(t, effects)
 
     @staticmethod
-    def _versioned(table: dict, key: tuple[int, int], etag: str, size: int) -> None:
+    def _versioned(table: dict, key: tuple[int, int],
+                   done: ev.FileDownloaded | ev.FileUploaded) -> None:
         f = table.get(key)
         if f is not None:
-            table[key] = File(f.bucket, f.key, etag, size)
+            table[key] = File(f.bucket, f.key, done.etag, done.size, done.sha256)
 
     def _input(self, t: Transition) -> None:
         if t.trigger == "download_done":
@@ -240,6 +242,24 @@ def _fragment_facet() -> Any:
     return IterumFragmentRunFacet
 
 
+@functools.cache
+def _file_facet() -> Any:
+    """The custom dataset facet with the file's SHA-256 (and size, inputs included)."""
+    import attr
+    from openlineage.client.facet_v2 import DatasetFacet
+
+    @attr.define
+    class IterumFileDatasetFacet(DatasetFacet):
+        sha256: str
+        size: int
+
+        @staticmethod
+        def _get_schema() -> str:
+            return FILE_FACET_SCHEMA
+
+    return IterumFileDatasetFacet
+
+
 def build_event(r: RunRecord, namespace: str, step: str, pipeline: str) -> Any:
     from openlineage.client.event_v2 import (
         InputDataset,
@@ -258,8 +278,11 @@ def build_event(r: RunRecord, namespace: str, step: str, pipeline: str) -> Any:
     )
 
     def version(f: File) -> dict[str, Any]:
-        return ({"version": dataset_version_dataset.DatasetVersionDatasetFacet(
+        facets: dict[str, Any] = ({"version": dataset_version_dataset.DatasetVersionDatasetFacet(
             datasetVersion=f.etag)} if f.etag else {})
+        if f.sha256:
+            facets["iterum_file"] = _file_facet()(sha256=f.sha256, size=f.size or 0)
+        return facets
 
     run_facets: dict[str, Any] = {
         "parent": parent_run.ParentRunFacet(

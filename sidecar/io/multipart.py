@@ -28,6 +28,7 @@ from minio import Minio
 from minio.datatypes import Part
 
 from . import minio_private as private
+from .integrity import RunningSha256
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -62,8 +63,10 @@ def payload_digest(client: Minio) -> str:
     return "sha256" if signed and not private.base_url(client).is_https else "md5"
 
 
-def hash_range(fd: int, offset: int, length: int, digest: str) -> dict[str, str]:
-    """The Content-Length and payload hash headers of ``length`` bytes of ``fd``."""
+def hash_range(fd: int, offset: int, length: int, digest: str,
+               also: Any = None) -> dict[str, str]:
+    """The Content-Length and payload hash headers of ``length`` bytes of ``fd``; the
+    bytes also go to the hash ``also`` (the whole file's SHA-256) in the same pass."""
     hasher = hashlib.new(digest, usedforsecurity=False)
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
@@ -73,6 +76,8 @@ def hash_range(fd: int, offset: int, length: int, digest: str) -> dict[str, str]
         if not n:
             raise OSError(f"file truncated during upload ({length - done} bytes missing)")
         hasher.update(view[:n])
+        if also is not None:
+            also.update(view[:n])
         done += n
     headers = {"Content-Length": str(length)}
     if digest == "sha256":
@@ -83,10 +88,11 @@ def hash_range(fd: int, offset: int, length: int, digest: str) -> dict[str, str]
 
 
 def upload(client: Minio, fd: int, size: int, bucket: str, key: str, part_size: int,
-           content_type: str, call: Call) -> str:
+           content_type: str, call: Call, whole: RunningSha256 | None = None) -> str:
     """Upload ``size`` bytes of ``fd`` to ``bucket/key`` in parts of ``part_size``; return
-    the object's ETag. Each request goes through ``call`` (retried on its own); on any
-    failure the upload is aborted, so S3 keeps no orphan parts, and the error is raised."""
+    the object's ETag (and feed the bytes sent to ``whole``). Each request goes through
+    ``call`` (retried on its own); on any failure the upload is aborted, so S3 keeps no
+    orphan parts, and the error is raised."""
     part_size, count = private.get_part_info(size, part_size)
     digest = payload_digest(client)
     upload_id = call(private.create_multipart_upload, client, bucket, key,
@@ -94,7 +100,8 @@ def upload(client: Minio, fd: int, size: int, bucket: str, key: str, part_size: 
     try:
         parts = [Part(number, call(_upload_part, client, fd, bucket, key, upload_id, number,
                                    (number - 1) * part_size,
-                                   min(part_size, size - (number - 1) * part_size), digest))
+                                   min(part_size, size - (number - 1) * part_size), digest,
+                                   whole))
                  for number in range(1, count + 1)]
         etag = call(private.complete_multipart_upload, client, bucket, key, upload_id, parts)
     except BaseException:
@@ -104,10 +111,15 @@ def upload(client: Minio, fd: int, size: int, bucket: str, key: str, part_size: 
 
 
 def _upload_part(client: Minio, fd: int, bucket: str, key: str, upload_id: str, number: int,
-                 offset: int, length: int, digest: str) -> str:
+                 offset: int, length: int, digest: str,
+                 whole: RunningSha256 | None = None) -> str:
     """One UploadPart attempt: hashed anew each time (the file is read, not kept)."""
-    body = PartBody(fd, offset, length, hash_range(fd, offset, length, digest))
-    return private.upload_part(client, bucket, key, body, upload_id, number)
+    state = whole.attempt() if whole is not None else None
+    body = PartBody(fd, offset, length, hash_range(fd, offset, length, digest, state))
+    etag = private.upload_part(client, bucket, key, body, upload_id, number)
+    if whole is not None:
+        whole.commit(state)  # the part is stored: its bytes count, once
+    return etag
 
 
 def _abort(client: Minio, bucket: str, key: str, upload_id: str) -> None:

@@ -75,8 +75,10 @@ class DirectS3:
                                else UNSIGNED)
         return self._send("GetObject", "GET", target, path, headers, None)
 
-    def put(self, bucket: str, key: str, body: bytes, content_type: str) -> str:
-        """Store ``body`` as the object; return the ETag S3 gave it (without quotes)."""
+    def put(self, bucket: str, key: str, body: bytes, content_type: str,
+            sha256: str = "") -> str:
+        """Store ``body`` as the object; return the ETag S3 gave it (without quotes).
+        ``sha256``: the body's, if the caller has it (hashed once, not twice)."""
         target = self._target(bucket)
         check_object_name(key)
         path = target.prefix + quote(key)
@@ -86,7 +88,7 @@ class DirectS3:
                 body, usedforsecurity=False).digest()).decode()
             payload = UNSIGNED
         else:
-            payload = hashlib.sha256(body).hexdigest()
+            payload = sha256 or hashlib.sha256(body).hexdigest()
         headers = self._signed("PUT", target, path, extra, payload)
         response = self._send("PutObject", "PUT", target, path, headers, body)
         return (response.headers.get("etag") or "").replace('"', "")

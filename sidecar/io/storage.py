@@ -46,7 +46,7 @@ from .. import tls
 from ..effects import DeleteFiles, DownloadFile, UploadFile
 from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
-from . import minio_private, multipart
+from . import integrity, minio_private, multipart
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -66,6 +66,8 @@ def classify(err: BaseException) -> tuple[str, bool]:
     """(reason code, transient?) of a failed transfer."""
     if tls.is_untrusted_certificate(err):
         return "tls-untrusted", False  # a configuration problem: see _misconfigured()
+    if isinstance(err, integrity.IntegrityError):
+        return "integrity", True  # retried; dead-lettered once retries are spent (_download)
     if isinstance(err, S3Error):
         if err.code in _PERMANENT_CODES:
             return _PERMANENT_CODES[err.code], False
@@ -299,29 +301,32 @@ class Storage:
     def _download(self, e: DownloadFile, fragment: str = "") -> None:
         tries = Tries(self._retrying, self._retry_log("download", e.bucket, e.key, fragment))
         try:
-            size, etag = tries(self._get, e.bucket, e.key, e.dest)
+            size, etag, sha256 = tries(self._get, e.bucket, e.key, e.dest)
         except Exception as err:  # every failure becomes an event, never a dead worker
             reason, transient = classify(err)
+            if reason == "integrity" and not self.closing.is_set():
+                # retried, and S3 still serves bytes that are not the object: requeueing
+                # would only loop, so dead-letter it (docs/reliability.md)
+                transient = False
             transient = self._misconfigured(err) or transient
             self.post(DownloadFailed(e.input_id, e.index, reason, _describe(err), transient,
                                      tries.count))
         else:
-            self.post(FileDownloaded(e.input_id, e.index, size, tries.count, etag))
+            self.post(FileDownloaded(e.input_id, e.index, size, tries.count, etag, sha256))
 
-    def _get(self, bucket: str, key: str, dest: str) -> tuple[int, str]:
-        """Stream one object to ``dest``; return its size and its ETag."""
+    def _get(self, bucket: str, key: str, dest: str) -> tuple[int, str, str]:
+        """Stream one object to ``dest``, checked (integrity.py); return its size, its
+        ETag and its SHA-256. A body that fails the check never gets the name ``dest``."""
         partial = dest + ".part"
-        size = 0
         started = time.monotonic()
         try:
             response = (self.direct.get(bucket, key) if self.direct
                         else self.client.get_object(bucket, key))
             try:
-                etag = (response.headers.get("ETag") or "").strip('"')
+                check = integrity.DownloadCheck(response.headers)
                 with os.fdopen(_create_in_dirs(partial), "wb") as out:
-                    for chunk in response.stream(CHUNK):
-                        out.write(chunk)
-                        size += len(chunk)
+                    sha256 = check.copy(response, out, CHUNK)
+                size = check.size
             finally:
                 response.close()
                 response.release_conn()
@@ -333,7 +338,7 @@ class Storage:
             self.hooks.transfer("download", 0, time.monotonic() - started)
             raise
         self.hooks.transfer("download", size, time.monotonic() - started)
-        return size, etag
+        return size, check.etag, sha256
 
     # --- uploads ---------------------------------------------------------------------
 
@@ -346,41 +351,47 @@ class Storage:
         tries = Tries(self._retrying, retry_log)
         try:
             self._ensure_output_bucket(retry_log)
-            size, etag = self._put(e.bucket, e.key, e.source, tries)
+            size, etag, sha256 = self._put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)
             transient = self._misconfigured(err) or transient
             self.post(UploadFailed(e.output_id, e.index, reason, _describe(err), transient,
                                    tries.count))
         else:
-            self.post(FileUploaded(e.output_id, e.index, size, tries.count, etag))
+            self.post(FileUploaded(e.output_id, e.index, size, tries.count, etag, sha256))
 
     def _put(self, bucket: str, key: str, source: str,
-             tries: Tries | None = None) -> tuple[int, str]:
-        """Upload one file; return its size and the ETag S3 gave the object. Retried per
-        request (``tries``, by default the adapter's policy): the whole PUT, or each request
-        of a multipart upload."""
+             tries: Tries | None = None) -> tuple[int, str, str]:
+        """Upload one file; return its size, the ETag S3 gave the object and the SHA-256
+        of the bytes sent (hashed as they are read). Retried per request (``tries``, by
+        default the adapter's policy): the whole PUT, or each request of a multipart
+        upload."""
         tries = tries or Tries(self._retrying)
         with os.fdopen(self._open_source(source), "rb") as data:
             size = os.fstat(data.fileno()).st_size
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
             if size <= self.part_size or not self.streamed:
-                etag = tries(self._put_whole, bucket, key, data, size, content_type)
+                etag, sha256 = tries(self._put_whole, bucket, key, data, size, content_type)
             else:
-                etag = self._put_parts(bucket, key, data.fileno(), size, content_type, tries)
-        return size, etag or tries(self._etag_of, bucket, key)
+                whole = integrity.RunningSha256()
+                etag = self._put_parts(bucket, key, data.fileno(), size, content_type, tries,
+                                       whole)
+                sha256 = whole.hexdigest()
+        return size, etag or tries(self._etag_of, bucket, key), sha256
 
     def _put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
-                   content_type: str) -> str:
+                   content_type: str) -> tuple[str, str]:
         """One PutObject attempt of a file up to the part size (of any size without the
-        streamed multipart upload: minio's own, retried whole); its ETag."""
+        streamed multipart upload: minio's own, retried whole); its ETag and SHA-256."""
         started = time.monotonic()
         try:
             data.seek(0)  # a retry sends the file again from its start
+            reader = integrity.HashingReader(data)
             if self.direct:  # the lean path (s3direct.py): the file is at most a part
-                etag = self.direct.put(bucket, key, data.read(size), content_type)
+                body = reader.read(size)
+                etag = self.direct.put(bucket, key, body, content_type, reader.hexdigest())
             else:
-                etag = self.client.put_object(bucket, key, data, size,
+                etag = self.client.put_object(bucket, key, reader, size,
                                               content_type=content_type,
                                               part_size=self.part_size,
                                               num_parallel_uploads=1).etag
@@ -388,15 +399,15 @@ class Storage:
             self.hooks.transfer("upload", 0, time.monotonic() - started)
             raise
         self.hooks.transfer("upload", size, time.monotonic() - started)
-        return (etag or "").strip('"')
+        return (etag or "").strip('"'), reader.hexdigest()
 
     def _put_parts(self, bucket: str, key: str, fd: int, size: int, content_type: str,
-                   tries: Tries) -> str:
+                   tries: Tries, whole: integrity.RunningSha256 | None = None) -> str:
         """A multipart upload in bounded memory (sidecar/io/multipart.py); its ETag."""
         started = time.monotonic()
         try:
             etag = multipart.upload(self.client, fd, size, bucket, key, self.part_size,
-                                    content_type, tries)
+                                    content_type, tries, whole)
         except BaseException:
             self.hooks.transfer("upload", 0, time.monotonic() - started)
             raise

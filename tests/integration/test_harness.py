@@ -82,6 +82,31 @@ def test_s3_stall_drop_and_harness_requests(s3):
     s3.remove_bucket(bucket)
 
 
+def test_s3_corrupts_and_truncates_get_bodies(s3):
+    bucket = f"harness-{random_id(16)}"
+    setup = s3.harness_client()
+    setup.make_bucket(bucket)
+    data = bytes(range(256)) * 40
+    setup.put_object(bucket, "k", io.BytesIO(data), len(data))
+    client = s3.client(retries=False)
+
+    s3.corrupt(times=1, bucket=bucket)
+    response = client.get_object(bucket, "k")
+    got = response.read()
+    assert len(got) == len(data) and got != data
+    assert int(response.headers["Content-Length"]) == len(data)
+    assert sum(a != b for a, b in zip(got, data, strict=True)) == 1
+
+    s3.truncate(times=1, bucket=bucket)
+    response = client.get_object(bucket, "k")
+    with pytest.raises(urllib3.exceptions.ProtocolError, match="IncompleteRead"):
+        response.read()
+    assert client.get_object(bucket, "k").read() == data  # both were once only
+    assert [r.fault for r in s3.requests() if r.op == "GetObject"] == [
+        "corrupt", "truncate", None]
+    s3.remove_bucket(bucket)
+
+
 # --- AMQP proxy ------------------------------------------------------------------------
 
 

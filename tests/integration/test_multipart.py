@@ -7,6 +7,7 @@ would send is checked in tests/unit/test_storage_adapter.py."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -83,6 +84,7 @@ def test_a_file_of_several_parts_arrives_byte_identical(adapter, s3: S3Server, b
     assert isinstance(event, FileUploaded), event
     assert (event.size, event.attempts) == (len(data), 1)
     assert event.etag.endswith("-3")
+    assert event.sha256 == hashlib.sha256(data).hexdigest()  # hashed with the parts
     assert stored(s3, bucket) == data
     assert s3.ops() == {"CreateMultipartUpload": 1, "UploadPart": 3,
                         "CompleteMultipartUpload": 1}
@@ -91,6 +93,7 @@ def test_a_file_of_several_parts_arrives_byte_identical(adapter, s3: S3Server, b
 def test_a_file_of_one_part_is_one_put(adapter, s3: S3Server, bucket: str):
     event, data = upload(adapter, bucket, PART)
     assert isinstance(event, FileUploaded), event
+    assert event.sha256 == hashlib.sha256(data).hexdigest()
     assert stored(s3, bucket) == data
     assert s3.ops() == {"PutObject": 1}
 
@@ -101,6 +104,7 @@ def test_a_transient_failure_retries_that_part_alone(adapter, s3: S3Server, buck
     event, data = upload(adapter, bucket, 2 * PART + 1)
     assert isinstance(event, FileUploaded), event
     assert event.attempts == 2
+    assert event.sha256 == hashlib.sha256(data).hexdigest()  # the retried part counted once
     assert stored(s3, bucket) == data
     assert s3.ops()["UploadPart"] == 4 and s3.ops()["CreateMultipartUpload"] == 1
 

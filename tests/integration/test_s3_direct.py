@@ -7,6 +7,7 @@ with STS on, SignatureDoesNotMatch without): the tests check what the sidecar ma
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -66,9 +67,10 @@ def test_signed_put_and_get_of_hostile_keys(moto_auth: SimpleNamespace, tmp_path
         key = f"{mode}/{key}"
         source = tmp_path / f"out{i}.json"
         source.write_bytes(key.encode() * 7 if i else b"")  # and an empty file
-        size, etag = storage._put(moto_auth.bucket, key, str(source))
+        size, etag, sha256 = storage._put(moto_auth.bucket, key, str(source))
+        assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
         dest = tmp_path / "in" / f"{i}.bin"
-        assert storage._get(moto_auth.bucket, key, str(dest)) == (size, etag)
+        assert storage._get(moto_auth.bucket, key, str(dest)) == (size, etag, sha256)
         assert dest.read_bytes() == source.read_bytes(), key
     # what the other client wrote, read back: both address the same objects
     check = Minio(moto_auth.endpoint, moto_auth.access, moto_auth.secret, secure=False,

@@ -48,7 +48,7 @@ def test_a_segment_is_a_header_a_checkpoint_and_one_line_per_event(tmp_path: Pat
     [(run, segment, path)] = list_segments(str(tmp_path))
     assert (run, segment) == (1, 1) and path.endswith("run0001-seg0001.jsonl")
     header, checkpoint, *events = lines(path)
-    assert header["header"]["format"] == 1 and header["header"]["run"] == 1
+    assert header["header"]["format"] == 2 and header["header"]["run"] == 1
     assert header["header"]["config"]["step"] == drv.core.cfg.step
     assert header["header"]["config"]["queue_mapping"] == {"rejects": "h-rejects"}
     assert checkpoint["after"] == 0 and checkpoint["checkpoint"]["inputs"] == []
@@ -138,7 +138,7 @@ def test_a_line_cut_short_by_a_kill_is_dropped_and_noted(tmp_path: Path) -> None
 @pytest.mark.parametrize("content, message", [
     ("", "no header and checkpoint"),
     ('{"a": 1}\n{"b": 2}\n', "no header and checkpoint"),
-    ('{"header": {"format": 2}}\n{"checkpoint": {}, "after": 0}\n', "journal format 2"),
+    ('{"header": {"format": 3}}\n{"checkpoint": {}, "after": 0}\n', "journal format 3"),
 ])
 def test_what_is_not_a_journal_is_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "run0001-seg0001.jsonl"

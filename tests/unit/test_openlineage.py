@@ -20,6 +20,7 @@ pytest.importorskip("openlineage.client")
 
 A = fid("a")
 PIPELINE = "p" * 32
+IN_SHA, OUT_SHA = "1" * 64, "2" * 64
 
 
 class Observed(Driver):
@@ -47,11 +48,12 @@ def run(settings: SimpleNamespace, metrics: Metrics, valid: bool = True) -> list
     drv.connect()
     out = drv.deliver_fragment(1, A, names=("cat.jpg",))
     [download] = of(out, fx.DownloadFile)
-    drv.feed(ev.FileDownloaded(download.input_id, 0, size=5, etag="in-etag"))
+    drv.feed(ev.FileDownloaded(download.input_id, 0, size=5, etag="in-etag", sha256=IN_SHA))
     path = f"{VOLUME}/output/out.jpg" if valid else "/etc/passwd"
     out = drv.frame(pyterum_output([A], [("out.jpg", path)]))
     for upload in of(out, fx.UploadFile):
-        out = drv.feed(ev.FileUploaded(upload.output_id, 0, size=42, etag="out-etag"))
+        out = drv.feed(ev.FileUploaded(upload.output_id, 0, size=42, etag="out-etag",
+                                       sha256=OUT_SHA))
         [descriptor] = of(out, fx.Publish)
         [lineage] = of(drv.confirm(descriptor), fx.Publish)
         drv.confirm(lineage)
@@ -79,9 +81,14 @@ def test_an_output_is_one_run_start_then_complete_with_versions(settings) -> Non
                                                f"iterum_data/{output_id}/out.jpg")
     assert out["facets"]["version"]["datasetVersion"] == "out-etag"
     assert out["outputFacets"]["outputStatistics"]["size"] == 42
+    # the SHA-256 of the bytes moved (journalled on FileDownloaded / FileUploaded)
+    assert {k: v for k, v in inp["facets"]["iterum_file"].items() if not k.startswith("_")
+            } == {"sha256": IN_SHA, "size": 5}
+    assert out["facets"]["iterum_file"]["sha256"] == OUT_SHA
+    assert out["facets"]["iterum_file"]["_schemaURL"].endswith("IterumFileDatasetFacet:1-0-0")
     # START knows where the output goes, not yet its version
     assert [o["name"] for o in start["outputs"]] == [out["name"]]
-    assert "version" not in start["outputs"][0]["facets"]
+    assert start["outputs"][0]["facets"] == {}
 
     facets = complete["run"]["facets"]
     assert facets["iterum_fragment"]["predecessors"] == [A]

@@ -61,7 +61,7 @@ class S3Request:
     op: str  # S3 API name, see classify()
     harness: bool  # made by the harness' own client
     status: int | None = None  # the status answered (None while in flight or if dropped)
-    fault: str | None = None  # "status", "stall", "drop" or "rewrite" when a fault matched
+    fault: str | None = None  # "status", "stall", "drop", "rewrite", "corrupt" or "truncate"
     time: float = field(default_factory=time.monotonic)
 
 
@@ -92,7 +92,7 @@ class Fault:
     """One injected fault; `times=None` means every matching request until cleared."""
 
     match: Callable[[S3Request], bool]
-    action: str  # "status" | "stall" | "drop" | "rewrite"
+    action: str  # "status" | "stall" | "drop" | "rewrite" | "corrupt" | "truncate"
     times: int | None
     status: int = 503
     code: str = "SlowDown"
@@ -142,6 +142,9 @@ class _Middleware:
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("fault injection: connection dropped")
+        elif fault is not None and fault.action in ("corrupt", "truncate"):
+            body = self.app(environ, recording_start_response)  # moto's answer, headers as is
+            return _damaged(body, fault.action, environ)
         elif fault is not None:
             _drain(environ)  # read the upload so the client sees the answer, not a reset
             body = b"" if method == "HEAD" else _error_xml(fault, path)
@@ -169,6 +172,20 @@ def _rewritten(app, environ, fault: Fault, start_response):
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
     start_response(status, [*headers, ("Content-Length", str(len(body)))])
     return [body]
+def _damaged(body, action: str, environ):
+    """The answer's body with one byte flipped (same length), or its first half followed
+    by a closed connection (the Content-Length promised more)."""
+    data = b"".join(body)
+    if hasattr(body, "close"):
+        body.close()
+    if action == "corrupt":
+        middle = len(data) // 2
+        yield data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:] if data else b""
+        return
+    yield data[:len(data) // 2]
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _drain(environ) -> None:
@@ -377,6 +394,18 @@ class S3Server:
         E.g. a real server's quirk, such as an empty ETag (``without_etag``)."""
         return self._add(Fault(match or _matcher(op, bucket, key, method), "rewrite", times,
                                rewrite=rewrite))
+
+    def corrupt(self, times: int | None = 1, *, op="GetObject", bucket=None, key=None,
+                method=None, match=None) -> Fault:
+        """Answer matching requests (GETs) with their real headers and body, one byte of
+        the body flipped: the same length, other bytes."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "corrupt", times))
+
+    def truncate(self, times: int | None = 1, *, op="GetObject", bucket=None, key=None,
+                 method=None, match=None) -> Fault:
+        """Answer matching requests (GETs) with their real headers (Content-Length
+        included) and half the body, then close the connection."""
+        return self._add(Fault(match or _matcher(op, bucket, key, method), "truncate", times))
 
     def clear_faults(self) -> None:
         with self._lock:
