@@ -86,8 +86,9 @@ def test_a_file_of_several_parts_arrives_byte_identical(adapter, s3: S3Server, b
     assert event.etag.endswith("-3")
     assert event.sha256 == hashlib.sha256(data).hexdigest()  # hashed with the parts
     assert stored(s3, bucket) == data
+    read_back = {"HeadObject": 1} if s3.completes_multipart_without_etag else {}
     assert s3.ops() == {"CreateMultipartUpload": 1, "UploadPart": 3,
-                        "CompleteMultipartUpload": 1}
+                        "CompleteMultipartUpload": 1, **read_back}
 
 
 def test_a_file_of_one_part_is_one_put(adapter, s3: S3Server, bucket: str):

@@ -268,6 +268,9 @@ class S3Server:
         self._server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
         self.url = f"{host}:{self.port}"  # MINIO_URL: host:port, no scheme
+        # Ceph RGW 16.2 completes a multipart upload with <ETag></ETag> (tracker 58879): the
+        # sidecar then reads the ETag back with one HeadObject (docs/s3-servers.md)
+        self.completes_multipart_without_etag = upstream is not None
         self.endpoint = f"http://{self.url}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server",
                                         daemon=True)
