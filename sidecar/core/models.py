@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from states import INPUT, OUTPUT
+from states import INPUT, INTAKE, OUTPUT
 
 from .. import events as ev
 from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
@@ -60,6 +60,15 @@ class CoreConfig:
         if self.object_layout == "flat":
             return f"iterum_data/{name}"
         return f"iterum_data/{fragment_id}/{name}"
+
+
+@dataclass(eq=False, slots=True)
+class Intake:
+    """The model of ``states.INTAKE``. No history (pauses and reconnects would grow it
+    without bound) and no transitions in the journal: its state is in every checkpoint,
+    and what it does (StartConsuming, StopConsuming) is in the recorded effects."""
+
+    state: str = INTAKE.initial
 
 
 @dataclass(eq=False)

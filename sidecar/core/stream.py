@@ -5,6 +5,7 @@ and the progress check after every event.
 from __future__ import annotations
 
 from states import INPUT, OUTPUT, STEP
+from states import IntakeState as IS
 
 from .. import effects as fx
 from .. import events as ev
@@ -107,7 +108,7 @@ class StreamRules(CoreBase):
 
     def _advance(self) -> None:
         """After every event: dispatch, send the kill when due, exit when drained."""
-        if self.intake_ended and self.broker_up and not (self.consuming or self.cancelling):
+        if self.intake.state == IS.ENDED:  # no consumer, for good; the broker is there
             self._after_intake()
         self._steer_intake()
         if self.ready:
