@@ -17,7 +17,7 @@ import dataclasses
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
-from states import IntakeState
+from states import INTAKE, IntakeState
 
 from . import codec
 from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
@@ -127,7 +127,7 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
         core.volume_free = data["volume_free"]
         core.volume_low = data["volume_low"]
         core.paused = tuple(data["paused"])
-        core.intake = Intake(IntakeState(data["intake"]))
+        core.intake = Intake(_INTAKE_STATES[data["intake"]])
         core.resume_inputs = {fid: (digest, tuple(outs))
                               for fid, digest, outs in data["resume_inputs"]}
         core.resume_outputs = {fid: (stage, queue, codec.bytes_in(descriptor))
@@ -140,6 +140,7 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
     return core
 
 
+_INTAKE_STATES = {s: s for s in INTAKE.states}  # KeyError for an unknown one
 _FLAGS = ("consuming", "cancelling", "pause_cancel", "intake_ended", "broker_up", "adopting")
 
 
@@ -154,14 +155,14 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     try:
         new = {k: v for k, v in data.items() if k not in _FLAGS}
         new["format"] = FORMAT
-        new["intake"] = str(_intake_of_flags(*(data[f] for f in _FLAGS), data["step"]["state"]))
+        new["intake"] = _intake_of_flags(*(data[f] for f in _FLAGS), data["step"]["state"])
     except (KeyError, TypeError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return new
 
 
 def _intake_of_flags(consuming: bool, cancelling: bool, _pause_cancel: bool, ended: bool,
-                     up: bool, adopting: bool, step: str) -> IntakeState:
+                     up: bool, adopting: bool, step: str) -> str:
     s = IntakeState
     if not up:
         return s.ENDED_BROKER_DOWN if ended else s.STARTING if step == "starting" \

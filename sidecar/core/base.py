@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
-from states import BROKER_UP, CANCELLING, INPUT, INTAKE, OUTPUT, STEP, InvalidTransition, Lifecycle
+from states import (
+    BROKER_UP,
+    CANCELLING,
+    INPUT,
+    INTAKE,
+    OUTPUT,
+    STEP,
+    InvalidTransition,
+    Lifecycle,
+    StepState,
+)
 from states import IntakeState as IS
 
 from .. import effects as fx
@@ -80,7 +90,7 @@ class CoreBase:
         self.now = now
         self._out = []
         self.transitions = []
-        if self.step.state != "exited":
+        if self.step.state != StepState.EXITED:
             self._handlers[type(event)](event)
             self._advance()
         return self._out

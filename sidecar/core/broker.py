@@ -6,7 +6,19 @@ from __future__ import annotations
 
 import hashlib
 
-from states import BROKER_UP, CANCELLING, INPUT, OUTPUT, STEP
+from states import (
+    BROKER_UP,
+    CANCELLING,
+    INPUT,
+    OUTPUT,
+    STEP,
+    InputEvent,
+    InputState,
+    OutputEvent,
+    OutputState,
+    StepEvent,
+    StepState,
+)
 from states import IntakeEvent as IE
 from states import IntakeState as IS
 
@@ -17,7 +29,7 @@ from .base import CoreBase
 from .models import EXIT_FATAL, Input
 
 _ADOPTING = (IS.ADOPTING, IS.ADOPTION_ENDING)  # a delivery may be an input to take back
-_ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTING, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})
+_ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})  # no more `end`
 
 
 class BrokerRules(CoreBase):
@@ -27,7 +39,7 @@ class BrokerRules(CoreBase):
         if self.intake.state != IS.STARTING:
             self._on_broker_back()
             return
-        self._fire(STEP, self.step, "broker_ready")
+        self._fire(STEP, self.step, StepEvent.BROKER_READY)
         if self.cfg.transformation_connect_timeout and not self._transformation_seen():
             self.deadlines["connect"] = self.now + self.cfg.transformation_connect_timeout
         reasons = self._pause_reasons()
@@ -69,7 +81,7 @@ class BrokerRules(CoreBase):
             self.paused = ()
             self._intake_fire(IE.CONSUME)
             self._emit(fx.StartConsuming(self.cfg.prefetch))
-        if self.step.state == "draining_queue":  # an inspection in flight was lost
+        if self.step.state == StepState.DRAINING_QUEUE:  # an inspection in flight was lost
             self.deadlines.pop("inspect", None)
             self._emit(fx.InspectQueue())
 
@@ -77,7 +89,7 @@ class BrokerRules(CoreBase):
         if self.intake.state in _ADOPTING:
             self._adopt_only(e)
             return
-        if self.step.state not in ("consuming", "draining_queue"):
+        if self.step.state not in (StepState.CONSUMING, StepState.DRAINING_QUEUE):
             self._emit(fx.Nack(e.tag, requeue=True))
             self._log("info", "delivery-returned", "intake is closed; delivery requeued")
             return
@@ -174,12 +186,12 @@ class BrokerRules(CoreBase):
             else:
                 self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
             return
-        if self.step.state != "draining_queue":
+        if self.step.state != StepState.DRAINING_QUEUE:
             return
         if e.ready == 0:
             self._stop_consuming()
             if self.intake.state not in CANCELLING:  # intake was paused: no consumer left
-                self._fire(STEP, self.step, "consumer_stopped")
+                self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
         else:
             self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
 
@@ -190,8 +202,8 @@ class BrokerRules(CoreBase):
             return  # none of ours is in flight (the shell posts one per cancel): stray
         self._intake_fire(IE.CONSUMER_STOPPED)
         ending = state == IS.ENDING
-        if ending and self.step.state == "draining_queue":
-            self._fire(STEP, self.step, "consumer_stopped")
+        if ending and self.step.state == StepState.DRAINING_QUEUE:
+            self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
 
     def _on_consumer_cancelled(self, _: ev.ConsumerCancelledByBroker) -> None:
         if self.intake.state in (IS.CONSUMING, IS.ADOPTING):
@@ -216,7 +228,7 @@ class BrokerRules(CoreBase):
                 continue
             inp.tag = 0
             void += 1
-            if inp.state == "dead_lettering":  # the broker has the original: start again
+            if inp.state == InputState.DEAD_LETTERING:  # the broker has the original: start again
                 for publish_id, pending in list(self.publishes.items()):
                     if pending.kind == "dead_letter" and pending.owner == inp.serial:
                         del self.publishes[publish_id]
@@ -225,8 +237,8 @@ class BrokerRules(CoreBase):
                   f"{e.error}; reconnecting. {void} unacked input(s) went back to the queue "
                   f"(kept here until delivered again); {len(self.publishes)} unconfirmed "
                   "publish(es) will be sent again")
-        if ending and self.step.state == "draining_queue":
-            self._fire(STEP, self.step, "consumer_stopped")
+        if ending and self.step.state == StepState.DRAINING_QUEUE:
+            self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
 
     def _on_broker_gone(self, e: ev.BrokerLost) -> None:
         """Reconnecting failed for good: nothing can be acked or published any more; the
@@ -238,18 +250,18 @@ class BrokerRules(CoreBase):
                 self._release(inp)
         self.publishes.clear()
         for out in list(self.outputs.values()):
-            if out.state == "received":  # not uploaded: its files would stay behind
+            if out.state == OutputState.RECEIVED:  # not uploaded: its files would stay behind
                 local = tuple(f.path for f in out.files if inside(self.cfg.volume, f.path))
                 if local:
                     self._emit(fx.DeleteFiles(local))
-            self._fire(OUTPUT, out, "fail")
+            self._fire(OUTPUT, out, OutputEvent.FAIL)
             self._forget(out)
         self._stop(EXIT_FATAL, "broker-unreachable",
                    f"{e.error}; exiting: unacked inputs return to the queue")
 
     def _release(self, inp: Input) -> None:
         """The broker took this delivery back with its connection: nothing to settle."""
-        self._fire(INPUT, inp, "give_back")
+        self._fire(INPUT, inp, InputEvent.GIVE_BACK)
         self._cleanup_input(inp)
         self._maybe_forget(inp)
 

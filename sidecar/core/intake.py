@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 
+from states import InputState
 from states import IntakeEvent as IE
 from states import IntakeState as IS
 
@@ -75,7 +76,7 @@ class IntakeRules(CoreBase):
         whose outputs have the same ids); the killed predecessor's knowledge and leftovers
         are no use any more.
         """
-        waiting = [i for i in self.inputs.values() if not i.tag and i.state == "published"]
+        waiting = [i for i in self.inputs.values() if not i.tag and i.state == InputState.PUBLISHED]
         for inp in waiting:
             self._release(inp)
         if waiting:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from states import INPUT, INTAKE, OUTPUT
+from states import INPUT, INTAKE, OUTPUT, InputState
 
 from .. import events as ev
 from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
@@ -14,7 +14,8 @@ from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
 KILL_FRAME = dumps(KILL)
 OUTPUT_INDEX_LIMIT = 100_000  # predecessor sets whose output count is remembered (LRU)
 EXIT_OK, EXIT_FATAL, EXIT_TRANSFORMATION = 0, 1, 3
-_PRE_DISPATCH = ("received", "downloaded")
+_PRE_DISPATCH = (InputState.RECEIVED, InputState.DOWNLOADED)
+_UNPROCESSED = (*_PRE_DISPATCH, InputState.DISPATCHED)  # no done_with yet
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def test_index_keys_are_an_index_of_the_output_index() -> None:
 
 
 @pytest.mark.parametrize("damage", [lambda s: s.update(format=99), lambda s: s.pop("inputs"),
-                                    lambda s: s.update(publishes=[[1, {"kind": "x"}]])])
+                                    lambda s: s.update(publishes=[[1, {"kind": "x"}]]),
+                                    lambda s: s.update(intake="consumng")])
 def test_a_damaged_snapshot_is_refused(damage) -> None:
     drv = Driver()
     drv.start()
