@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from transitions import Machine
 
@@ -91,29 +91,39 @@ def direct_table(machine: Machine) -> dict[tuple[str, str], str]:
     return table
 
 
-class Names(type):
-    """The metaclass of a table of names (the states, or the triggers, of one machine).
+class Names:
+    """A table of names: the states, or the triggers, of one machine.
 
-    Each name is a class attribute whose value is its lower-case spelling, checked here,
-    so that a misspelt value fails at import and a misspelt name is an AttributeError.
-    Iterating over the class gives the values in the order written. Plain ``str`` values,
-    not an Enum: the core compares states on every event, and an Enum member costs a
-    slow attribute look-up (~0.2 µs on Python 3.11) and a non-identity comparison.
+    Written as a class whose upper-case attributes are the names, each valued by its
+    lower-case spelling (checked by ``names``, so that a misspelt value fails at import and
+    a misspelt name is an AttributeError), and used as the one instance ``names`` makes of
+    it. Iterating gives the values in the order written. Plain ``str`` values, not an Enum,
+    and instance attributes, not class ones: the core compares states after every event,
+    and an Enum member costs a slow look-up (~0.2 µs on Python 3.11) and a non-identity
+    comparison, a class attribute about twice an instance one.
     """
 
-    def __init__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> None:
-        super().__init__(name, bases, ns)
-        values = {k: v for k, v in ns.items() if k.isupper()}
-        wrong = [k for k, v in values.items() if v != k.lower()]
-        if wrong:
-            raise ValueError(f"{name}: {wrong} must be spelt as their lower-case value")
-        cls._values = tuple(values.values())
+    _values: tuple[str, ...] = ()
 
-    def __iter__(cls) -> Iterator[str]:
-        return iter(cls._values)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
 
 
-class InputState(metaclass=Names):
+T = TypeVar("T", bound=Names)
+
+
+def names(cls: type[T]) -> T:
+    values = {k: v for k, v in vars(cls).items() if k.isupper()}
+    wrong = [k for k, v in values.items() if v != k.lower()]
+    if wrong:
+        raise ValueError(f"{cls.__name__}: {wrong} must be spelt as their lower-case value")
+    table = cls()
+    vars(table).update(values, _values=tuple(values.values()))
+    return table
+
+
+@names
+class InputState(Names):
     RECEIVED = "received"
     DOWNLOADED = "downloaded"
     DISPATCHED = "dispatched"
@@ -126,7 +136,8 @@ class InputState(metaclass=Names):
     REQUEUED = "requeued"
 
 
-class InputEvent(metaclass=Names):
+@names
+class InputEvent(Names):
     DOWNLOAD_DONE = "download_done"
     DISPATCH = "dispatch"
     REDISPATCH = "redispatch"
@@ -140,7 +151,8 @@ class InputEvent(metaclass=Names):
     GIVE_BACK = "give_back"
 
 
-class OutputState(metaclass=Names):
+@names
+class OutputState(Names):
     RECEIVED = "received"
     UPLOADED = "uploaded"
     PUBLISHED = "published"
@@ -148,14 +160,16 @@ class OutputState(metaclass=Names):
     FAILED = "failed"
 
 
-class OutputEvent(metaclass=Names):
+@names
+class OutputEvent(Names):
     UPLOAD_DONE = "upload_done"
     PUBLISH_CONFIRMED = "publish_confirmed"
     LINEAGE_CONFIRMED = "lineage_confirmed"
     FAIL = "fail"
 
 
-class StepState(metaclass=Names):
+@names
+class StepState(Names):
     STARTING = "starting"
     CONSUMING = "consuming"
     DRAINING_QUEUE = "draining_queue"
@@ -166,7 +180,8 @@ class StepState(metaclass=Names):
     EXITED = "exited"
 
 
-class StepEvent(metaclass=Names):
+@names
+class StepEvent(Names):
     BROKER_READY = "broker_ready"
     UPSTREAM_FINISHED = "upstream_finished"
     CONSUMER_STOPPED = "consumer_stopped"
@@ -176,7 +191,8 @@ class StepEvent(metaclass=Names):
     EXIT = "exit"
 
 
-class IntakeState(metaclass=Names):
+@names
+class IntakeState(Names):
     STARTING = "starting"
     CONSUMING = "consuming"
     PAUSING = "pausing"
@@ -189,7 +205,8 @@ class IntakeState(metaclass=Names):
     ENDED_BROKER_DOWN = "ended_broker_down"
 
 
-class IntakeEvent(metaclass=Names):
+@names
+class IntakeEvent(Names):
     CONSUME = "consume"
     HOLD = "hold"
     PAUSE = "pause"

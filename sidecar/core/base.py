@@ -35,6 +35,9 @@ from .models import (
     _fragment_of,
 )
 
+# Compared on every event: module constants, cheaper than a look-up in the table.
+_EXITED = StepState.EXITED
+
 
 class CoreBase:
     def __init__(self, config: CoreConfig):
@@ -90,7 +93,7 @@ class CoreBase:
         self.now = now
         self._out = []
         self.transitions = []
-        if self.step.state != StepState.EXITED:
+        if self.step.state != _EXITED:
             self._handlers[type(event)](event)
             self._advance()
         return self._out

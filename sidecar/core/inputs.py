@@ -14,6 +14,9 @@ from ..protocol import input_dirs, local_input_path
 from .base import CoreBase
 from .models import _UNPROCESSED, Input, PendingPublish
 
+# Compared on every progress check: module constants, cheaper than look-ups in the table.
+_PROCESSED, _UPLOADED, _PUBLISHED = InputState.PROCESSED, InputState.UPLOADED, InputState.PUBLISHED
+
 
 class InputRules(CoreBase):
     def _start_downloads(self, inp: Input) -> None:
@@ -62,11 +65,11 @@ class InputRules(CoreBase):
 
     def _progress(self, inp: Input) -> None:
         """Move a processed input along as its gating outputs land; ack at the end."""
-        if inp.state == InputState.PROCESSED and not inp.unuploaded:
+        if inp.state == _PROCESSED and not inp.unuploaded:
             self._fire(INPUT, inp, InputEvent.OUTPUTS_UPLOADED)
-        if inp.state == InputState.UPLOADED and not inp.unrecorded:
+        if inp.state == _UPLOADED and not inp.unrecorded:
             self._fire(INPUT, inp, InputEvent.OUTPUTS_PUBLISHED)
-        if inp.state != InputState.PUBLISHED or not inp.tag:
+        if inp.state != _PUBLISHED or not inp.tag:
             return  # a void tag: settled once the delivery comes back (or the input ends)
         if inp.taint is None:
             self._emit(fx.Ack(inp.tag))

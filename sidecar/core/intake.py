@@ -17,6 +17,9 @@ from .. import events as ev
 from .base import CoreBase
 from .models import Input, Output, _fragment_of, _terminal
 
+# Compared on every event: module constants, cheaper than a look-up in the table.
+_CONSUMING = IS.CONSUMING
+
 
 class IntakeRules(CoreBase):
     def _on_volume_space(self, e: ev.VolumeSpace) -> None:
@@ -50,7 +53,7 @@ class IntakeRules(CoreBase):
         consumer tag is never reused while the broker still knows it.
         """
         state = self.intake.state
-        if state == IS.CONSUMING:
+        if state == _CONSUMING:
             if not (self.volume_low or self.orphaned):
                 return  # the usual case, after every event: no reason to pause
         elif state != IS.PAUSED and state != IS.PAUSING:
