@@ -286,8 +286,9 @@ STEP = Lifecycle(
 )
 
 # The intake: the consumer on the input queue and the connection it lives on. It replaces
-# seven flags (consuming, cancelling, pause_cancel, paused, intake_ended, adopting,
-# broker_up) whose combinations were its states. The connection is part of it, not a
+# six flags (consuming, cancelling, pause_cancel, intake_ended, adopting, broker_up) and
+# ``paused`` used as one (its tuple now only says why), whose combinations were its
+# states. The connection is part of it, not a
 # machine of its own: a loss ends the consumer and voids a cancel in flight, and what the
 # intake does when the broker is back depends on where it was (start, resume, adopt). What
 # stays outside are the *reasons* to pause (the transformation away, the volume nearly full):
