@@ -91,7 +91,7 @@ def _add_debugging_commands(commands: Any) -> None:
         "Graphviz); docs/lifecycle.md is `graph --format markdown`")
     graph.add_argument("--format", choices=("mermaid", "markdown", "svg", "png"),
                        default="mermaid")
-    graph.add_argument("--machine", choices=("input", "output", "step", "all"),
+    graph.add_argument("--machine", choices=("input", "output", "step", "intake", "all"),
                        help="one lifecycle (default: all; input for an image)")
     graph.add_argument("--out", metavar="PATH", help="write to PATH instead of stdout")
 

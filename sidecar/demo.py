@@ -290,9 +290,9 @@ def _progress_view(run: Run, seconds: float) -> Any:
         n_out = counts.get("output", {}).get(state)
         table.add_row(state, _cell(n_in, state in INPUT.states),
                       _cell(n_out, state in OUTPUT.states))
-    for outcome in ("acked", "dead_lettered", "requeued"):
+    for outcome in (s for s in INPUT.states if s in INPUT.terminal):
         table.add_row(f"[dim]{outcome}[/]", str(totals.get(f"input {outcome}", 0)), "")
-    for outcome in ("recorded", "failed"):
+    for outcome in (s for s in OUTPUT.states if s in OUTPUT.terminal):
         table.add_row(f"[dim]{outcome}[/]", "", str(totals.get(f"output {outcome}", 0)))
     return Group(title, table)
 

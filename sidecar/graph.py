@@ -25,6 +25,13 @@ ABOUT = {
              "lineage confirmed by the broker.",
     "output": "One per fragment the transformation sends back on `fts.sock`.",
     "step": "The sidecar process itself, from start-up through the shutdown chain (§12).",
+    "intake": "The consumer on the input queue and the broker connection it lives on "
+              "([reliability.md](reliability.md), [operations.md](operations.md)): paused "
+              "while the transformation is away or the volume nearly full, ended with the "
+              "input, and after a lost connection back, to take back (`adopting`) the "
+              "deliveries the loss returned to the queue. A `basic.cancel` is in flight in "
+              "`pausing`, `ending` and `adoption_ending`: no `basic.consume` before its "
+              "confirmation. No state is terminal; the step's `exited` ends it.",
 }
 
 MARKDOWN_HEADER = """# Lifecycles
@@ -59,8 +66,8 @@ def markdown() -> str:
     parts = [MARKDOWN_HEADER]
     for lc in LIFECYCLES:
         parts.append(f"\n## {lc.name}\n\n{ABOUT[lc.name]}\n\n```mermaid\n{mermaid(lc)}```\n")
-        parts.append(f"\nTerminal: {', '.join(f'`{s}`' for s in lc.states if s in lc.terminal)}."
-                     "\n\n| Trigger | From | To |\n|---|---|---|\n")
+        final = ", ".join(f"`{s}`" for s in lc.states if s in lc.terminal) or "none"
+        parts.append(f"\nTerminal: {final}.\n\n| Trigger | From | To |\n|---|---|---|\n")
         for trigger, source, dest in lc.transitions:
             froms = ", ".join(f"`{s}`" for s in _sources(source))
             parts.append(f"| `{trigger}` | {froms} | `{dest}` |\n")
@@ -125,7 +132,7 @@ def run_graph(fmt: str = "mermaid", machine: str | None = None, out_path: str | 
             chosen = [LIFECYCLES[0]] if machine is None else chosen
         if len(chosen) != 1:
             print("iterum-sidecar graph: an image shows one lifecycle: --machine "
-                  "input|output|step", file=err)
+                  + "|".join(lc.name for lc in LIFECYCLES), file=err)
             return 2
         if fmt == "png" and not out_path:
             print("iterum-sidecar graph: PNG is binary: give --out PATH", file=err)

@@ -19,6 +19,8 @@ from typing import Any
 
 from pika.adapters.select_connection import IOLoop
 
+from states import INPUT, OUTPUT
+
 from . import effects as fx
 from . import journal, signals
 from .config import Settings
@@ -32,6 +34,7 @@ from .logs import log_effect
 from .operate import Operations
 from .resume import recover
 
+_FINAL = INPUT.terminal | OUTPUT.terminal  # the outcomes counted in ``totals``
 log = logging.getLogger("sidecar")
 Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
 CLOSE_TIMEOUT = 10.0
@@ -165,7 +168,7 @@ class Runner:
                 for observer in self.observers:
                     observer(current, now, effects, self.core.transitions)
                 for t in self.core.transitions:
-                    if t.dest in ("acked", "dead_lettered", "requeued", "recorded", "failed"):
+                    if t.dest in _FINAL:
                         self.totals[f"{t.machine} {t.dest}"] += 1
                 for effect in effects:
                     self._performers[type(effect)](effect)

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from states import INPUT
+from states import InputState as In
+from states import OutputState as Out
+
 from . import __version__
 from . import effects as fx
 from . import events as ev
@@ -103,7 +107,7 @@ class LineageObserver:
             self.inputs.move_to_end(t.fragment)
             while len(self.inputs) > REMEMBERED_INPUTS:
                 self.inputs.popitem(last=False)
-        if t.dest in ("acked", "dead_lettered", "requeued", "dead_lettering"):
+        if t.dest in INPUT.terminal or t.dest == In.DEAD_LETTERING:
             for key in [k for k in self.downloads if k[0] == t.serial]:
                 del self.downloads[key]
 
@@ -117,10 +121,10 @@ class LineageObserver:
             self._send("START", t.serial)
         elif t.serial not in self.outputs:
             return
-        elif t.dest == "recorded":
+        elif t.dest == Out.RECORDED:
             self._send("COMPLETE", t.serial)
             self._forget(t.serial)
-        elif t.dest == "failed":
+        elif t.dest == Out.FAILED:
             error = next((e.message for e in effects if isinstance(e, fx.Log)
                           and e.fragment == t.fragment and e.level == "error"), "failed")
             self._send("FAIL", t.serial, error)

@@ -26,7 +26,7 @@ from . import effects as fx
 from . import events as ev
 from .core import Core, Input, Output, Transition
 from .journal import Journal, Record, Segment
-from .snapshot import config_from_json
+from .snapshot import SnapshotError, config_from_json, upgrade
 
 TERMINAL = {INPUT.name: INPUT.terminal, OUTPUT.name: OUTPUT.terminal, STEP.name: STEP.terminal}
 
@@ -131,10 +131,13 @@ class Replayer:
 
     def _checkpoint_matches(self, segment: Segment) -> bool:
         mine = json.loads(json.dumps(self.core.snapshot()))
-        if mine == segment.checkpoint:
+        try:
+            theirs = upgrade(segment.checkpoint)  # recorded in an older format
+        except SnapshotError:
+            theirs = segment.checkpoint
+        if mine == theirs:
             return True
-        differs = sorted(k for k in set(mine) | set(segment.checkpoint)
-                         if mine.get(k) != segment.checkpoint.get(k))
+        differs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         self.divergence = Divergence(
             segment.after, self.core.now, None,
             f"the core's state differs from the checkpoint at the start of {segment.path} "

@@ -17,11 +17,16 @@ import dataclasses
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
+from states import INTAKE, IntakeState
+
 from . import codec
 from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
+from .core.models import Intake
 from .protocol import LocalFile, RemoteFile, RemoteFragment
 
-FORMAT = 3  # 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume
+# 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume; 4: the
+# intake's state (states.INTAKE) instead of its six flags. Format 3 is still read (upgrade).
+FORMAT = 4
 
 # Core attributes that are not state: the config (written separately), per-call scratch,
 # and indexes rebuilt from the state on restore (index_keys, the stuck watch's _entered).
@@ -67,7 +72,6 @@ def snapshot(core: Core) -> dict[str, Any]:
         "killed": sorted(core.killed),
         "kill_received": core.kill_received,
         "orphaned": core.orphaned,
-        "consuming": core.consuming,
         "upstream_finished": core.upstream_finished,
         "deadlines": dict(core.deadlines),
         "output_index": [[list(key), n] for key, n in core.output_index.items()],
@@ -82,11 +86,7 @@ def snapshot(core: Core) -> dict[str, Any]:
         "volume_free": core.volume_free,
         "volume_low": core.volume_low,
         "paused": list(core.paused),
-        "cancelling": core.cancelling,
-        "pause_cancel": core.pause_cancel,
-        "intake_ended": core.intake_ended,
-        "broker_up": core.broker_up,
-        "adopting": core.adopting,
+        "intake": core.intake.state,
         "resume_inputs": [[fid, digest, list(outs)]
                           for fid, (digest, outs) in core.resume_inputs.items()],
         "resume_outputs": [[fid, stage, queue, codec.bytes_out(descriptor)]
@@ -97,8 +97,7 @@ def snapshot(core: Core) -> dict[str, Any]:
 
 
 def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
-    if data.get("format") != FORMAT:
-        raise SnapshotError(f"snapshot format {data.get('format')!r} is not {FORMAT}")
+    data = upgrade(data)
     core = Core(config)
     try:
         core.now = data["now"]
@@ -113,7 +112,6 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
         core.killed = set(data["killed"])
         core.kill_received = data["kill_received"]
         core.orphaned = data["orphaned"]
-        core.consuming = data["consuming"]
         core.upstream_finished = data["upstream_finished"]
         core.deadlines = dict(data["deadlines"])
         core.output_index = OrderedDict((tuple(key), n) for key, n in data["output_index"])
@@ -129,11 +127,7 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
         core.volume_free = data["volume_free"]
         core.volume_low = data["volume_low"]
         core.paused = tuple(data["paused"])
-        core.cancelling = data["cancelling"]
-        core.pause_cancel = data["pause_cancel"]
-        core.intake_ended = data["intake_ended"]
-        core.broker_up = data["broker_up"]
-        core.adopting = data["adopting"]
+        core.intake = Intake(_INTAKE_STATES[data["intake"]])
         core.resume_inputs = {fid: (digest, tuple(outs))
                               for fid, digest, outs in data["resume_inputs"]}
         core.resume_outputs = {fid: (stage, queue, codec.bytes_in(descriptor))
@@ -144,6 +138,41 @@ def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return core
+
+
+_INTAKE_STATES = {s: s for s in INTAKE.states}  # KeyError for an unknown one
+_FLAGS = ("consuming", "cancelling", "pause_cancel", "intake_ended", "broker_up", "adopting")
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` in the current format: a format-3 snapshot (a journal or a killed
+    predecessor's checkpoint written before the intake machine) has its flags mapped to
+    the intake state they meant."""
+    if data.get("format") == FORMAT:
+        return data
+    if data.get("format") != 3:
+        raise SnapshotError(f"snapshot format {data.get('format')!r} is not {FORMAT} (or 3)")
+    try:
+        new = {k: v for k, v in data.items() if k not in _FLAGS}
+        new["format"] = FORMAT
+        new["intake"] = _intake_of_flags(*(data[f] for f in _FLAGS), data["step"]["state"])
+    except (KeyError, TypeError) as err:
+        raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
+    return new
+
+
+def _intake_of_flags(consuming: bool, cancelling: bool, _pause_cancel: bool, ended: bool,
+                     up: bool, adopting: bool, step: str) -> str:
+    s = IntakeState
+    if not up:
+        return s.ENDED_BROKER_DOWN if ended else s.STARTING if step == "starting" \
+            else s.BROKER_DOWN
+    if adopting and (consuming or cancelling):
+        return s.ADOPTING if consuming else s.ADOPTION_ENDING
+    if ended:
+        return s.ENDING if cancelling else s.ENDED
+    # a cancel in flight before the end is a pause's; paused is the rest (reasons kept)
+    return s.PAUSING if cancelling else s.CONSUMING if consuming else s.PAUSED
 
 
 def rebuild_index_keys(output_index: OrderedDict[tuple[str, ...], int]

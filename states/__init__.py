@@ -1,20 +1,26 @@
 """The lifecycles of the sidecar, defined once (as plain tables) and built with `transitions`.
 
-Three machines:
+Four machines:
 
 * ``INPUT``: one per fragment consumed from RabbitMQ. Its last states reflect the outputs
   that gate its ack (§16.8): ``uploaded`` once every gating output is in S3, ``published``
   once every gating output's descriptor and lineage are confirmed by the broker.
 * ``OUTPUT``: one per fragment the transformation sends back.
 * ``STEP``: the sidecar process itself, from start-up through the shutdown chain (§12).
+* ``INTAKE``: the consumer on the input queue, and the broker connection it lives on
+  (docs/reliability.md, docs/operations.md).
 
-The runner, the replay tool and the diagram all use these same tables.
+States and triggers are named constants (``InputState.DISPATCHED``, ``StepEvent.STOP``;
+see ``Names``) whose values are the strings journals, snapshots, logs and metrics hold, so
+a misspelt name is an error instead of a state that silently never matches. The runner,
+the replay tool and the diagram all use these same tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from transitions import Machine
 
@@ -85,65 +91,252 @@ def direct_table(machine: Machine) -> dict[tuple[str, str], str]:
     return table
 
 
-_ALIVE = ("received", "downloaded", "dispatched", "processed", "uploaded", "published")
+class Names:
+    """A table of names: the states, or the triggers, of one machine.
+
+    Written as a class whose upper-case attributes are the names, each valued by its
+    lower-case spelling (checked by ``names``, so that a misspelt value fails at import and
+    a misspelt name is an AttributeError), and used as the one instance ``names`` makes of
+    it. Iterating gives the values in the order written. Plain ``str`` values, not an Enum,
+    and instance attributes, not class ones: the core compares states after every event,
+    and an Enum member costs a slow look-up (~0.2 µs on Python 3.11) and a non-identity
+    comparison, a class attribute about twice an instance one.
+    """
+
+    _values: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+
+T = TypeVar("T", bound=Names)
+
+
+def names(cls: type[T]) -> T:
+    values = {k: v for k, v in vars(cls).items() if k.isupper()}
+    wrong = [k for k, v in values.items() if v != k.lower()]
+    if wrong:
+        raise ValueError(f"{cls.__name__}: {wrong} must be spelt as their lower-case value")
+    table = cls()
+    vars(table).update(values, _values=tuple(values.values()))
+    return table
+
+
+@names
+class InputState(Names):
+    RECEIVED = "received"
+    DOWNLOADED = "downloaded"
+    DISPATCHED = "dispatched"
+    PROCESSED = "processed"
+    UPLOADED = "uploaded"
+    PUBLISHED = "published"
+    ACKED = "acked"
+    DEAD_LETTERING = "dead_lettering"
+    DEAD_LETTERED = "dead_lettered"
+    REQUEUED = "requeued"
+
+
+@names
+class InputEvent(Names):
+    DOWNLOAD_DONE = "download_done"
+    DISPATCH = "dispatch"
+    REDISPATCH = "redispatch"
+    DONE_WITH = "done_with"
+    RESUME = "resume"
+    OUTPUTS_UPLOADED = "outputs_uploaded"
+    OUTPUTS_PUBLISHED = "outputs_published"
+    ACK = "ack"
+    DEAD_LETTER = "dead_letter"
+    DEAD_LETTER_CONFIRMED = "dead_letter_confirmed"
+    GIVE_BACK = "give_back"
+
+
+@names
+class OutputState(Names):
+    RECEIVED = "received"
+    UPLOADED = "uploaded"
+    PUBLISHED = "published"
+    RECORDED = "recorded"
+    FAILED = "failed"
+
+
+@names
+class OutputEvent(Names):
+    UPLOAD_DONE = "upload_done"
+    PUBLISH_CONFIRMED = "publish_confirmed"
+    LINEAGE_CONFIRMED = "lineage_confirmed"
+    FAIL = "fail"
+
+
+@names
+class StepState(Names):
+    STARTING = "starting"
+    CONSUMING = "consuming"
+    DRAINING_QUEUE = "draining_queue"
+    INPUT_ENDED = "input_ended"
+    KILL_SENT = "kill_sent"
+    TRANSFORMATION_DONE = "transformation_done"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@names
+class StepEvent(Names):
+    BROKER_READY = "broker_ready"
+    UPSTREAM_FINISHED = "upstream_finished"
+    CONSUMER_STOPPED = "consumer_stopped"
+    SEND_KILL = "send_kill"
+    TRANSFORMATION_FINISHED = "transformation_finished"
+    STOP = "stop"
+    EXIT = "exit"
+
+
+@names
+class IntakeState(Names):
+    STARTING = "starting"
+    CONSUMING = "consuming"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    ENDING = "ending"
+    ENDED = "ended"
+    ADOPTING = "adopting"
+    ADOPTION_ENDING = "adoption_ending"
+    BROKER_DOWN = "broker_down"
+    ENDED_BROKER_DOWN = "ended_broker_down"
+
+
+@names
+class IntakeEvent(Names):
+    CONSUME = "consume"
+    HOLD = "hold"
+    PAUSE = "pause"
+    CONSUMER_STOPPED = "consumer_stopped"
+    CONSUMER_CANCELLED = "consumer_cancelled"
+    END = "end"
+    BROKER_LOST = "broker_lost"
+    RECONNECTED = "reconnected"
+    ADOPT = "adopt"
+    STOP_ADOPTING = "stop_adopting"
+
+
+In, InEv = InputState, InputEvent
+_ALIVE = (In.RECEIVED, In.DOWNLOADED, In.DISPATCHED, In.PROCESSED, In.UPLOADED, In.PUBLISHED)
 
 INPUT = Lifecycle(
     name="input",
-    states=(*_ALIVE, "acked", "dead_lettering", "dead_lettered", "requeued"),
-    initial="received",
-    terminal=frozenset({"acked", "dead_lettered", "requeued"}),
+    states=tuple(In),
+    initial=In.RECEIVED,
+    terminal=frozenset({In.ACKED, In.DEAD_LETTERED, In.REQUEUED}),
     transitions=(
-        ("download_done", "received", "downloaded"),
-        ("dispatch", "downloaded", "dispatched"),
+        (InEv.DOWNLOAD_DONE, In.RECEIVED, In.DOWNLOADED),
+        (InEv.DISPATCH, In.DOWNLOADED, In.DISPATCHED),
         # the transformation crashed and came back: it gets the fragment again
-        ("redispatch", "dispatched", "dispatched"),
-        ("done_with", "dispatched", "processed"),
+        (InEv.REDISPATCH, In.DISPATCHED, In.DISPATCHED),
+        (InEv.DONE_WITH, In.DISPATCHED, In.PROCESSED),
         # a restarted sidecar: the killed one's journal says done_with came and every
         # output is in S3, so the redelivered input is not processed again (§16.15)
-        ("resume", "received", "processed"),
-        ("outputs_uploaded", "processed", "uploaded"),
-        ("outputs_published", "uploaded", "published"),
-        ("ack", "published", "acked"),
+        (InEv.RESUME, In.RECEIVED, In.PROCESSED),
+        (InEv.OUTPUTS_UPLOADED, In.PROCESSED, In.UPLOADED),
+        (InEv.OUTPUTS_PUBLISHED, In.UPLOADED, In.PUBLISHED),
+        (InEv.ACK, In.PUBLISHED, In.ACKED),
         # invalid body, object missing, an output refused: keep the input, with the reason
-        ("dead_letter", ("received", "processed", "uploaded", "published"), "dead_lettering"),
-        ("dead_letter_confirmed", "dead_lettering", "dead_lettered"),
+        (InEv.DEAD_LETTER, (In.RECEIVED, In.PROCESSED, In.UPLOADED, In.PUBLISHED),
+         In.DEAD_LETTERING),
+        (InEv.DEAD_LETTER_CONFIRMED, In.DEAD_LETTERING, In.DEAD_LETTERED),
         # shutdown, crash of the transformation, transient outage: back to the broker (by a
         # nack, or by the broker itself when the connection that delivered it was lost)
-        ("give_back", (*_ALIVE, "dead_lettering"), "requeued"),
+        (InEv.GIVE_BACK, (*_ALIVE, In.DEAD_LETTERING), In.REQUEUED),
     ),
 )
+
+Out, OutEv = OutputState, OutputEvent
 
 OUTPUT = Lifecycle(
     name="output",
-    states=("received", "uploaded", "published", "recorded", "failed"),
-    initial="received",
-    terminal=frozenset({"recorded", "failed"}),
+    states=tuple(Out),
+    initial=Out.RECEIVED,
+    terminal=frozenset({Out.RECORDED, Out.FAILED}),
     transitions=(
-        ("upload_done", "received", "uploaded"),
-        ("publish_confirmed", "uploaded", "published"),
-        ("lineage_confirmed", "published", "recorded"),
-        ("fail", ("received", "uploaded", "published"), "failed"),
+        (OutEv.UPLOAD_DONE, Out.RECEIVED, Out.UPLOADED),
+        (OutEv.PUBLISH_CONFIRMED, Out.UPLOADED, Out.PUBLISHED),
+        (OutEv.LINEAGE_CONFIRMED, Out.PUBLISHED, Out.RECORDED),
+        (OutEv.FAIL, (Out.RECEIVED, Out.UPLOADED, Out.PUBLISHED), Out.FAILED),
     ),
 )
+
+S, SE = StepState, StepEvent
 
 STEP = Lifecycle(
     name="step",
-    states=("starting", "consuming", "draining_queue", "input_ended", "kill_sent",
-            "transformation_done", "stopping", "exited"),
-    initial="starting",
-    terminal=frozenset({"exited"}),
+    states=tuple(S),
+    initial=S.STARTING,
+    terminal=frozenset({S.EXITED}),
     transitions=(
-        ("broker_ready", "starting", "consuming"),
-        ("upstream_finished", "consuming", "draining_queue"),
-        ("consumer_stopped", ("consuming", "draining_queue"), "input_ended"),
-        ("send_kill", "input_ended", "kill_sent"),
-        ("transformation_finished", "kill_sent", "transformation_done"),
+        (SE.BROKER_READY, S.STARTING, S.CONSUMING),
+        (SE.UPSTREAM_FINISHED, S.CONSUMING, S.DRAINING_QUEUE),
+        (SE.CONSUMER_STOPPED, (S.CONSUMING, S.DRAINING_QUEUE), S.INPUT_ENDED),
+        (SE.SEND_KILL, S.INPUT_ENDED, S.KILL_SENT),
+        (SE.TRANSFORMATION_FINISHED, S.KILL_SENT, S.TRANSFORMATION_DONE),
         # fatal error, SIGTERM, transformation lost or ended early: stop intake, drain
         # what can be finished, give the rest back
-        ("stop", ("starting", "consuming", "draining_queue", "input_ended", "kill_sent",
-                  "transformation_done"), "stopping"),
-        ("exit", ("transformation_done", "stopping"), "exited"),
+        (SE.STOP, (S.STARTING, S.CONSUMING, S.DRAINING_QUEUE, S.INPUT_ENDED, S.KILL_SENT,
+                   S.TRANSFORMATION_DONE), S.STOPPING),
+        (SE.EXIT, (S.TRANSFORMATION_DONE, S.STOPPING), S.EXITED),
     ),
 )
 
-LIFECYCLES = (INPUT, OUTPUT, STEP)
+# The intake: the consumer on the input queue and the connection it lives on. It replaces
+# six flags (consuming, cancelling, pause_cancel, intake_ended, adopting, broker_up) and
+# ``paused`` used as one (its tuple now only says why), whose combinations were its
+# states. The connection is part of it, not a
+# machine of its own: a loss ends the consumer and voids a cancel in flight, and what the
+# intake does when the broker is back depends on where it was (start, resume, adopt). What
+# stays outside are the *reasons* to pause (the transformation away, the volume nearly full):
+# conditions that ``consume``/``hold``/``pause`` read, set by their own events, whatever the
+# consumer is doing. No state is terminal: after the end, a lost connection can return
+# deliveries that inputs still here must take back; STEP's ``exited`` ends everything.
+C, CE = IntakeState, IntakeEvent
+# The broker connection is up (the ready publishes are sent) in these intake states.
+BROKER_UP = frozenset({C.CONSUMING, C.PAUSING, C.PAUSED, C.ENDING, C.ENDED, C.ADOPTING,
+                       C.ADOPTION_ENDING})
+# A basic.cancel is in flight: no basic.consume until its cancel-ok (ConsumerStopped),
+# so that the consumer tag is never reused while the broker still knows it.
+CANCELLING = frozenset({C.PAUSING, C.ENDING, C.ADOPTION_ENDING})
+
+INTAKE = Lifecycle(
+    name="intake",
+    states=tuple(C),
+    initial=C.STARTING,
+    terminal=frozenset(),
+    transitions=(
+        # the broker is ready (first, or back after a loss); or a pause is over
+        (CE.CONSUME, (C.STARTING, C.BROKER_DOWN, C.PAUSED), C.CONSUMING),
+        # the broker is ready, but the transformation is away or the volume nearly full
+        (CE.HOLD, (C.STARTING, C.BROKER_DOWN), C.PAUSED),
+        (CE.PAUSE, C.CONSUMING, C.PAUSING),
+        # the broker confirmed our basic.cancel
+        (CE.CONSUMER_STOPPED, C.PAUSING, C.PAUSED),
+        (CE.CONSUMER_STOPPED, (C.ENDING, C.ADOPTION_ENDING), C.ENDED),
+        # the broker cancelled the consumer itself (the queue was deleted): the sidecar stops
+        (CE.CONSUMER_CANCELLED, (C.CONSUMING, C.ADOPTING), C.ENDED),
+        # the queue is drained, or the sidecar stops: no more intake, ever. A pause's
+        # cancel in flight now ends the input.
+        (CE.END, (C.CONSUMING, C.PAUSING), C.ENDING),
+        (CE.END, C.PAUSED, C.ENDED),
+        (CE.END, C.ADOPTING, C.ADOPTION_ENDING),
+        (CE.END, (C.STARTING, C.BROKER_DOWN), C.ENDED_BROKER_DOWN),
+        # every cancel in flight is void with the connection; the input's end is kept
+        (CE.BROKER_LOST, (C.CONSUMING, C.PAUSING, C.PAUSED), C.BROKER_DOWN),
+        (CE.BROKER_LOST, (C.ENDING, C.ENDED, C.ADOPTING, C.ADOPTION_ENDING),
+         C.ENDED_BROKER_DOWN),
+        # back after the input ended: consume again only to take back the deliveries the
+        # loss returned to the queue while their inputs were still here
+        (CE.RECONNECTED, C.ENDED_BROKER_DOWN, C.ENDED),
+        (CE.ADOPT, C.ENDED_BROKER_DOWN, C.ADOPTING),
+        # every void input taken back, or the queue is empty (another consumer has them)
+        (CE.STOP_ADOPTING, C.ADOPTING, C.ADOPTION_ENDING),
+    ),
+)
+
+LIFECYCLES = (INPUT, OUTPUT, STEP, INTAKE)
+del In, InEv, Out, OutEv, S, SE, C, CE  # short names for the tables above only

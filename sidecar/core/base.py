@@ -9,11 +9,34 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
-from states import INPUT, OUTPUT, STEP, InvalidTransition, Lifecycle
+from states import (
+    BROKER_UP,
+    CANCELLING,
+    INPUT,
+    INTAKE,
+    OUTPUT,
+    STEP,
+    InvalidTransition,
+    Lifecycle,
+    StepState,
+)
+from states import IntakeState as IS
 
 from .. import effects as fx
 from .. import events as ev
-from .models import CoreConfig, Input, Output, PendingPublish, Tracked, Transition, _fragment_of
+from .models import (
+    CoreConfig,
+    Input,
+    Intake,
+    Output,
+    PendingPublish,
+    Tracked,
+    Transition,
+    _fragment_of,
+)
+
+# Compared on every event: module constants, cheaper than a look-up in the table.
+_EXITED = StepState.EXITED
 
 
 class CoreBase:
@@ -31,7 +54,6 @@ class CoreBase:
         self.killed: set[int] = set()  # tts connections that got the kill
         self.kill_received = False
         self.orphaned = False  # every connection closed without a kill (§16.5)
-        self.consuming = False
         self.upstream_finished = False
         self.deadlines: dict[str, float] = {}
         self.output_index: OrderedDict[tuple[str, ...], int] = OrderedDict()
@@ -45,14 +67,8 @@ class CoreBase:
         self.volume_free: int | None = None
         self.volume_low = False
         self.paused: tuple[str, ...] = ()
-        self.cancelling = False  # a basic.cancel is in flight
-        self.pause_cancel = False  # ... and it is for a pause, not for the end of input
-        self.intake_ended = False
-        # the broker connection (docs/reliability.md): publishes wait while it is down
-        self.broker_up = False
-        # consuming after the input ended, only to take back deliveries a lost connection
-        # returned to the queue while their inputs were still here
-        self.adopting = False
+        # the consumer and the broker connection (states.INTAKE, docs/reliability.md)
+        self.intake = Intake()
         # what a killed predecessor on this volume had done (ev.Resume, sidecar/resume.py):
         # input id -> (sha256 of its body, ids of its outputs not yet recorded)
         self.resume_inputs: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -77,7 +93,7 @@ class CoreBase:
         self.now = now
         self._out = []
         self.transitions = []
-        if self.step.state != "exited":
+        if self.step.state != _EXITED:
             self._handlers[type(event)](event)
             self._advance()
         return self._out
@@ -98,6 +114,19 @@ class CoreBase:
         of the transfers the core asked for by serial)."""
         model = self.inputs.get(serial) or self.outputs.get(serial)
         return model.fragment_id if model is not None else ""
+
+    # Read-only views of the intake for observers (/debug, tests); the rules read its state.
+    @property
+    def broker_up(self) -> bool:
+        return self.intake.state in BROKER_UP
+
+    @property
+    def consuming(self) -> bool:
+        return self.intake.state in (IS.CONSUMING, IS.ADOPTING)
+
+    @property
+    def cancelling(self) -> bool:
+        return self.intake.state in CANCELLING
 
     @property
     def in_flight(self) -> int:
@@ -140,6 +169,13 @@ class CoreBase:
         if lc is not STEP and self.cfg.stuck_after:
             self._rewatch(lc, model)
 
+    def _intake_fire(self, trigger: str) -> None:
+        """Advance the intake; a refused transition is logged, like ``_fire``'s."""
+        try:
+            INTAKE.fire(self.intake, trigger)
+        except InvalidTransition as err:
+            self._log("error", "invalid-transition", str(err))
+
     def _new_serial(self) -> int:
         self._serial += 1
         return self._serial
@@ -148,7 +184,7 @@ class CoreBase:
         """Register a publish; it is sent now, or when the broker is back (BrokerReady)."""
         self._publish_id += 1
         self.publishes[self._publish_id] = pending
-        if self.broker_up:
+        if self.intake.state in BROKER_UP:
             self._send_publish(self._publish_id, pending)
 
     def _send_publish(self, publish_id: int, pending: PendingPublish) -> None:

@@ -6,7 +6,21 @@ from __future__ import annotations
 
 import hashlib
 
-from states import INPUT, OUTPUT, STEP
+from states import (
+    BROKER_UP,
+    CANCELLING,
+    INPUT,
+    OUTPUT,
+    STEP,
+    InputEvent,
+    InputState,
+    OutputEvent,
+    OutputState,
+    StepEvent,
+    StepState,
+)
+from states import IntakeEvent as IE
+from states import IntakeState as IS
 
 from .. import effects as fx
 from .. import events as ev
@@ -14,24 +28,27 @@ from ..protocol import InvalidMessage, inside, parse_remote
 from .base import CoreBase
 from .models import EXIT_FATAL, Input
 
+_ADOPTING = (IS.ADOPTING, IS.ADOPTION_ENDING)  # a delivery may be an input to take back
+_ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})  # no more `end`
+
 
 class BrokerRules(CoreBase):
     def _on_broker_ready(self, _: ev.BrokerReady) -> None:
-        if self.broker_up:
+        if self.intake.state in BROKER_UP:
             return
-        self.broker_up = True
-        if self.step.state != "starting":
+        if self.intake.state != IS.STARTING:
             self._on_broker_back()
             return
-        self._fire(STEP, self.step, "broker_ready")
+        self._fire(STEP, self.step, StepEvent.BROKER_READY)
         if self.cfg.transformation_connect_timeout and not self._transformation_seen():
             self.deadlines["connect"] = self.now + self.cfg.transformation_connect_timeout
         reasons = self._pause_reasons()
         if reasons:
             self.paused = reasons
+            self._intake_fire(IE.HOLD)
             self._log("warning", "intake-paused", "not consuming yet: " + ", ".join(reasons))
         else:
-            self.consuming = True
+            self._intake_fire(IE.CONSUME)
             self._emit(fx.StartConsuming(self.cfg.prefetch))
         if self.upstream_finished:
             self._begin_queue_drain()
@@ -45,32 +62,34 @@ class BrokerRules(CoreBase):
                   "publish(es) sent again")
         for publish_id, pending in self.publishes.items():
             self._send_publish(publish_id, pending)
-        if self.intake_ended:
+        if self.intake.state == IS.ENDED_BROKER_DOWN:
             if any(not i.tag for i in self.inputs.values()):
                 # The input had ended, but the loss put our unacked deliveries back in the
                 # queue: consume once more, only to take them back.
-                self.adopting = self.consuming = True
+                self._intake_fire(IE.ADOPT)
                 self._emit(fx.StartConsuming(self.cfg.prefetch))
                 self._emit(fx.InspectQueue())
+            else:
+                self._intake_fire(IE.RECONNECTED)
             return
-        if self.step.state not in ("consuming", "draining_queue"):
-            return
+        # broker_down: the step is consuming or draining the queue (else the input ended)
         reasons = self._pause_reasons()
         if reasons:
             self.paused = reasons
+            self._intake_fire(IE.HOLD)
         else:
             self.paused = ()
-            self.consuming = True
+            self._intake_fire(IE.CONSUME)
             self._emit(fx.StartConsuming(self.cfg.prefetch))
-        if self.step.state == "draining_queue":  # an inspection in flight was lost
+        if self.step.state == StepState.DRAINING_QUEUE:  # an inspection in flight was lost
             self.deadlines.pop("inspect", None)
             self._emit(fx.InspectQueue())
 
     def _on_delivered(self, e: ev.Delivered) -> None:
-        if self.adopting:
+        if self.intake.state in _ADOPTING:
             self._adopt_only(e)
             return
-        if self.step.state not in ("consuming", "draining_queue"):
+        if self.step.state not in (StepState.CONSUMING, StepState.DRAINING_QUEUE):
             self._emit(fx.Nack(e.tag, requeue=True))
             self._log("info", "delivery-returned", "intake is closed; delivery requeued")
             return
@@ -135,9 +154,8 @@ class BrokerRules(CoreBase):
         self._stop_adopting()
 
     def _stop_adopting(self) -> None:
-        if self.consuming:
-            self.consuming = False
-            self.cancelling = True
+        if self.intake.state == IS.ADOPTING:
+            self._intake_fire(IE.STOP_ADOPTING)
             self._emit(fx.StopConsuming())
 
     def _on_duplicate(self, inp: Input, twin: Input) -> None:
@@ -162,35 +180,34 @@ class BrokerRules(CoreBase):
                           "another fragment with this id and different content is in flight")
 
     def _on_queue_inspected(self, e: ev.QueueInspected) -> None:
-        if self.adopting:
+        if self.intake.state in _ADOPTING:
             if e.ready == 0:  # what is not back here is with another consumer
                 self._stop_adopting()
             else:
                 self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
             return
-        if self.step.state != "draining_queue":
+        if self.step.state != StepState.DRAINING_QUEUE:
             return
         if e.ready == 0:
             self._stop_consuming()
-            if not self.cancelling:  # intake was paused: no consumer left to cancel
-                self._fire(STEP, self.step, "consumer_stopped")
+            if self.intake.state not in CANCELLING:  # intake was paused: no consumer left
+                self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
         else:
             self.deadlines["inspect"] = self.now + self.cfg.queue_poll_interval
 
     def _on_consumer_stopped(self, _: ev.ConsumerStopped) -> None:
-        self.consuming = False
-        self.cancelling = False
-        if self.adopting:
-            self.adopting = False
-            return
-        if self.pause_cancel:  # a pause, not the end of the input
-            self.pause_cancel = False
-            return
-        if self.step.state == "draining_queue":
-            self._fire(STEP, self.step, "consumer_stopped")
+        """Our basic.cancel is confirmed: of a pause, of the adoption, or of the input."""
+        state = self.intake.state
+        if state not in CANCELLING:
+            return  # none of ours is in flight (the shell posts one per cancel): stray
+        self._intake_fire(IE.CONSUMER_STOPPED)
+        ending = state == IS.ENDING
+        if ending and self.step.state == StepState.DRAINING_QUEUE:
+            self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
 
     def _on_consumer_cancelled(self, _: ev.ConsumerCancelledByBroker) -> None:
-        self.consuming = False
+        if self.intake.state in (IS.CONSUMING, IS.ADOPTING):
+            self._intake_fire(IE.CONSUMER_CANCELLED)
         self._stop(EXIT_FATAL, "consumer-cancelled",
                    "the broker cancelled the consumer (input queue deleted?)")
 
@@ -203,17 +220,15 @@ class BrokerRules(CoreBase):
         if not e.retrying:
             self._on_broker_gone(e)
             return
-        ending = (self.cancelling and not self.pause_cancel  # the consumer is gone anyway
-                  and not self.adopting)
-        self.broker_up = self.consuming = self.cancelling = self.pause_cancel = False
-        self.adopting = False
+        ending = self.intake.state == IS.ENDING  # the consumer is gone anyway
+        self._intake_lost()
         void = 0
         for inp in list(self.inputs.values()):
             if not inp.tag or inp.state in INPUT.terminal:
                 continue
             inp.tag = 0
             void += 1
-            if inp.state == "dead_lettering":  # the broker has the original: start again
+            if inp.state == InputState.DEAD_LETTERING:  # the broker has the original: start again
                 for publish_id, pending in list(self.publishes.items()):
                     if pending.kind == "dead_letter" and pending.owner == inp.serial:
                         del self.publishes[publish_id]
@@ -222,40 +237,43 @@ class BrokerRules(CoreBase):
                   f"{e.error}; reconnecting. {void} unacked input(s) went back to the queue "
                   f"(kept here until delivered again); {len(self.publishes)} unconfirmed "
                   "publish(es) will be sent again")
-        if ending and self.step.state == "draining_queue":
-            self._fire(STEP, self.step, "consumer_stopped")
+        if ending and self.step.state == StepState.DRAINING_QUEUE:
+            self._fire(STEP, self.step, StepEvent.CONSUMER_STOPPED)
 
     def _on_broker_gone(self, e: ev.BrokerLost) -> None:
         """Reconnecting failed for good: nothing can be acked or published any more; the
         broker has every unacked input. Give up the rest, leave the volume clean, exit 1."""
-        self.broker_up = self.consuming = self.cancelling = self.pause_cancel = False
-        self.adopting = False
+        self._intake_lost()
         for inp in list(self.inputs.values()):
             inp.tag = 0
             if inp.state not in INPUT.terminal:
                 self._release(inp)
         self.publishes.clear()
         for out in list(self.outputs.values()):
-            if out.state == "received":  # not uploaded: its files would stay behind
+            if out.state == OutputState.RECEIVED:  # not uploaded: its files would stay behind
                 local = tuple(f.path for f in out.files if inside(self.cfg.volume, f.path))
                 if local:
                     self._emit(fx.DeleteFiles(local))
-            self._fire(OUTPUT, out, "fail")
+            self._fire(OUTPUT, out, OutputEvent.FAIL)
             self._forget(out)
         self._stop(EXIT_FATAL, "broker-unreachable",
                    f"{e.error}; exiting: unacked inputs return to the queue")
 
     def _release(self, inp: Input) -> None:
         """The broker took this delivery back with its connection: nothing to settle."""
-        self._fire(INPUT, inp, "give_back")
+        self._fire(INPUT, inp, InputEvent.GIVE_BACK)
         self._cleanup_input(inp)
         self._maybe_forget(inp)
 
+    def _intake_lost(self) -> None:
+        if self.intake.state in BROKER_UP:
+            self._intake_fire(IE.BROKER_LOST)
+
     def _stop_consuming(self) -> None:
         """No more intake, for good (end of the input, or stopping)."""
-        self.intake_ended = True
-        self.pause_cancel = False  # a pause's cancel in flight now ends the input
-        if self.consuming:
-            self.consuming = False
-            self.cancelling = True
+        state = self.intake.state
+        if state in _ENDED:
+            return
+        self._intake_fire(IE.END)  # a pause's cancel in flight now ends the input
+        if state in (IS.CONSUMING, IS.ADOPTING):
             self._emit(fx.StopConsuming())

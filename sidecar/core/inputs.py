@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import posixpath
 
-from states import INPUT
+from states import INPUT, InputEvent, InputState
 
 from .. import effects as fx
 from .. import events as ev
 from ..protocol import input_dirs, local_input_path
 from .base import CoreBase
-from .models import Input, PendingPublish
+from .models import _UNPROCESSED, Input, PendingPublish
+
+# Compared on every progress check: module constants, cheaper than look-ups in the table.
+_PROCESSED, _UPLOADED, _PUBLISHED = InputState.PROCESSED, InputState.UPLOADED, InputState.PUBLISHED
 
 
 class InputRules(CoreBase):
@@ -57,20 +60,20 @@ class InputRules(CoreBase):
             else:
                 self._dead_letter(inp, f.reason, f"download failed: {detail}")
         else:
-            self._fire(INPUT, inp, "download_done")
+            self._fire(INPUT, inp, InputEvent.DOWNLOAD_DONE)
             self.ready.append(inp.serial)
 
     def _progress(self, inp: Input) -> None:
         """Move a processed input along as its gating outputs land; ack at the end."""
-        if inp.state == "processed" and not inp.unuploaded:
-            self._fire(INPUT, inp, "outputs_uploaded")
-        if inp.state == "uploaded" and not inp.unrecorded:
-            self._fire(INPUT, inp, "outputs_published")
-        if inp.state != "published" or not inp.tag:
+        if inp.state == _PROCESSED and not inp.unuploaded:
+            self._fire(INPUT, inp, InputEvent.OUTPUTS_UPLOADED)
+        if inp.state == _UPLOADED and not inp.unrecorded:
+            self._fire(INPUT, inp, InputEvent.OUTPUTS_PUBLISHED)
+        if inp.state != _PUBLISHED or not inp.tag:
             return  # a void tag: settled once the delivery comes back (or the input ends)
         if inp.taint is None:
             self._emit(fx.Ack(inp.tag))
-            self._fire(INPUT, inp, "ack")
+            self._fire(INPUT, inp, InputEvent.ACK)
             self._maybe_forget(inp)
             return
         reason, detail, transient = inp.taint
@@ -85,7 +88,7 @@ class InputRules(CoreBase):
             self._release(inp)
             return
         state = inp.state
-        self._fire(INPUT, inp, "dead_letter")
+        self._fire(INPUT, inp, InputEvent.DEAD_LETTER)
         self._log("error", f"dead-letter-{reason}", detail, inp.fragment_id)
         attempts = str(inp.failure.attempts if inp.failure else 1)
         headers = (("x-iterum-error-class", reason), ("x-iterum-error", detail[:1000]),
@@ -96,7 +99,7 @@ class InputRules(CoreBase):
 
     def _give_back(self, inp: Input, reason: str, detail: str) -> None:
         self._log("warning", f"requeued-{reason}", detail, inp.fragment_id)
-        self._fire(INPUT, inp, "give_back")
+        self._fire(INPUT, inp, InputEvent.GIVE_BACK)
         if inp.tag:  # a void tag went back to the queue with its connection
             self._emit(fx.Nack(inp.tag, requeue=True))
         self._cleanup_input(inp)
@@ -104,7 +107,7 @@ class InputRules(CoreBase):
 
     def _give_back_unprocessed(self, reason: str, detail: str) -> None:
         for inp in list(self.inputs.values()):
-            if inp.state in ("received", "downloaded", "dispatched"):
+            if inp.state in _UNPROCESSED:
                 self._give_back(inp, reason, detail)
 
     def _cleanup_input(self, inp: Input) -> None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 
+from states import InputState
+from states import IntakeEvent as IE
+from states import IntakeState as IS
+
 from .. import effects as fx
 from .. import events as ev
 from .base import CoreBase
 from .models import Input, Output, _fragment_of, _terminal
+
+# Compared on every event: module constants, cheaper than a look-up in the table.
+_CONSUMING = IS.CONSUMING
 
 
 class IntakeRules(CoreBase):
@@ -45,24 +52,23 @@ class IntakeRules(CoreBase):
         the unacked ones stay ours. A resume waits for the cancel's confirmation, so the
         consumer tag is never reused while the broker still knows it.
         """
-        if (self.step.state not in ("consuming", "draining_queue") or self.intake_ended
-                or not self.broker_up):
-            return
-        if not (self.paused or self.volume_low or self.orphaned):
-            return  # the usual case, after every event: no reason to pause, none to resume
+        state = self.intake.state
+        if state == _CONSUMING:
+            if not (self.volume_low or self.orphaned):
+                return  # the usual case, after every event: no reason to pause
+        elif state != IS.PAUSED and state != IS.PAUSING:
+            return  # not started, ended, or the broker is away
         reasons = self._pause_reasons()
         if reasons:
-            if not self.paused:
+            self.paused = reasons
+            if state == IS.CONSUMING:
                 self._log("warning", "intake-paused",
                           "stopped consuming: " + ", ".join(reasons))
-            self.paused = reasons
-            if self.consuming:
-                self.consuming = False
-                self.cancelling = self.pause_cancel = True
+                self._intake_fire(IE.PAUSE)
                 self._emit(fx.StopConsuming())
-        elif self.paused and not self.cancelling:
+        elif state == IS.PAUSED:
             self.paused = ()
-            self.consuming = True
+            self._intake_fire(IE.CONSUME)
             self._log("info", "intake-resumed", "consuming again")
             self._emit(fx.StartConsuming(self.cfg.prefetch))
 
@@ -73,7 +79,7 @@ class IntakeRules(CoreBase):
         whose outputs have the same ids); the killed predecessor's knowledge and leftovers
         are no use any more.
         """
-        waiting = [i for i in self.inputs.values() if not i.tag and i.state == "published"]
+        waiting = [i for i in self.inputs.values() if not i.tag and i.state == InputState.PUBLISHED]
         for inp in waiting:
             self._release(inp)
         if waiting:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from states import INPUT, OUTPUT
+from states import INPUT, INTAKE, OUTPUT, InputState
 
 from .. import events as ev
 from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
@@ -14,7 +14,8 @@ from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
 KILL_FRAME = dumps(KILL)
 OUTPUT_INDEX_LIMIT = 100_000  # predecessor sets whose output count is remembered (LRU)
 EXIT_OK, EXIT_FATAL, EXIT_TRANSFORMATION = 0, 1, 3
-_PRE_DISPATCH = ("received", "downloaded")
+_PRE_DISPATCH = (InputState.RECEIVED, InputState.DOWNLOADED)
+_UNPROCESSED = (*_PRE_DISPATCH, InputState.DISPATCHED)  # no done_with yet
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class CoreConfig:
         if self.object_layout == "flat":
             return f"iterum_data/{name}"
         return f"iterum_data/{fragment_id}/{name}"
+
+
+@dataclass(eq=False, slots=True)
+class Intake:
+    """The model of ``states.INTAKE``. No history (pauses and reconnects would grow it
+    without bound) and no transitions in the journal: its state is in every checkpoint,
+    and what it does (StartConsuming, StopConsuming) is in the recorded effects."""
+
+    state: str = INTAKE.initial
 
 
 @dataclass(eq=False)

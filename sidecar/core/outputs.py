@@ -4,13 +4,13 @@ confirms of their descriptor and lineage.
 
 from __future__ import annotations
 
-from states import INPUT, OUTPUT
+from states import INPUT, OUTPUT, InputEvent, OutputEvent, OutputState
 
 from .. import effects as fx
 from .. import events as ev
 from ..protocol import OutputFragment, RemoteFile, encode_lineage, encode_remote, inside, output_id
 from .base import CoreBase
-from .models import OUTPUT_INDEX_LIMIT, Input, Output, PendingPublish
+from .models import _UNPROCESSED, OUTPUT_INDEX_LIMIT, Input, Output, PendingPublish
 
 
 class OutputRules(CoreBase):
@@ -79,7 +79,7 @@ class OutputRules(CoreBase):
         """§16.8: an output received before its predecessor's done_with holds that ack."""
         for p in set(out.predecessors):
             inp = self.inputs.get(self.by_fragment.get(p, -1))
-            if inp is not None and inp.state in ("received", "downloaded", "dispatched"):
+            if inp is not None and inp.state in _UNPROCESSED:
                 out.gates.add(inp.serial)
                 inp.unuploaded.add(out.serial)
                 inp.unrecorded.add(out.serial)
@@ -105,7 +105,7 @@ class OutputRules(CoreBase):
             self._fail_output(out, f.reason, f"upload failed: {f.error} "
                               f"(after {f.attempts} attempts)", f.transient)
             return
-        self._fire(OUTPUT, out, "upload_done")
+        self._fire(OUTPUT, out, OutputEvent.UPLOAD_DONE)
         self._emit(fx.DeleteFiles(tuple(f.path for f in out.files)))
         for inp in self._gated(out):
             inp.unuploaded.discard(out.serial)
@@ -116,8 +116,8 @@ class OutputRules(CoreBase):
                                      out.fragment_id, ()))
 
     def _fail_output(self, out: Output, reason: str, detail: str, transient: bool) -> None:
-        files_local = out.state == "received"  # deleted on upload_done otherwise
-        self._fire(OUTPUT, out, "fail")
+        files_local = out.state == OutputState.RECEIVED  # deleted on upload_done otherwise
+        self._fire(OUTPUT, out, OutputEvent.FAIL)
         gated = self._gated(out)
         if gated:
             # The inputs are kept (requeued or dead-lettered), so the output can be made
@@ -150,17 +150,17 @@ class OutputRules(CoreBase):
             inp = self.inputs[pending.owner]
             if inp.tag:
                 self._emit(fx.Ack(inp.tag))
-            self._fire(INPUT, inp, "dead_letter_confirmed")
+            self._fire(INPUT, inp, InputEvent.DEAD_LETTER_CONFIRMED)
             self._maybe_forget(inp)
             return
         out = self.outputs[pending.owner]
         if pending.kind == "descriptor":
-            self._fire(OUTPUT, out, "publish_confirmed")
+            self._fire(OUTPUT, out, OutputEvent.PUBLISH_CONFIRMED)
             self._publish(PendingPublish("lineage", out.serial, self.cfg.lineage_queue,
                                          encode_lineage(self.cfg.step, out.descriptor),
                                          out.fragment_id, ()))
             return
-        self._fire(OUTPUT, out, "lineage_confirmed")
+        self._fire(OUTPUT, out, OutputEvent.LINEAGE_CONFIRMED)
         known = self.resume_outputs.get(out.fragment_id)
         if known is not None:
             self.resume_outputs[out.fragment_id] = ("recorded", known[1], b"")
@@ -185,7 +185,7 @@ class OutputRules(CoreBase):
             inp = self.inputs[pending.owner]
             self._log("error", "dead-letter-refused", detail + "; input requeued instead",
                       inp.fragment_id)
-            self._fire(INPUT, inp, "give_back")
+            self._fire(INPUT, inp, InputEvent.GIVE_BACK)
             if inp.tag:
                 self._emit(fx.Nack(inp.tag, requeue=True))
             self._maybe_forget(inp)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import posixpath
 
-from states import INPUT, OUTPUT
+from states import INPUT, OUTPUT, InputEvent, OutputState, StepState
 
 from .. import effects as fx
 from .. import events as ev
@@ -18,7 +18,7 @@ from .models import Input, Output, PendingPublish
 
 class ResumeRules(CoreBase):
     def _on_resume(self, e: ev.Resume) -> None:
-        if self.step.state != "starting" or self.by_fragment or self.resume_inputs:
+        if self.step.state != StepState.STARTING or self.by_fragment or self.resume_inputs:
             self._log("warning", "resume-late", "resume knowledge after the start; ignored")
             return
         self.resume_inputs = {fid: (digest, tuple(outs)) for fid, digest, outs in e.inputs}
@@ -43,7 +43,7 @@ class ResumeRules(CoreBase):
         """done_with came before the restart and every output is uploaded: publish what was
         not confirmed (identical bytes, same message ids) and ack, without the
         transformation."""
-        self._fire(INPUT, inp, "resume")
+        self._fire(INPUT, inp, InputEvent.RESUME)
         if leftover is not None:
             self._emit(fx.DeleteFiles(*leftover))
         outputs = 0
@@ -56,7 +56,7 @@ class ResumeRules(CoreBase):
                 out = self._resumed_output(oid, stage, queue, descriptor)
             out.gates.add(inp.serial)
             inp.unrecorded.add(out.serial)
-            if out.state == "received":  # pragma: no cover - resumed outputs are uploaded
+            if out.state == OutputState.RECEIVED:  # pragma: no cover - resumed outputs are uploaded
                 inp.unuploaded.add(out.serial)
             outputs += 1
         self._log("info", "resumed", f"processed before the restart; {outputs} output(s) "

@@ -4,7 +4,8 @@ and the progress check after every event.
 
 from __future__ import annotations
 
-from states import INPUT, OUTPUT, STEP
+from states import INPUT, OUTPUT, STEP, InputState, OutputEvent, OutputState, StepEvent, StepState
+from states import IntakeState as IS
 
 from .. import effects as fx
 from .. import events as ev
@@ -12,15 +13,21 @@ from ..protocol import inside
 from .base import CoreBase
 from .models import _PRE_DISPATCH, EXIT_FATAL, EXIT_OK, EXIT_TRANSFORMATION, KILL_FRAME, Output
 
+_KILLING = (StepState.KILL_SENT, StepState.TRANSFORMATION_DONE)  # the kill goes to every tts
+_EXITING = (StepState.TRANSFORMATION_DONE, StepState.STOPPING)  # exit once drained
+# Compared on every event: module constants, cheaper than a look-up in the table.
+_ENDED, _INPUT_ENDED = IS.ENDED, StepState.INPUT_ENDED
+_TRANSFORMATION_DONE = StepState.TRANSFORMATION_DONE
+
 
 class StreamRules(CoreBase):
     def _on_upstream_finished(self, _: ev.UpstreamFinished) -> None:
         self.upstream_finished = True
-        if self.step.state == "consuming":
+        if self.step.state == StepState.CONSUMING:
             self._begin_queue_drain()
 
     def _begin_queue_drain(self) -> None:
-        self._fire(STEP, self.step, "upstream_finished")
+        self._fire(STEP, self.step, StepEvent.UPSTREAM_FINISHED)
         self._emit(fx.InspectQueue())
 
     def _on_fatal(self, e: ev.Fatal) -> None:
@@ -38,11 +45,12 @@ class StreamRules(CoreBase):
             self._log("error", reason, detail)
         self.exit_code = max(code, self.exit_code or 0)
         self.exit_reason = self.exit_reason or detail
-        if self.step.state != "stopping":
-            self._fire(STEP, self.step, "stop")
+        if self.step.state != StepState.STOPPING:
+            self._fire(STEP, self.step, StepEvent.STOP)
         self._stop_consuming()
         for inp in list(self.inputs.values()):
-            if inp.state in _PRE_DISPATCH or (give_back_dispatched and inp.state == "dispatched"):
+            if inp.state in _PRE_DISPATCH or (give_back_dispatched
+                                              and inp.state == InputState.DISPATCHED):
                 self._give_back(inp, "stopping", "the sidecar is stopping")
 
     def _on_tick(self, _: ev.Tick) -> None:
@@ -70,7 +78,7 @@ class StreamRules(CoreBase):
         for out in [o for o in self.outputs.values() if o.gates]:
             self._abandon_output(out)
         for inp in list(self.inputs.values()):
-            if inp.state not in INPUT.terminal and inp.state != "dead_lettering":
+            if inp.state not in INPUT.terminal and inp.state != InputState.DEAD_LETTERING:
                 self._give_back(inp, "shutdown", detail)
         abandoned = [i for i in self.inputs.values()
                      if i.state in INPUT.terminal and i.downloads_left > 0]
@@ -88,8 +96,8 @@ class StreamRules(CoreBase):
         its local files (if not uploaded yet) are deleted."""
         self.publishes = {pid: p for pid, p in self.publishes.items()
                           if p.kind == "dead_letter" or p.owner != out.serial}
-        files_local = out.state == "received"
-        self._fire(OUTPUT, out, "fail")
+        files_local = out.state == OutputState.RECEIVED
+        self._fire(OUTPUT, out, OutputEvent.FAIL)
         self._log("warning", "output-abandoned", "shutdown grace over before the output "
                   "was stored and published; its inputs are requeued", out.fragment_id)
         local = [f.path for f in out.files if inside(self.cfg.volume, f.path)]
@@ -107,28 +115,28 @@ class StreamRules(CoreBase):
 
     def _advance(self) -> None:
         """After every event: dispatch, send the kill when due, exit when drained."""
-        if self.intake_ended and self.broker_up and not (self.consuming or self.cancelling):
+        if self.intake.state == _ENDED:  # no consumer, for good; the broker is there
             self._after_intake()
         self._steer_intake()
         if self.ready:
             self._dispatch_ready()
         state = self.step.state
-        if state == "input_ended" and not self._pending_dispatch():
-            self._fire(STEP, self.step, "send_kill")
+        if state == _INPUT_ENDED and not self._pending_dispatch():
+            self._fire(STEP, self.step, StepEvent.SEND_KILL)
             state = self.step.state
-        if state in ("kill_sent", "transformation_done"):
+        if state in _KILLING:
             for conn in self.tts:
                 if conn not in self.killed:
                     self.killed.add(conn)
                     self._emit(fx.SendFrame(conn, KILL_FRAME))
-        if state == "transformation_done" and (not self.fts or "fts_close" not in
+        if state == _TRANSFORMATION_DONE and (not self.fts or "fts_close" not in
                                                self.deadlines):
             self.deadlines.pop("fts_close", None)
             self._finish_unfinished()
-        if state in ("transformation_done", "stopping") and self._drained():
+        if state in _EXITING and self._drained():
             if self.exit_code is None:
                 self.exit_code = EXIT_OK
-            self._fire(STEP, self.step, "exit")
+            self._fire(STEP, self.step, StepEvent.EXIT)
             self.deadlines.clear()
             if self.bucket_dirs:
                 self._emit(fx.DeleteFiles((), tuple(sorted(self.bucket_dirs))))
@@ -142,7 +150,7 @@ class StreamRules(CoreBase):
 
     def _finish_unfinished(self) -> None:
         """The transformation said it is complete: an input it never finished goes back."""
-        unfinished = [i for i in self.inputs.values() if i.state == "dispatched"]
+        unfinished = [i for i in self.inputs.values() if i.state == InputState.DISPATCHED]
         for inp in unfinished:
             self._give_back(inp, "unfinished",
                             "the transformation completed without done_with for this input")

@@ -4,13 +4,15 @@ kill, and its crash (§16.5).
 
 from __future__ import annotations
 
-from states import INPUT, STEP
+from states import INPUT, STEP, InputEvent, InputState, StepEvent, StepState
 
 from .. import effects as fx
 from .. import events as ev
 from ..protocol import DoneWith, InvalidMessage, Kill, OutputFragment, encode_local, parse_frame
 from .base import CoreBase
 from .models import EXIT_TRANSFORMATION, Input
+
+_NO_DISPATCH = (StepState.STOPPING, StepState.EXITED)
 
 
 class TransformationRules(CoreBase):
@@ -22,7 +24,7 @@ class TransformationRules(CoreBase):
     def _on_connect_timeout(self) -> None:
         """The transformation never connected (it died at start, or its image never came
         up): the original waited forever; give the inputs back and exit 3."""
-        if self.step.state == "stopping" or self._transformation_seen():
+        if self.step.state == StepState.STOPPING or self._transformation_seen():
             return
         self._stop(EXIT_TRANSFORMATION, "transformation-never-connected",
                    f"the transformation did not connect to the sockets within "
@@ -42,9 +44,9 @@ class TransformationRules(CoreBase):
 
     def _redispatch_orphans(self) -> None:
         """§16.5: the transformation came back after a crash; it has none of its fragments."""
-        orphans = [i for i in self.inputs.values() if i.state == "dispatched"]
+        orphans = [i for i in self.inputs.values() if i.state == InputState.DISPATCHED]
         for inp in orphans:
-            self._send_fragment(inp, "redispatch")
+            self._send_fragment(inp, InputEvent.REDISPATCH)
         if orphans:
             self._log("warning", "redispatched",
                       f"{len(orphans)} fragment(s) sent again after the transformation "
@@ -57,7 +59,7 @@ class TransformationRules(CoreBase):
         self.killed.discard(e.conn)
         if self.tts or self.fts or self.kill_received:
             return
-        if self.step.state == "stopping":
+        if self.step.state == StepState.STOPPING:
             self._give_back_unprocessed("transformation-gone", "the transformation is gone")
             return
         self.orphaned = True
@@ -67,10 +69,10 @@ class TransformationRules(CoreBase):
                   f"{self.cfg.transformation_grace:g}s for it to reconnect")
 
     def _dispatch_ready(self) -> None:
-        while self.ready and self.tts and self.step.state not in ("stopping", "exited"):
+        while self.ready and self.tts and self.step.state not in _NO_DISPATCH:
             inp = self.inputs.get(self.ready.popleft())
-            if inp is not None and inp.state == "downloaded":
-                self._send_fragment(inp, "dispatch")
+            if inp is not None and inp.state == InputState.DOWNLOADED:
+                self._send_fragment(inp, InputEvent.DISPATCH)
 
     def _send_fragment(self, inp: Input, trigger: str) -> None:
         assert inp.desc is not None
@@ -110,11 +112,11 @@ class TransformationRules(CoreBase):
             self._log("warning", "done-with-unknown",
                       "done_with for a fragment that is not in flight; ignored", fragment_id)
             return
-        if inp.state != "dispatched":
+        if inp.state != InputState.DISPATCHED:
             self._log("warning", "done-with-unexpected",
                       f"done_with in state {inp.state}; ignored", fragment_id)
             return
-        self._fire(INPUT, inp, "done_with")
+        self._fire(INPUT, inp, InputEvent.DONE_WITH)
         self._cleanup_input(inp)
         self._progress(inp)
 
@@ -124,9 +126,9 @@ class TransformationRules(CoreBase):
             return
         self.kill_received = True
         self.deadlines.pop("grace", None)
-        if self.step.state == "kill_sent":
-            self._fire(STEP, self.step, "transformation_finished")
+        if self.step.state == StepState.KILL_SENT:
+            self._fire(STEP, self.step, StepEvent.TRANSFORMATION_FINISHED)
             self.deadlines["fts_close"] = self.now + self.cfg.transformation_grace
-        elif self.step.state != "stopping":
+        elif self.step.state != StepState.STOPPING:
             self._stop(EXIT_TRANSFORMATION, "early-kill",
                        "the transformation ended before the input stream did")

@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from test_core_replay import busy_run
 from test_core_resume import restart_and_loss_run
 from unit_driver import Driver, fid, make_config
 
+from sidecar import codec
 from sidecar import events as ev
 from sidecar.core import Core, Input, Output
-from sidecar.snapshot import NOT_STATE, SnapshotError, rebuild_index_keys, snapshot
+from sidecar.journal import load
+from sidecar.replay import Replayer
+from sidecar.snapshot import (
+    FORMAT,
+    NOT_STATE,
+    SnapshotError,
+    config_from_json,
+    rebuild_index_keys,
+    snapshot,
+    upgrade,
+)
+from states import INTAKE
 
 A, B = fid("a"), fid("b")
 
@@ -86,7 +99,8 @@ def test_index_keys_are_an_index_of_the_output_index() -> None:
 
 
 @pytest.mark.parametrize("damage", [lambda s: s.update(format=99), lambda s: s.pop("inputs"),
-                                    lambda s: s.update(publishes=[[1, {"kind": "x"}]])])
+                                    lambda s: s.update(publishes=[[1, {"kind": "x"}]]),
+                                    lambda s: s.update(intake="consumng")])
 def test_a_damaged_snapshot_is_refused(damage) -> None:
     drv = Driver()
     drv.start()
@@ -97,3 +111,55 @@ def test_a_damaged_snapshot_is_refused(damage) -> None:
     damage(state)
     with pytest.raises(SnapshotError):
         Core.restore(drv.core.cfg, state)
+
+
+FORMAT3 = Path(__file__).resolve().parent / "snapshots" / "format3.json"
+
+
+@pytest.mark.parametrize("case", json.loads(FORMAT3.read_text()),
+                         ids=lambda c: f"{c['run']}@{c['at']}")
+def test_a_format_3_snapshot_continues_as_the_core_that_wrote_it(case: dict) -> None:
+    """Checkpoints written before the intake machine (its six flags; recorded by the core
+    of 6d5ccdc with snapshots/record_format3.py) restore into the same intake state: fed
+    the events that followed, today's core does what that core did."""
+    old = case["snapshot"]
+    assert old["format"] == 3 and "intake" not in old
+    core = Core.restore(config_from_json(case["config"]), old)
+    assert snapshot(core)["format"] == FORMAT
+    for (event, t), (effects, transitions) in zip(case["events"], case["results"],
+                                                  strict=True):
+        out = core.handle(codec.decode(event), t)
+        assert [codec.encode_effect(e) for e in out] == effects, f"differs at {event}"
+        assert [codec.encode_transition(x) for x in core.transitions] == transitions
+
+
+def test_the_format_3_cases_reach_every_intake_state() -> None:
+    cases = json.loads(FORMAT3.read_text())
+    reached = {upgrade(c["snapshot"])["intake"] for c in cases}
+    assert reached == set(INTAKE.states)
+
+
+@pytest.mark.parametrize("flags", [
+    dict(consuming=True, cancelling=False, adopting=False, intake_ended=False),
+    dict(consuming=False, cancelling=True, adopting=True, intake_ended=True),
+])
+def test_a_format_3_snapshot_missing_a_flag_is_refused(flags: dict) -> None:
+    state = _json(snapshot(Core(make_config())))
+    del state["intake"]
+    state.update(format=3, **flags)  # pause_cancel and broker_up missing
+    with pytest.raises(SnapshotError, match="invalid snapshot: KeyError"):
+        Core.restore(make_config(), state)
+
+
+@pytest.mark.parametrize("run", ["paused_run", "adopting_run"])
+def test_a_journal_of_format_3_checkpoints_replays_across_its_segments(run: str) -> None:
+    """Replay compares each later segment's checkpoint with the state it reached: a
+    checkpoint written before the intake machine is read in today's format."""
+    journal = load(str(FORMAT3.parent / "journals" / run))
+    assert len(journal.segments) > 2
+    assert {s.checkpoint["format"] for s in journal.segments} == {3}
+    later = {upgrade(s.checkpoint)["intake"] for s in journal.segments[1:]}
+    assert later - {"consuming"}, "a checkpoint in another intake state"
+    replayer = Replayer(journal)
+    assert replayer.run(), replayer.divergence and replayer.divergence.describe()
+    assert replayer.core.step.state == "exited"
