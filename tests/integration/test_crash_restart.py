@@ -80,6 +80,10 @@ def test_sigkill_at_random_moments_and_restarts_on_the_same_volume(pipeline: Pip
                 (pipeline.volume / name).unlink(missing_ok=True)
         sidecar = pipeline.start_sidecar(**env)
         sidecars.append(sidecar)
+        # Its first act is to read its predecessor's journal. Outputs the killed run had
+        # published count toward the next `progress`, so without this wait it could be
+        # killed before that, and the next restart would find no journal of it to read.
+        sidecar.wait_for_log(r"\[resuming\] journal run", timeout=60)
         if kind == "both":
             pipeline.wait_for_sockets()
             trans = pipeline.start_transformation("passthrough")
