@@ -2,8 +2,9 @@
 
 Pure functions only. Parsing is lenient where the Go sidecar was (unknown keys and
 ``null`` values are accepted, §16.12) and strict where leniency would lose data or let a
-name escape the volume. A descriptor's ``files`` is required: missing or ``null`` is an
-invalid descriptor (``[]`` is a fragment without files).
+name escape the volume. A descriptor's ``files`` is required: without it the descriptor is
+invalid. ``null`` is a fragment without files, like ``[]``: the Go sidecar publishes a
+zero-file output as ``"files": null`` (a nil slice), so a Go peer upstream sends it.
 """
 
 from __future__ import annotations
@@ -109,11 +110,13 @@ def parse_remote(body: bytes) -> RemoteFragment:
         isinstance(predecessors, list) and all(isinstance(p, str) for p in predecessors)
     ):
         raise InvalidMessage("invalid-descriptor", "metadata.predecessors must be strings")
-    files = data.get("files")
-    if files is None:  # the one key that may not be missing or null: without it the
-        # transformation would get a fragment it cannot use (an empty array is valid)
-        raise InvalidMessage("invalid-descriptor", "'files' is missing or null; it must "
-                             "be an array ([] for a fragment without files)")
+    if "files" not in data:  # the one key that may not be missing: a body without it is
+        # not a fragment description (the transformation would get one it cannot use)
+        raise InvalidMessage("invalid-descriptor", "'files' is missing; it must be an "
+                             "array ([] for a fragment without files)")
+    files = data["files"]
+    if files is None:  # how Go encodes an empty slice: a Go upstream's zero-file output
+        files = []
     if not isinstance(files, list):
         raise InvalidMessage("invalid-descriptor", "'files' must be an array")
     parsed = tuple(_remote_file(f) for f in files)
