@@ -377,7 +377,7 @@ class Storage:
                 etag = self._put_parts(bucket, key, data.fileno(), size, content_type, tries,
                                        whole)
                 sha256 = whole.hexdigest()
-        return size, etag or tries(self._etag_of, bucket, key), sha256
+        return size, etag or self._read_back_etag(bucket, key, tries), sha256
 
     def _put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
                    content_type: str) -> tuple[str, str]:
@@ -413,6 +413,17 @@ class Storage:
             raise
         self.hooks.transfer("upload", size, time.monotonic() - started)
         return etag
+
+    def _read_back_etag(self, bucket: str, key: str, tries: Tries) -> str:
+        """The ETag of an object stored without one in the answer, or "" if it cannot be
+        read back: the object is in S3 and the ETag only versions it in lineage, so a
+        failed HeadObject (a write-only policy, an outage) must not fail the upload."""
+        try:
+            return tries(self._etag_of, bucket, key)
+        except Exception as err:
+            log.warning("uploaded %s/%s, but its ETag could not be read back (%s); its "
+                        "lineage carries no version", bucket, key, _describe(err))
+            return ""
 
     def _etag_of(self, bucket: str, key: str) -> str:
         """The ETag of an object just uploaded, read back (HeadObject, counted like every

@@ -189,3 +189,22 @@ def test_an_upload_answered_without_an_etag_reads_it_back_with_one_head(
     assert event.etag == head and head, (event.etag, head)
     assert s3.count("HeadObject") == 1 and ("HeadObject", "200") in hooks.seen
     assert s3.count(op) == 1
+
+
+def test_an_etag_that_cannot_be_read_back_leaves_the_upload_done_without_a_version(
+        tmp_path: Path, s3: S3Server, bucket: str, caplog: pytest.LogCaptureFixture):
+    """The object is stored; only its version is unknown: a refused HeadObject (a
+    write-only policy) must not fail the upload, or the input would be dead-lettered."""
+    storage, events = make_adapter(tmp_path, s3, bucket)
+    s3.rewrite(without_etag, op="PutObject")
+    s3.fail(times=None, status=403, code="AccessDenied", message="Access Denied",
+            op="HeadObject")
+    try:
+        event, data = upload((storage, events), bucket, PART)
+    finally:
+        storage.shutdown()
+    assert isinstance(event, FileUploaded), event
+    assert event.etag == "" and event.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored(s3, bucket) == data
+    assert s3.count("HeadObject") == 1  # AccessDenied is permanent: not retried
+    assert "its ETag could not be read back" in caplog.text
