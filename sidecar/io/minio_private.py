@@ -20,10 +20,18 @@ import urllib3
 from minio import Minio, helpers
 from minio.credentials import Credentials
 
+
+def _refuse_empty(name: str) -> None:
+    if not name:
+        raise ValueError("object name cannot be empty")
+
+
 #: Refuses the object names minio refuses (``check_object_name`` is new in minio 7.2.8;
-#: before, ``get_object`` and ``put_object`` only refused an empty name).
-check_object_name: Callable[[str], None] = getattr(
-    helpers, "check_object_name", helpers.check_non_empty_string)
+#: before, ``get_object`` and ``put_object`` only refused an empty name). Looked up without
+#: failing, so that a minio without either helper still imports (and the check falls back).
+check_object_name: Callable[[str], None] = (
+    getattr(helpers, "check_object_name", None)
+    or getattr(helpers, "check_non_empty_string", None) or _refuse_empty)
 
 #: The parameters each private method must begin with (more are allowed if optional).
 METHODS = {

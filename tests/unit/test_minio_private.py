@@ -114,3 +114,20 @@ def test_the_direct_path_is_imported_only_when_selected(mode: str, imported: str
     result = subprocess.run([sys.executable, "-c", IMPORTED, mode], capture_output=True,
                             text=True, check=True, timeout=60)
     assert result.stdout.split() == [imported], result.stderr
+
+
+def test_the_module_imports_on_a_minio_without_its_name_check_helpers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A minio that drops both helpers must still import, or the fallback never runs."""
+    import importlib.util
+
+    monkeypatch.delattr(helpers, "check_object_name", raising=False)
+    monkeypatch.delattr(helpers, "check_non_empty_string", raising=False)
+    spec = importlib.util.spec_from_file_location("minio_private_copy",
+                                                  minio_private.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    copy.check_object_name("frag/a.txt")
+    with pytest.raises(ValueError):
+        copy.check_object_name("")
