@@ -30,5 +30,5 @@ EXPOSE 9090
 # For docker and compose (Kubernetes uses the probes in deploy/ instead). No curl in a slim
 # image: a Python one-liner; an HTTP error (503) or no answer makes it fail.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; p = os.environ.get('SIDECAR_HTTP_PORT') or '9090'; p in ('0', 'auto') or u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request as u; p = (os.environ.get('SIDECAR_HTTP_PORT') or '9090').strip().lower(); p in ('0', 'auto') or u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=3)"]
 ENTRYPOINT ["iterum-sidecar"]
