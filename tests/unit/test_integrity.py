@@ -103,8 +103,9 @@ def test_a_multipart_etag_is_not_md5_checked() -> None:
 
 
 def test_an_sse_kms_etag_is_not_md5_checked() -> None:
-    response = Response(flipped(BODY), headers(**{"x-amz-server-side-encryption": "aws:kms"}))
-    copied(response)
+    damaged = flipped(BODY)
+    sha, _ = copied(Response(damaged, headers(**{"x-amz-server-side-encryption": "aws:kms"})))
+    assert sha == hashlib.sha256(damaged).hexdigest()
 
 
 def test_a_body_shorter_than_its_content_length_is_a_length_mismatch() -> None:
@@ -135,7 +136,8 @@ def test_a_reset_connection_stays_a_connection_error() -> None:
 
 
 def test_a_decoded_body_is_not_checked_against_the_stored_bytes() -> None:
-    copied(Response(b"decoded", headers(length=3, **{"Content-Encoding": "gzip"})))
+    sha, _ = copied(Response(b"decoded", headers(length=3, **{"Content-Encoding": "gzip"})))
+    assert sha == hashlib.sha256(b"decoded").hexdigest()  # of the file written
 
 
 def test_without_content_length_or_etag_only_the_sha256_is_taken() -> None:
