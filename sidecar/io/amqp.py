@@ -291,7 +291,8 @@ class Broker:
     def _declared(self, ch: Channel, queue: str) -> None:
         self.declared.add(queue)
         callbacks = self.waiting.pop(queue, [])
-        ch.close()
+        if ch.is_open:  # not when the connection is closing (SIGTERM during the declares):
+            ch.close()  # pika raises on closing a closing channel, inside its I/O loop
         for then in callbacks:
             then()
 

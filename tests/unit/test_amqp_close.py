@@ -51,3 +51,27 @@ def test_close_before_any_connection() -> None:
     finished = []
     b.close(on_closed=lambda: finished.append(True))
     assert finished == [True]
+
+
+@dataclass
+class FakeChannel:
+    is_open: bool
+    close_calls: int = 0
+
+    def close(self) -> None:
+        if not self.is_open:  # as pika's Channel._raise_if_not_open
+            raise AssertionError("ChannelWrongStateError: Channel is closing.")
+        self.close_calls += 1
+
+
+@pytest.mark.parametrize("is_open", [True, False])
+def test_a_declare_ok_on_a_closing_channel_finishes_without_closing_it(is_open: bool) -> None:
+    """A SIGTERM while the queues are declared closes the connection, and with it the
+    channels; a declare-ok that arrives then must not close its channel again."""
+    b = broker()
+    done = []
+    b.waiting["q"] = [lambda: done.append(True)]
+    ch = FakeChannel(is_open)
+    b._declared(ch, "q")  # type: ignore[arg-type]
+    assert ch.close_calls == (1 if is_open else 0)
+    assert done == [True] and "q" in b.declared
