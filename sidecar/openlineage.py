@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from states import INPUT
+from states import InputEvent as InEv
 from states import InputState as In
 from states import OutputState as Out
 
@@ -101,7 +102,7 @@ class LineageObserver:
             table[key] = File(f.bucket, f.key, done.etag, done.size, done.sha256)
 
     def _input(self, t: Transition) -> None:
-        if t.trigger == "download_done":
+        if t.trigger == InEv.DOWNLOAD_DONE:
             files = sorted((k, f) for k, f in self.downloads.items() if k[0] == t.serial)
             self.inputs[t.fragment] = tuple(f for _, f in files)
             self.inputs.move_to_end(t.fragment)
