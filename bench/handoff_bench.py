@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 
 from test_config import manager_env
 
-from sidecar import config
-from sidecar import effects as fx
-from sidecar.events import FileDownloaded
-from sidecar.loop import Runner
+from sidecar.core import effects as fx
+from sidecar.core.events import FileDownloaded
+from sidecar.shell import config
+from sidecar.shell.loop import Runner
 
 
 def switches() -> int:

@@ -1,4 +1,4 @@
-"""The CPU the end-to-end integrity check costs (sidecar/io/integrity.py), per fragment.
+"""The CPU the end-to-end integrity check costs (sidecar/shell/io/integrity.py), per fragment.
 
     python -m bench.integrity_bench [--small 300] [--rounds 5] [--large-mib 512] [--large-rounds 2]
 
@@ -35,9 +35,9 @@ from typing import Any
 
 from bench.raw import client, sidecar_storage
 from bench.s3server import BENCH_AGENT
-from sidecar.effects import DownloadFile, UploadFile
-from sidecar.events import FileDownloaded, FileUploaded
-from sidecar.io import integrity
+from sidecar.core.effects import DownloadFile, UploadFile
+from sidecar.core.events import FileDownloaded, FileUploaded
+from sidecar.shell.io import integrity
 
 BUCKET = "integrity-bench"
 ACCESS = SECRET = "bench-key"

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.core import Core, CoreConfig
-from sidecar.journal import Recorder
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.journal import Recorder
 
 VOLUME = "/data"
 KILL = b'{"status":"complete"}'

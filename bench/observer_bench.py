@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.journal_bench import synthetic_run
 from sidecar.core import Core
-from sidecar.journal import Recorder
-from sidecar.metrics import Metrics, MetricsObserver
+from sidecar.shell.journal import Recorder
+from sidecar.shell.metrics import Metrics, MetricsObserver
 
 
 def observers(kind: str, tmp: str, spent: list[float]) -> Callable[[Core], Callable] | None:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
-CHUNK = 1 << 20  # the sidecar's read size (sidecar/io/storage.py)
+CHUNK = 1 << 20  # the sidecar's read size (sidecar/shell/io/storage.py)
 BODY_BYTES = 260  # about the size of a one-file RemoteFragmentDesc
 
 
@@ -75,7 +75,7 @@ def _count_connects() -> None:
 
 
 def client(endpoint: str, access: str, secret: str, pool: int, agent: str | None = None):
-    """A minio client built like the sidecar's (sidecar/io/storage.py)."""
+    """A minio client built like the sidecar's (sidecar/shell/io/storage.py)."""
     import urllib3
     from minio import Minio
 
@@ -118,9 +118,9 @@ def put_from_file(c: Any, bucket: str, key: str, source: str, part_size: int) ->
 
 
 def sidecar_storage(endpoint: str, access: str, secret: str, volume: str, mode: str) -> Any:
-    """The sidecar's storage adapter (sidecar/io/storage.py) with its defaults, the S3
+    """The sidecar's storage adapter (sidecar/shell/io/storage.py) with its defaults, the S3
     client ``mode`` (SIDECAR_S3_SMALL_OBJECTS); its worker pool is not used."""
-    from sidecar.io.storage import Storage
+    from sidecar.shell.io.storage import Storage
 
     settings = SimpleNamespace(
         data_volume_path=volume, minio_url=endpoint, minio_access_key=access,

@@ -39,8 +39,8 @@ def hwm_kib() -> int:
 
 
 def rss_child(url: str, size_mib: int, part_mib: int) -> None:
-    from sidecar.effects import UploadFile
-    from sidecar.io.storage import Storage
+    from sidecar.core.effects import UploadFile
+    from sidecar.shell.io.storage import Storage
     with tempfile.TemporaryDirectory() as volume:
         source = os.path.join(volume, "big.bin")
         with open(source, "wb") as out:
@@ -100,8 +100,8 @@ class _Fast:
 
 
 def overhead(n: int, repeat: int) -> None:
-    from sidecar.effects import DownloadFile, UploadFile
-    from sidecar.io.storage import Storage
+    from sidecar.core.effects import DownloadFile, UploadFile
+    from sidecar.shell.io.storage import Storage
     with tempfile.TemporaryDirectory() as volume:
         storage = Storage(settings(volume), lambda e: None)
         storage.client = _Fast()  # type: ignore[assignment]

@@ -8,14 +8,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from . import __version__, signals
+from . import __version__
+from .shell import signals
 
 # config (with pika and ssl: a few hundred milliseconds on a busy node) is imported where it
 # is used: until run_from_environment installs the signal handlers a SIGTERM has the
 # default action (status 143), so that moment comes as early as it can.
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from .shell.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,26 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     _add_dead_letter_command(commands)
     args = parser.parse_args(argv)
     if args.command == "config-reference":
-        from .reference import configuration_markdown
+        from .tools.reference import configuration_markdown
 
         print(configuration_markdown(), end="")
         return 0
     if args.command == "replay":
-        from .replay import run_replay
+        from .tools.replay import run_replay
 
         return run_replay(args.journal, run=args.run, fragment=args.fragment or "",
                           limit=args.limit, quiet=args.quiet, step=args.step)
     if args.command == "graph":
-        from .graph import run_graph
+        from .tools.graph import run_graph
 
         return run_graph(args.format, args.machine, args.out)
     if args.command == "dead-letters":
-        from .deadletters import run_dead_letters
+        from .tools.deadletters import run_dead_letters
 
         return run_dead_letters(args.action, args.id or [], args.reason,
                                 getattr(args, "all", False), args.json)
     if args.command == "demo":
-        from .demo import run_demo
+        from .tools.demo import run_demo
 
         return run_demo(args.fragments, args.broker, args.openlineage, args.s3_endpoint)
     return run_from_environment()
@@ -129,7 +130,7 @@ def run_from_environment() -> int:
 
 
 def _run() -> int:
-    from . import config
+    from .shell import config
 
     try:
         settings = config.load()
@@ -139,7 +140,7 @@ def _run() -> int:
     setup_logging(settings.log_level, settings.log_format, secrets(settings))
     for notice in settings.notices:
         logging.getLogger("sidecar").warning("%s", notice)
-    from .loop import Runner
+    from .shell.loop import Runner
 
     try:
         runner = Runner(settings)
@@ -150,14 +151,14 @@ def _run() -> int:
 
 
 def setup_logging(level: str, fmt: str = "auto", secret_values: tuple[str, ...] = ()) -> None:
-    from .logs import setup
+    from .shell.logs import setup
 
     setup(level, fmt, secret_values)
 
 
 def secrets(settings: Settings) -> tuple[str, ...]:
     """The values no log line may contain (docs/operations.md)."""
-    from . import config
+    from .shell import config
 
     values = [getattr(settings, v.attr) for v in config.VARIABLES if v.secret]
     password = urlsplit(settings.mq_broker_url).password or ""

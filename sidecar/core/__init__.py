@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import events as ev
+from . import events as ev
 from .broker import BrokerRules
 from .inputs import InputRules
 from .intake import IntakeRules

@@ -22,8 +22,8 @@ from states import (
 )
 from states import IntakeState as IS
 
-from .. import effects as fx
-from .. import events as ev
+from . import effects as fx
+from . import events as ev
 from .models import (
     CoreConfig,
     Input,
@@ -69,7 +69,7 @@ class CoreBase:
         self.paused: tuple[str, ...] = ()
         # the consumer and the broker connection (states.INTAKE, docs/reliability.md)
         self.intake = Intake()
-        # what a killed predecessor on this volume had done (ev.Resume, sidecar/resume.py):
+        # what a killed predecessor on this volume had done (ev.Resume, sidecar/shell/recovery.py):
         # input id -> (sha256 of its body, ids of its outputs not yet recorded)
         self.resume_inputs: dict[str, tuple[str, tuple[str, ...]]] = {}
         # output id -> (stage: "uploaded", "published" or "recorded" (here), queue,
@@ -133,15 +133,15 @@ class CoreBase:
         return len(self.inputs) + len(self.outputs)
 
     def snapshot(self) -> dict[str, Any]:
-        """The complete state as JSON-ready data (see sidecar/snapshot.py)."""
-        from ..snapshot import snapshot
+        """The complete state as JSON-ready data (see sidecar/core/snapshot.py)."""
+        from .snapshot import snapshot
 
         return snapshot(self)
 
     @classmethod
     def restore(cls, config: CoreConfig, state: dict[str, Any]) -> CoreBase:
         """A core that continues exactly where the snapshotted one was."""
-        from ..snapshot import restore
+        from .snapshot import restore
 
         return restore(config, state)
 

@@ -22,11 +22,11 @@ from states import (
 from states import IntakeEvent as IE
 from states import IntakeState as IS
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import InvalidMessage, inside, parse_remote
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import EXIT_FATAL, Input
+from .protocol import InvalidMessage, inside, parse_remote
 
 _ADOPTING = (IS.ADOPTING, IS.ADOPTION_ENDING)  # a delivery may be an input to take back
 _ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})  # no more `end`

@@ -8,11 +8,11 @@ import posixpath
 
 from states import INPUT, InputEvent, InputState
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import input_dirs, local_input_path
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import _UNPROCESSED, Input, PendingPublish
+from .protocol import input_dirs, local_input_path
 
 # Compared on every progress check: module constants, cheaper than look-ups in the table.
 _PROCESSED, _UPLOADED, _PUBLISHED = InputState.PROCESSED, InputState.UPLOADED, InputState.PUBLISHED

@@ -12,8 +12,8 @@ from states import InputState
 from states import IntakeEvent as IE
 from states import IntakeState as IS
 
-from .. import effects as fx
-from .. import events as ev
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import Input, Output, _fragment_of, _terminal
 

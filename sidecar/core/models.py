@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 from states import INPUT, INTAKE, OUTPUT, InputState
 
-from .. import events as ev
-from ..protocol import KILL, RemoteFile, RemoteFragment, dumps
+from . import events as ev
+from .protocol import KILL, RemoteFile, RemoteFragment, dumps
 
 KILL_FRAME = dumps(KILL)
 OUTPUT_INDEX_LIMIT = 100_000  # predecessor sets whose output count is remembered (LRU)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from states import INPUT, OUTPUT, InputEvent, OutputEvent, OutputState
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import OutputFragment, RemoteFile, encode_lineage, encode_remote, inside, output_id
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import _UNPROCESSED, OUTPUT_INDEX_LIMIT, Input, Output, PendingPublish
+from .protocol import OutputFragment, RemoteFile, encode_lineage, encode_remote, inside, output_id
 
 
 class OutputRules(CoreBase):

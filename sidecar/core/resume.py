@@ -1,4 +1,4 @@
-"""A restart on the same volume (sidecar/resume.py): inputs whose outputs a killed
+"""A restart on the same volume (sidecar/shell/recovery.py): inputs whose outputs a killed
 predecessor already uploaded are finished without the transformation.
 """
 
@@ -9,11 +9,11 @@ import posixpath
 
 from states import INPUT, OUTPUT, InputEvent, OutputState, StepState
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import RemoteFile, encode_lineage
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import Input, Output, PendingPublish
+from .protocol import RemoteFile, encode_lineage
 
 
 class ResumeRules(CoreBase):

@@ -7,11 +7,11 @@ from __future__ import annotations
 from states import INPUT, OUTPUT, STEP, InputState, OutputEvent, OutputState, StepEvent, StepState
 from states import IntakeState as IS
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import inside
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import _PRE_DISPATCH, EXIT_FATAL, EXIT_OK, EXIT_TRANSFORMATION, KILL_FRAME, Output
+from .protocol import inside
 
 _KILLING = (StepState.KILL_SENT, StepState.TRANSFORMATION_DONE)  # the kill goes to every tts
 _EXITING = (StepState.TRANSFORMATION_DONE, StepState.STOPPING)  # exit once drained

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from states import INPUT, STEP, InputEvent, InputState, StepEvent, StepState
 
-from .. import effects as fx
-from .. import events as ev
-from ..protocol import DoneWith, InvalidMessage, Kill, OutputFragment, encode_local, parse_frame
+from . import effects as fx
+from . import events as ev
 from .base import CoreBase
 from .models import EXIT_TRANSFORMATION, Input
+from .protocol import DoneWith, InvalidMessage, Kill, OutputFragment, encode_local, parse_frame
 
 _NO_DISPATCH = (StepState.STOPPING, StepState.EXITED)
 

@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import pytest
 
-from sidecar.protocol import output_id
+from sidecar.core.protocol import output_id
 
 from .harness import AmqpProxy, Pipeline
 from .harness.pipeline import REPO

@@ -256,7 +256,7 @@ def test_queue_counts_ready_and_unacked(rabbit):
 
 
 def test_pipeline_environment_and_inputs(pipeline: Pipeline):
-    from sidecar import config
+    from sidecar.shell import config
 
     settings = config.load(pipeline.sidecar_env())  # the env is complete and valid
     assert settings.upstream_url == (f"{pipeline.manager.url}/pipeline/{pipeline.hash}/"

@@ -1,5 +1,5 @@
 """The sidecar end to end on minio's public API only, as when its private internals are
-not what sidecar/io/minio_private.py expects: one warning line, and every transfer (GETs,
+not what sidecar/shell/io/minio_private.py expects: one warning line, and every transfer (GETs,
 single PUTs, a multipart upload, an ETag read back) still right.
 
 The sidecar process is given a ``sitecustomize`` (on its PYTHONPATH) that changes what the
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 MiB = 1 << 20
 WARNING = "its private internals are not as expected"
 SITECUSTOMIZE = '''
-from sidecar.io import minio_private as p
+from sidecar.shell.io import minio_private as p
 
 p.METHODS["_upload_part"] = (*p.METHODS["_upload_part"][:-1], "part_no")  # a renamed parameter
 

@@ -1,4 +1,4 @@
-"""The adapter's bounded-memory multipart upload (sidecar/io/multipart.py) against the
+"""The adapter's bounded-memory multipart upload (sidecar/shell/io/multipart.py) against the
 harness' S3 (moto with signature checking, or RGW with --s3=rgw): objects byte-identical,
 one request per part, a failed part retried alone, a permanent failure aborting the upload.
 The adapter runs alone here (no pipeline, no broker). Neither moto nor RGW checks a body
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from sidecar.effects import UploadFile
-from sidecar.events import FileUploaded, UploadFailed
-from sidecar.io import minio_private
-from sidecar.io.storage import Storage, StorageHooks
+from sidecar.core.effects import UploadFile
+from sidecar.core.events import FileUploaded, UploadFailed
+from sidecar.shell.io import minio_private
+from sidecar.shell.io.storage import Storage, StorageHooks
 
 from .harness import S3Server
 from .harness.s3 import without_etag

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import pytest
 
-from sidecar.protocol import output_id
+from sidecar.core.protocol import output_id
 
 from .harness import B2C, C2B, AmqpProxy, Message, Pipeline
 from .harness.rabbit import close_connections, queue_counts
@@ -75,7 +75,7 @@ def check_outputs(pipeline: Pipeline, inputs: list[dict], got: Collector,
 
 def no_exception_of_ours(logs: str) -> bool:
     """No stack through the sidecar's own code (at DEBUG, pika's own stacks for a lost
-    connection are kept: they are warnings, sidecar/logs.py)."""
+    connection are kept: they are warnings, sidecar/shell/logs.py)."""
     return re.search(r'File "[^"]*/sidecar/', logs) is None
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.protocol import output_id
+from sidecar.core.protocol import output_id
 
 from .harness import AmqpProxy, Pipeline
 from .harness.rabbit import queue_counts

@@ -1,4 +1,4 @@
-"""The lean S3 path (sidecar/io/s3direct.py) against the harness' S3, which checks
+"""The lean S3 path (sidecar/shell/io/s3direct.py) against the harness' S3, which checks
 signatures: moto with IAM authentication on, or Ceph RGW (--s3=rgw). The credentials are a
 real user's (and, for the session token, an assumed role's) in that server. Which error a
 server answers to a wrong secret differs (moto: SignatureDoesNotMatch; RGW: AccessDenied
@@ -19,8 +19,8 @@ from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import S3Error
 
-from sidecar.io.s3direct import DirectS3
-from sidecar.io.storage import Storage, _describe, classify
+from sidecar.shell.io.s3direct import DirectS3
+from sidecar.shell.io.storage import Storage, _describe, classify
 
 from .harness import S3Server
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sidecar.io.amqp import Broker
+from sidecar.shell.io.amqp import Broker
 
 
 @dataclass

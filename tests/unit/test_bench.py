@@ -18,9 +18,9 @@ from bench import report
 from bench.profile import render, summarize
 from bench.s3server import BENCH_AGENT, Counting, classify
 from bench.scenario import _merge_transfers, _percentiles, _read_journal
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.journal import Recorder
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.journal import Recorder
 
 
 def journaled_fragments(volume: Path, count: int) -> Driver:
@@ -114,18 +114,18 @@ def test_s3_operation_names() -> None:
 def test_profile_summary_charges_samples_to_their_owner(tmp_path: Path) -> None:
     stacks = tmp_path / "stacks.txt"
     stacks.write_text(
-        "thread (1): MainThread;run (sidecar/loop.py);handle (sidecar/core/base.py);"
+        "thread (1): MainThread;run (sidecar/shell/loop.py);handle (sidecar/core/base.py);"
         "encode (json/encoder.py) 30\n"
-        "thread (2): storage_0;_get (sidecar/io/storage.py);urlopen (urllib3/poolmanager.py)"
+        "thread (2): storage_0;_get (sidecar/shell/io/storage.py);urlopen (urllib3/poolmanager.py)"
         ";readinto (socket.py) 60\n"
-        "thread (3): storage_1;_put (sidecar/io/storage.py) 10\n")
+        "thread (3): storage_1;_put (sidecar/shell/io/storage.py) 10\n")
     s = summarize(str(stacks))
     assert s["samples"] == 100
     assert dict(s["by_owner"]) == {"urllib3": 60.0, "sidecar core (decisions)": 30.0,
                                    "sidecar storage adapter": 10.0}
     assert dict(s["by_thread"])["thread (2): storage_N"] == 60.0
     assert dict(s["self"])["readinto (socket.py)"] == 60.0
-    assert dict(s["inclusive"])["run (sidecar/loop.py)"] == 30.0
+    assert dict(s["inclusive"])["run (sidecar/shell/loop.py)"] == 30.0
     assert "60.0%  urllib3" in render(s)
 
 

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar import codec
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.core import Transition
+from sidecar.core import Transition, codec
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 
 SCALARS: dict[typing.Any, st.SearchStrategy] = {
     str: st.text(max_size=20),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.config import ConfigError
 from sidecar.core import CoreConfig
+from sidecar.shell import config
+from sidecar.shell.config import ConfigError
 
 SECRET_KEY = "s3cr3t-minio-key"
 ACCESS_KEY = "minio-access-id"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from test_config import manager_env
 
-from sidecar import config
-from sidecar.config import ConfigError
 from sidecar.core import CoreConfig
+from sidecar.shell import config
+from sidecar.shell.config import ConfigError
 
 
 def load(tmp_path: Path, **changes: str) -> config.Settings:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from test_config import ACCESS_KEY, BROKER_PASSWORD, SECRET_KEY, manager_env
 
-from sidecar import config
 from sidecar.cli import secrets
-from sidecar.config import ConfigError
-from sidecar.reference import configuration_markdown
+from sidecar.shell import config
+from sidecar.shell.config import ConfigError
+from sidecar.tools.reference import configuration_markdown
 
 FILE_SECRET = "from-a-file-9f8e7d"
 

@@ -28,9 +28,9 @@ from unit_driver import (
     without_logs,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.protocol import output_id
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.core.protocol import output_id
 
 A, B, C = fid("a"), fid("b"), fid("c")
 FULL_CHAIN = ["received", "downloaded", "dispatched", "processed", "uploaded", "published",

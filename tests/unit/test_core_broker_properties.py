@@ -37,10 +37,10 @@ from unit_driver import (
     remote_body,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.journal import Recorder, load
-from sidecar.replay import Replayer
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.journal import Recorder, load
+from sidecar.tools.replay import Replayer
 
 
 @dataclass

@@ -26,8 +26,8 @@ from unit_driver import (
     without_logs,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 
 A, B = fid("a"), fid("b")
 

@@ -11,8 +11,8 @@ import pytest
 from unit_driver import Driver, fid, log_codes, of
 
 import states
-from sidecar import effects as fx
-from sidecar import events as ev
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 from sidecar.core.models import Intake
 from states import INTAKE, IntakeEvent, IntakeState, InvalidTransition
 

@@ -11,9 +11,9 @@ from test_core_replay import busy_run
 from test_core_resume import restart_and_loss_run
 from unit_driver import FTS, TTS, Driver, fid, log_codes, make_config, of
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.core import Core
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 from sidecar.core.models import _terminal
 
 A, B, C = fid("a"), fid("b"), fid("c")

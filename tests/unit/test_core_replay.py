@@ -25,9 +25,9 @@ from unit_driver import (
     remote_body,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.core import Core
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 
 A, B, C, D = fid("a"), fid("b"), fid("c"), fid("d")
 

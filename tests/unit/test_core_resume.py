@@ -1,5 +1,5 @@
 """A restart on the same volume (docs/reliability.md, case 7): what a killed sidecar's
-journal tells the next one (sidecar/resume.py), and what the core does with it (ev.Resume).
+journal tells the next one (sidecar/shell/recovery.py), and what the core does with it (ev.Resume).
 
 An input whose done_with had come and whose outputs were all uploaded is not processed
 again when the broker delivers it again: its descriptors and lineage not yet confirmed are
@@ -30,12 +30,12 @@ from unit_driver import (
     remote_body,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.journal import Recorder, list_segments, load
-from sidecar.protocol import RemoteFile, encode_lineage, encode_remote, output_id
-from sidecar.replay import Replayer
-from sidecar.resume import recover
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.core.protocol import RemoteFile, encode_lineage, encode_remote, output_id
+from sidecar.shell.journal import Recorder, list_segments, load
+from sidecar.shell.recovery import recover
+from sidecar.tools.replay import Replayer
 
 A, B, C, D = fid("a"), fid("b"), fid("c"), fid("d")
 

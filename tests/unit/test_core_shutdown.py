@@ -19,8 +19,8 @@ from unit_driver import (
     of,
 )
 
-from sidecar import effects as fx
-from sidecar import events as ev
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 
 A, B, C = fid("a"), fid("b"), fid("c")
 

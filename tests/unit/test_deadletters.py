@@ -10,8 +10,8 @@ import pika
 import pytest
 from test_config import BROKER_PASSWORD, manager_env
 
-from sidecar import config
-from sidecar.deadletters import DeadLetter, matches, run_dead_letters
+from sidecar.shell import config
+from sidecar.tools.deadletters import DeadLetter, matches, run_dead_letters
 
 FID = "a" * 64
 

@@ -15,11 +15,11 @@ from test_journal import recorded_busy_run
 from test_replay import edit_line
 from unit_driver import STEP, Driver, fid, make_config
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.core import Core
-from sidecar.protocol import output_id
-from sidecar.replay import run_replay
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.core.protocol import output_id
+from sidecar.tools.replay import run_replay
 
 A, B, D = fid("a"), fid("b"), fid("d")
 REPO = Path(__file__).resolve().parents[2]

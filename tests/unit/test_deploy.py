@@ -1,5 +1,5 @@
 """deploy/: every environment variable the manifests set is one the configuration knows
-(sidecar.config.VARIABLES) or, for the transformation container, one pyterum reads; the
+(sidecar.shell.config.VARIABLES) or, for the transformation container, one pyterum reads; the
 sidecar gets every required Iterum variable; probes and scraping use the HTTP endpoint."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import config
+from sidecar.shell import config
 
 yaml = pytest.importorskip("yaml")
 
@@ -63,7 +63,7 @@ def test_every_sidecar_variable_is_one_the_configuration_knows() -> None:
     assert sidecars
     for c in sidecars:
         names = env_names(c)
-        assert not set(names) - KNOWN, f"unknown to sidecar/config.py: {set(names) - KNOWN}"
+        assert not set(names) - KNOWN, f"unknown to sidecar/shell/config.py: {set(names) - KNOWN}"
         missing = {v.name for v in REQUIRED
                    if v.name not in names and not (v.file_variant and v.file_name in names)}
         assert not missing, f"missing: {missing}"

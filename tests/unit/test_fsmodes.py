@@ -1,5 +1,5 @@
 """Directories and files the sidecar creates on the volume get explicit modes, whatever the
-umask, and keep the setgid bit of an fsGroup volume (sidecar/fsmodes.py)."""
+umask, and keep the setgid bit of an fsGroup volume (sidecar/shell/fsmodes.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.fsmodes import DATA_DIR, DATA_FILE, PRIVATE_DIR, create_file, make_dirs
+from sidecar.shell.fsmodes import DATA_DIR, DATA_FILE, PRIVATE_DIR, create_file, make_dirs
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import graph
 from sidecar.cli import main
+from sidecar.tools import graph
 from states import INPUT, INTAKE, LIFECYCLES, OUTPUT, STEP
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md"

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import pytest
 from unit_driver import Driver, fid, remote_body
 
-from sidecar import events as ev
-from sidecar.config import ANY_PORT
-from sidecar.http import HEARTBEAT_LIMIT, LISTENING_PORT, Board, HttpServer
-from sidecar.metrics import Metrics
-from sidecar.operate import bind_failure, snapshot
+from sidecar.core import events as ev
+from sidecar.shell.config import ANY_PORT
+from sidecar.shell.http import HEARTBEAT_LIMIT, LISTENING_PORT, Board, HttpServer
+from sidecar.shell.metrics import Metrics
+from sidecar.shell.operate import bind_failure, snapshot
 
 A, B = fid("a"), fid("b")
 

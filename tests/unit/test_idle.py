@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from test_config import manager_env
 
-from sidecar import config
-from sidecar import events as ev
-from sidecar.http import Board, HttpServer
-from sidecar.journal import FLUSH_INTERVAL, attach
-from sidecar.loop import Runner
-from sidecar.metrics import Metrics
-from sidecar.operate import HEARTBEAT, PUBLISH_DELAY
+from sidecar.core import events as ev
+from sidecar.shell import config
+from sidecar.shell.http import Board, HttpServer
+from sidecar.shell.journal import FLUSH_INTERVAL, attach
+from sidecar.shell.loop import Runner
+from sidecar.shell.metrics import Metrics
+from sidecar.shell.operate import HEARTBEAT, PUBLISH_DELAY
 
 
 class Timers:

@@ -1,4 +1,4 @@
-"""End-to-end integrity, without S3 (sidecar/io/integrity.py and its use by the storage
+"""End-to-end integrity, without S3 (sidecar/shell/io/integrity.py and its use by the storage
 adapter): which ETags are MD5s, the length and MD5 checks, a body cut short, the retries
 then the dead letter, no partial file left, the hashing on a worker thread, and the SHA-256
 of what is downloaded and uploaded. tests/integration/test_reliability_integrity.py does
@@ -19,12 +19,12 @@ import pytest
 import urllib3
 from test_storage_adapter import settings
 
-from sidecar import codec
-from sidecar.effects import DownloadFile, UploadFile
-from sidecar.events import DownloadFailed, FileDownloaded, FileUploaded
-from sidecar.io import integrity
-from sidecar.io.integrity import DownloadCheck, IntegrityError, plain_md5
-from sidecar.io.storage import Storage, classify
+from sidecar.core import codec
+from sidecar.core.effects import DownloadFile, UploadFile
+from sidecar.core.events import DownloadFailed, FileDownloaded, FileUploaded
+from sidecar.shell.io import integrity
+from sidecar.shell.io.integrity import DownloadCheck, IntegrityError, plain_md5
+from sidecar.shell.io.storage import Storage, classify
 
 BODY = b"the object's bytes " * 1000
 MD5 = hashlib.md5(BODY).hexdigest()

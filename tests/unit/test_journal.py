@@ -12,11 +12,11 @@ from test_config import manager_env
 from test_core_replay import busy_run
 from unit_driver import Driver, fid
 
-from sidecar import config
-from sidecar import events as ev
-from sidecar.journal import JournalError, Recorder, attach, list_segments, load
-from sidecar.loop import Runner
-from sidecar.replay import Replayer
+from sidecar.core import events as ev
+from sidecar.shell import config
+from sidecar.shell.journal import JournalError, Recorder, attach, list_segments, load
+from sidecar.shell.loop import Runner
+from sidecar.tools.replay import Replayer
 
 
 def recorded_busy_run(directory: Path, **kw) -> tuple[Driver, Recorder]:
@@ -245,7 +245,7 @@ def test_a_relative_journal_dir_is_below_the_volume(tmp_path: Path) -> None:
 def test_lines_are_encoded_as_compact_json_dumps_would(tmp_path: Path) -> None:
     """The journal's own encoder (one C encoder for every line) writes the very text of
     json.dumps with compact separators: the recorded fixtures, and a freshly recorded run."""
-    from sidecar.journal import _dumps
+    from sidecar.shell.journal import _dumps
 
     _, rec = recorded_busy_run(tmp_path)
     paths = [rec.path, *sorted((Path(__file__).parent / "journals").glob("*.jsonl"))]

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from test_journal_properties import ack_gating_violations
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.cli import main
-from sidecar.journal import load
-from sidecar.replay import Replayer
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.journal import load
+from sidecar.tools.replay import Replayer
 
 JOURNALS = Path(__file__).resolve().parent / "journals"
 SCENARIOS = sorted(p.stem for p in JOURNALS.glob("*.jsonl"))

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from test_core_replay import SPECS, Spec, World
 from unit_driver import KILL_FRAME, fid, remote_body
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.journal import Recorder, list_segments, load
-from sidecar.replay import Replayer
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.journal import Recorder, list_segments, load
+from sidecar.tools.replay import Replayer
 
 
 @dataclass

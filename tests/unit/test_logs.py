@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from test_config import ACCESS_KEY, BROKER_PASSWORD, SECRET_KEY, manager_env
 
-from sidecar import config
-from sidecar import effects as fx
 from sidecar.cli import secrets
-from sidecar.logs import log_effect, setup
+from sidecar.core import effects as fx
+from sidecar.shell import config
+from sidecar.shell.logs import log_effect, setup
 
 FRAGMENT = "f" * 64
 
@@ -158,7 +158,7 @@ def pika_connection_failure() -> None:
 
 
 def test_pika_connection_records_are_off_unless_debugging(restore_logging) -> None:
-    """The sidecar logs one line per connection attempt itself (sidecar/io/amqp.py):
+    """The sidecar logs one line per connection attempt itself (sidecar/shell/io/amqp.py):
     below DEBUG pika's records of connecting are off, its other errors stay as one-line
     warnings (an operator's rule "one error line per failure" holds)."""
     stream = io.StringIO()

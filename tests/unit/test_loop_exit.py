@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_config import manager_env
 
-from sidecar import config
-from sidecar import effects as fx
-from sidecar.loop import Runner
+from sidecar.core import effects as fx
+from sidecar.shell import config
+from sidecar.shell.loop import Runner
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from test_config import manager_env
 
-from sidecar import config
-from sidecar import effects as fx
-from sidecar.events import Tick
-from sidecar.io.storage import DeletionLane, Storage, WorkerPool
-from sidecar.loop import Runner
+from sidecar.core import effects as fx
+from sidecar.core.events import Tick
+from sidecar.shell import config
+from sidecar.shell.io.storage import DeletionLane, Storage, WorkerPool
+from sidecar.shell.loop import Runner
 
 
 class FakeLoop:

@@ -11,10 +11,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from unit_driver import Driver, fid, of, remote_body
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.io.storage import s3_operation
-from sidecar.metrics import Metrics, MetricsObserver, StorageMetrics
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.io.storage import s3_operation
+from sidecar.shell.metrics import Metrics, MetricsObserver, StorageMetrics
 
 A, B = fid("a"), fid("b")
 

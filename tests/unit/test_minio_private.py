@@ -1,4 +1,4 @@
-"""sidecar/io/minio_private.py: the one module that touches minio's private internals checks
+"""sidecar/shell/io/minio_private.py: the one module that touches minio's private internals checks
 them at start-up; the check passes on the installed minio and catches a change. The
 fallback to minio's public API is run against moto in tests/integration/test_minio_fallback.py
 and tests/integration/test_multipart.py."""
@@ -15,7 +15,7 @@ import pytest
 import urllib3
 from minio import Minio, helpers
 
-from sidecar.io import minio_private
+from sidecar.shell.io import minio_private
 
 SIDECAR = Path(minio_private.__file__).parents[1]
 KW = {"access_key": "a", "secret_key": "s", "region": "us-east-1"}
@@ -98,13 +98,13 @@ def test_no_other_module_touches_minios_private_internals() -> None:
 IMPORTED = """
 import sys
 from types import SimpleNamespace
-from sidecar.io.storage import Storage
+from sidecar.shell.io.storage import Storage
 settings = SimpleNamespace(data_volume_path=".", storage_timeout=1, minio_url="127.0.0.1:9",
     storage_workers=1, minio_use_ssl=False, s3_ca_file="", minio_access_key="a",
     minio_secret_key="s", s3_region="us-east-1", part_size=5 << 20, storage_attempts=1,
     storage_backoff_max=0.1, minio_output_bucket="b", s3_small_objects=sys.argv[1])
 Storage(settings, print).shutdown()
-print("sidecar.io.s3direct" in sys.modules)
+print("sidecar.shell.io.s3direct" in sys.modules)
 """
 
 

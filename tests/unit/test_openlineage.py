@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from unit_driver import IN_BUCKET, OUT_BUCKET, STEP, VOLUME, Driver, fid, of, pyterum_output
 
-from sidecar import effects as fx
-from sidecar import events as ev
-from sidecar.metrics import Metrics
-from sidecar.openlineage import Emitter, LineageObserver, make_client, run_id
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
+from sidecar.shell.metrics import Metrics
+from sidecar.shell.openlineage import Emitter, LineageObserver, make_client, run_id
 
 pytest.importorskip("openlineage.client")
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import protocol as p
-from sidecar.protocol import InvalidMessage
+from sidecar.core import protocol as p
+from sidecar.core.protocol import InvalidMessage
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 BUCKET = "h-up-output"

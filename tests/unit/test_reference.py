@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from sidecar.config import VARIABLES
-from sidecar.reference import configuration_markdown
+from sidecar.shell.config import VARIABLES
+from sidecar.tools.reference import configuration_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from test_journal import recorded_busy_run
 from unit_driver import Driver, fid
 
-from sidecar import events as ev
 from sidecar.cli import main
-from sidecar.journal import Recorder, load
-from sidecar.replay import Replayer
+from sidecar.core import events as ev
+from sidecar.shell.journal import Recorder, load
+from sidecar.tools.replay import Replayer
 
 A, B = fid("a"), fid("b")
 

@@ -1,4 +1,4 @@
-"""sidecar/io/s3direct.py: the lean GET/PUT signs, addresses and fails exactly as minio does.
+"""sidecar/shell/io/s3direct.py: the lean GET/PUT signs, addresses and fails exactly as minio does.
 
 No network: a fake pool answers both clients, records what each sent, and the signatures are
 also checked against botocore's S3SigV4Auth (what AWS and moto verify with).
@@ -20,9 +20,9 @@ from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import S3Error
 
-from sidecar.io import s3direct
-from sidecar.io.s3direct import DirectS3, error_of, signing_key
-from sidecar.io.storage import _describe, classify
+from sidecar.shell.io import s3direct
+from sidecar.shell.io.s3direct import DirectS3, error_of, signing_key
+from sidecar.shell.io.storage import _describe, classify
 
 HOSTILE = ["plain.txt", "a b/c d.txt", "ünï/cödé ✓.bin", "x+y=z.txt", "100%.txt", "what?.txt",
            "hash#tag", "/lead/slash", "//two", "semi;colon,comma", "tilde~", "amp&and",

@@ -1,4 +1,4 @@
-"""SIGTERM from the start of a run to the process's end (sidecar/signals.py): before the
+"""SIGTERM from the start of a run to the process's end (sidecar/shell/signals.py): before the
 loop a signal exits 0; once the exit code is decided it is held against any signal. Each
 case runs in a child interpreter (signal dispositions are the process's)."""
 
@@ -20,7 +20,7 @@ def run(code: str) -> subprocess.CompletedProcess:
 def test_a_decided_exit_code_stands_against_a_late_sigterm() -> None:
     done = run("""
         import os, signal, sys
-        from sidecar import signals
+        from sidecar.shell import signals
         signals.handle(lambda *_: sys.exit(99))  # a handler that would change it
         signals.hold_exit_code()  # the exit code is decided: 3
         os.kill(os.getpid(), signal.SIGTERM)
@@ -33,7 +33,7 @@ def test_a_decided_exit_code_stands_against_a_late_sigterm() -> None:
 def test_a_sigterm_before_the_loop_exits_0_and_holds_it() -> None:
     done = run("""
         import os, signal, time
-        from sidecar import signals
+        from sidecar.shell import signals
         signals.handle(signals.quiet_exit)
         try:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -53,6 +53,6 @@ def test_the_command_line_installs_its_handlers_before_the_heavy_imports() -> No
     done = run("""
         import sys
         import sidecar.cli
-        print(sorted(m for m in ("sidecar.config", "pika", "ssl") if m in sys.modules))
+        print(sorted(m for m in ("sidecar.shell.config", "pika", "ssl") if m in sys.modules))
     """)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -12,12 +12,9 @@ from test_core_replay import busy_run
 from test_core_resume import restart_and_loss_run
 from unit_driver import Driver, fid, make_config
 
-from sidecar import codec
-from sidecar import events as ev
-from sidecar.core import Core, Input, Output
-from sidecar.journal import load
-from sidecar.replay import Replayer
-from sidecar.snapshot import (
+from sidecar.core import Core, Input, Output, codec
+from sidecar.core import events as ev
+from sidecar.core.snapshot import (
     FORMAT,
     NOT_STATE,
     SnapshotError,
@@ -26,6 +23,8 @@ from sidecar.snapshot import (
     snapshot,
     upgrade,
 )
+from sidecar.shell.journal import load
+from sidecar.tools.replay import Replayer
 from states import INTAKE
 
 A, B = fid("a"), fid("b")
@@ -36,7 +35,7 @@ def _json(data: dict) -> dict:
 
 
 def test_the_snapshot_covers_every_attribute_of_the_core() -> None:
-    """A new Core attribute must be added to sidecar/snapshot.py (or to NOT_STATE)."""
+    """A new Core attribute must be added to sidecar/core/snapshot.py (or to NOT_STATE)."""
     core = Core(make_config())
     attributes = {a.lstrip("_") for a in vars(core)} - {a.lstrip("_") for a in NOT_STATE}
     assert attributes == set(snapshot(core)) - {"format"}

@@ -1,5 +1,5 @@
 """The socket server announces a new tts connection only after what already waits on fts
-(sidecar/io/sockets.py): a transformation that outlived a killed sidecar finishes its
+(sidecar/shell/io/sockets.py): a transformation that outlived a killed sidecar finishes its
 fragment with the new one before it asks for work, and the sidecar must see that first
 (docs/reliability.md, case 7). Real UNIX sockets; the loop is a stand-in that only records
 handlers, and the accept callbacks are called by hand in the worst order."""
@@ -10,9 +10,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from sidecar import events as ev
-from sidecar.io.sockets import SocketServer
-from sidecar.protocol import frame
+from sidecar.core import events as ev
+from sidecar.core.protocol import frame
+from sidecar.shell.io.sockets import SocketServer
 
 
 class Loop:

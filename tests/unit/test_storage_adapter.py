@@ -21,10 +21,10 @@ import urllib3
 from minio.error import S3Error
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
-from sidecar.effects import DownloadFile, UploadFile
-from sidecar.fsmodes import DATA_DIR
-from sidecar.io import minio_private, multipart, storage
-from sidecar.io.storage import Storage, Tries, UnsafePath, is_transient
+from sidecar.core.effects import DownloadFile, UploadFile
+from sidecar.shell.fsmodes import DATA_DIR
+from sidecar.shell.io import minio_private, multipart, storage
+from sidecar.shell.io.storage import Storage, Tries, UnsafePath, is_transient
 
 MiB = 1 << 20
 

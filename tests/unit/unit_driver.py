@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sidecar import effects as fx
-from sidecar import events as ev
 from sidecar.core import Core, CoreConfig, Input, Transition
+from sidecar.core import effects as fx
+from sidecar.core import events as ev
 
 VOLUME = "/vol"
 STEP = "h-step"

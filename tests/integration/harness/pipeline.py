@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidecar.http import LISTENING_PORT
+from sidecar.shell.http import LISTENING_PORT
 
 from .manager import FakeManager
 from .rabbit import DEFAULT_URL, Message, Rabbit
 from .s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLES = REPO / "sidecar" / "examples"
+EXAMPLES = REPO / "sidecar" / "tools" / "examples"
 TRANSFORMATIONS = Path(__file__).resolve().parents[1] / "transformations"
 ALPHABET = string.ascii_lowercase + string.digits
 _rng = random.SystemRandom()
@@ -229,7 +229,7 @@ class Pipeline:
     # --- environments ----------------------------------------------------------------
 
     def sidecar_env(self, **overrides: str | None) -> dict[str, str]:
-        """The sidecar's variables (sidecar/config.py); an override of None removes one."""
+        """The sidecar's variables (sidecar/shell/config.py); an override of None removes one."""
         env = {
             "DATA_VOLUME_PATH": str(self.volume),
             "ITERUM_NAME": self.name,
@@ -357,7 +357,7 @@ class Pipeline:
 
     def start_transformation(self, script: str | Path, **env: str | None) -> Transformation:
         """Run a pyterum script (a path, or a name from tests/integration/transformations
-        or sidecar/examples) with transformation_env(**env), in a fresh cwd."""
+        or sidecar/tools/examples) with transformation_env(**env), in a fresh cwd."""
         path = resolve_script(script)
         n = len(self.procs)
         cwd = self.root / f"{path.stem}-{n}"

@@ -24,9 +24,9 @@ from test_core_replay import busy_run  # noqa: E402
 from test_core_resume import restart_and_loss_run  # noqa: E402
 from unit_driver import Driver, fid  # noqa: E402
 
-from sidecar import codec  # noqa: E402
-from sidecar import events as ev  # noqa: E402
-from sidecar.snapshot import FORMAT, config_to_json, snapshot  # noqa: E402
+from sidecar.core import codec  # noqa: E402
+from sidecar.core import events as ev  # noqa: E402
+from sidecar.core.snapshot import FORMAT, config_to_json, snapshot  # noqa: E402
 
 assert FORMAT == 3, f"{BASE} writes snapshot format {FORMAT}, not 3"
 A, B = fid("a"), fid("b")
@@ -102,7 +102,7 @@ def gone_run() -> Driver:
 def record_journals(directory: Path) -> None:
     """Two runs as journals of small segments: each later segment's checkpoint is one that
     replay compares with the state it reached."""
-    from sidecar.journal import Recorder
+    from sidecar.shell.journal import Recorder
 
     original = Driver.__init__
 

@@ -29,10 +29,10 @@ from states import InputEvent as InEv
 from states import InputState as In
 from states import OutputState as Out
 
-from . import __version__
-from . import effects as fx
-from . import events as ev
-from .core import Core, Transition
+from .. import __version__
+from ..core import Core, Transition
+from ..core import effects as fx
+from ..core import events as ev
 from .metrics import Metrics
 
 log = logging.getLogger("sidecar.openlineage")

@@ -27,10 +27,10 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from states import INPUT, OUTPUT, STEP
 
-from . import __version__
-from . import effects as fx
-from . import events as ev
-from .core import Core, Transition
+from .. import __version__
+from ..core import Core, Transition
+from ..core import effects as fx
+from ..core import events as ev
 
 PREFIX = "iterum_sidecar"
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,

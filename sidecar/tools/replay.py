@@ -6,7 +6,7 @@ its recorded clock reading. After each event the transitions and effects must eq
 recorded ones, and at each later segment the core's state must equal that segment's
 checkpoint. The first difference is a ``Divergence``.
 
-``Replayer`` is also the engine of the step-through debugger (sidecar/debugger.py): it
+``Replayer`` is also the engine of the step-through debugger (sidecar/tools/debugger.py): it
 advances one event at a time and keeps every fragment's track (the states it went through
 and when) and model.
 """
@@ -21,12 +21,11 @@ from typing import Any, TextIO
 
 from states import INPUT, OUTPUT, STEP
 
-from . import codec
-from . import effects as fx
-from . import events as ev
-from .core import Core, Input, Output, Transition
-from .journal import Journal, Record, Segment
-from .snapshot import SnapshotError, config_from_json, upgrade
+from ..core import Core, Input, Output, Transition, codec
+from ..core import effects as fx
+from ..core import events as ev
+from ..core.snapshot import SnapshotError, config_from_json, upgrade
+from ..shell.journal import Journal, Record, Segment
 
 TERMINAL = {INPUT.name: INPUT.terminal, OUTPUT.name: OUTPUT.terminal, STEP.name: STEP.terminal}
 
@@ -414,7 +413,7 @@ def run_replay(path: str, *, run: int | None = None, fragment: str = "", limit: 
     import gc
     import sys
 
-    from .journal import JournalError, load
+    from ..shell.journal import JournalError, load
 
     out = out or sys.stdout
     err = err or sys.stderr

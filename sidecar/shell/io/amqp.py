@@ -25,7 +25,7 @@ from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic
 
-from ..events import (
+from ...core.events import (
     BrokerLost,
     BrokerReady,
     ConsumerCancelledByBroker,
@@ -75,7 +75,7 @@ class Broker:
         self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
         self.returned: set[int] = set()
         self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
-        # metrics (sidecar/metrics.py): result ("ack", "nack", "returned"), seconds
+        # metrics (sidecar/shell/metrics.py): result ("ack", "nack", "returned"), seconds
         self.on_confirm: Callable[[str, float], None] = lambda _result, _seconds: None
         self.next_tag = 0
         self.closing = False
@@ -136,7 +136,7 @@ class Broker:
         delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
         delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
         # One line per attempt, naming what it waits for; pika's own records of the same
-        # failure are off below DEBUG (sidecar/logs.py).
+        # failure are off below DEBUG (sidecar/shell/logs.py).
         failed = f" (attempt {self._attempt})" if self._attempt else ""
         log.warning("%s%s; next attempt in %.1fs, %.0fs left of "
                     "SIDECAR_BROKER_RETRY_SECONDS=%gs", problem, failed, delay,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from . import effects as fx
+from ..core import effects as fx
 
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 FIELDS = ("code", "fragment", "state", "event")
@@ -27,7 +27,7 @@ _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@\
 MIN_SECRET = 4  # shorter values would blank out ordinary words
 # pika's loggers of connecting and of the transport: their errors (about seven records for
 # each failed or lost connection) are the failure the sidecar reports itself, one line per
-# attempt naming the broker (sidecar/io/amqp.py). Below DEBUG only their CRITICAL records
+# attempt naming the broker (sidecar/shell/io/amqp.py). Below DEBUG only their CRITICAL records
 # remain; pika's other loggers (channels, callbacks) stay at ERROR.
 PIKA_CONNECTION_LOGGERS = ("pika.adapters", "pika.connection")
 

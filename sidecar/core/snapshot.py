@@ -19,9 +19,8 @@ from typing import Any
 
 from states import INTAKE, IntakeState
 
-from . import codec
-from .core import Core, CoreConfig, Input, Output, PendingPublish, Tracked
-from .core.models import Intake
+from . import Core, CoreConfig, Input, Output, PendingPublish, Tracked, codec
+from .models import Intake
 from .protocol import LocalFile, RemoteFile, RemoteFragment
 
 # 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume; 4: the

@@ -24,8 +24,8 @@ from typing import Any
 
 from pika.adapters.select_connection import PollEvents
 
-from ..events import Connected, Disconnected, Event, FrameReceived, FrameRejected
-from ..protocol import FrameDecoder, FrameTooLarge, frame
+from ...core.events import Connected, Disconnected, Event, FrameReceived, FrameRejected
+from ...core.protocol import FrameDecoder, FrameTooLarge, frame
 
 log = logging.getLogger("sidecar.sockets")
 READ_CHUNK = 1 << 18
@@ -60,7 +60,7 @@ class SocketServer:
         self.peer_uid = peer_uid
         self.listeners: dict[int, tuple[socket.socket, str, str]] = {}
         self.conns: dict[int, Connection] = {}
-        # metrics (sidecar/metrics.py): a connection refused, by channel ("tts"/"fts")
+        # metrics (sidecar/shell/metrics.py): a connection refused, by channel ("tts"/"fts")
         self.on_refused: Callable[[str], None] = lambda _channel: None
 
     def listen(self, path: str, channel: str) -> None:

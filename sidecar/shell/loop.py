@@ -21,18 +21,18 @@ from pika.adapters.select_connection import IOLoop
 
 from states import INPUT, OUTPUT
 
-from . import effects as fx
+from ..core import Core, CoreConfig, Transition
+from ..core import effects as fx
+from ..core.events import Event, ShutdownRequested, Tick
 from . import journal, signals
 from .config import Settings
-from .core import Core, CoreConfig, Transition
-from .events import Event, ShutdownRequested, Tick
 from .io.amqp import Broker
 from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
 from .operate import Operations
-from .resume import recover
+from .recovery import recover
 
 _FINAL = INPUT.terminal | OUTPUT.terminal  # the outcomes counted in ``totals``
 log = logging.getLogger("sidecar")
@@ -103,7 +103,7 @@ class Runner:
         signals.handle(self._on_signal)  # before anything can be taken
         self._handling_signals = True
         self.ops.start()  # first: a taken HTTP port ends the start cleanly
-        # A killed predecessor on this volume: what it had done (sidecar/resume.py), read
+        # A killed predecessor on this volume: what it had done (sidecar/shell/recovery.py), read
         # before this run's journal begins and fed as its first event.
         resume = recover(self.s.journal_path, self.core.cfg) if self.s.journal_enabled \
             else None

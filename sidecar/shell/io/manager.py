@@ -22,7 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..events import Event, Fatal, UpstreamFinished
+from ...core.events import Event, Fatal, UpstreamFinished
 
 log = logging.getLogger("sidecar.manager")
 DUMMY_POLLS = 5  # the original's dummy checker says "not finished" five times (§9.3)
@@ -40,7 +40,7 @@ class UpstreamChecker:
         self.budget = settings.manager_retry_seconds
         self.post = post
         self.stopped = threading.Event()
-        self.on_retry: Callable[[], None] = lambda: None  # metrics (sidecar/metrics.py)
+        self.on_retry: Callable[[], None] = lambda: None  # metrics (sidecar/shell/metrics.py)
         self.session = requests.Session()
         self.thread = threading.Thread(target=self._run, name="upstream-checker", daemon=True)
 

@@ -42,9 +42,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from ...core.effects import DeleteFiles, DownloadFile, UploadFile
+from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from .. import tls
-from ..effects import DeleteFiles, DownloadFile, UploadFile
-from ..events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
 from . import integrity, minio_private, multipart
 
@@ -96,7 +96,7 @@ def is_transient(err: BaseException) -> bool:
 
 
 class StorageHooks:
-    """What the adapter reports for metrics and readiness (sidecar/metrics.py replaces
+    """What the adapter reports for metrics and readiness (sidecar/shell/metrics.py replaces
     these no-ops). Called from worker threads: implementations must be thread-safe."""
 
     def request(self, operation: str, result: str, seconds: float) -> None:
@@ -403,7 +403,7 @@ class Storage:
 
     def _put_parts(self, bucket: str, key: str, fd: int, size: int, content_type: str,
                    tries: Tries, whole: integrity.RunningSha256 | None = None) -> str:
-        """A multipart upload in bounded memory (sidecar/io/multipart.py); its ETag."""
+        """A multipart upload in bounded memory (sidecar/shell/io/multipart.py); its ETag."""
         started = time.monotonic()
         try:
             etag = multipart.upload(self.client, fd, size, bucket, key, self.part_size,

@@ -7,7 +7,7 @@ self-contained. It begins with two lines:
 * ``{"header": {...}}``: format, versions, run and segment numbers, wall-clock start, and
   the ``CoreConfig`` the core was built with;
 * ``{"checkpoint": {...}, "after": N}``: the core's complete state after event ``N``
-  (sidecar/snapshot.py), so replay can start at any segment.
+  (sidecar/core/snapshot.py), so replay can start at any segment.
 
 Then one line per event the core consumed::
 
@@ -22,7 +22,7 @@ bytes per remembered output index entry, at most 100,000 of them).
 ``t`` is the loop clock reading the core was given; the event is recorded in full (bytes
 as UTF-8 text when they are text). ``tr`` are the transitions the event caused (fragment
 ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes fields as a
-digest (sidecar/codec.py): replay recomputes both and checks them.
+digest (sidecar/core/codec.py): replay recomputes both and checks them.
 
 Recording is cheap on the loop thread: one ``json.dumps`` and a buffered ``write`` per
 event; the buffer is flushed by a timer on the loop, armed by the first write after a
@@ -48,18 +48,18 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
-from . import __version__, codec
-from . import effects as fx
-from . import events as ev
-from .core import Core, Transition
+from .. import __version__
+from ..core import Core, Transition, codec
+from ..core import effects as fx
+from ..core import events as ev
+from ..core.snapshot import config_to_json
 from .fsmodes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
-from .snapshot import config_to_json
 
 FORMAT = 2  # 2: FileDownloaded and FileUploaded carry sha256
 READS = (1, 2)  # format 1 lines decode with the field's default ("")
 SEGMENT = re.compile(r"^run(\d{4,})-seg(\d{4,})\.jsonl$")
 # Seconds from the first write after a flush to the next flush (a loop timer). What a
-# killed process had not flushed is lost to a restarted one (sidecar/resume.py), so this is
+# killed process had not flushed is lost to a restarted one (sidecar/shell/recovery.py), so this is
 # kept short: a flush is one write() of what accumulated, never an fsync.
 FLUSH_INTERVAL = 0.25
 WRITE_BUFFER = 1 << 20

@@ -38,9 +38,9 @@ from minio.error import S3Error
 
 from states import INPUT, OUTPUT
 
-from . import config, tls
+from ..shell import config, tls
+from ..shell.http import LISTENING_PORT
 from .examples import PASSTHROUGH
-from .http import LISTENING_PORT
 
 STEP = "demo-step"
 _ALPHABET = string.ascii_lowercase + string.digits

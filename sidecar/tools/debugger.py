@@ -17,8 +17,8 @@ from typing import TextIO
 
 from states import INPUT, OUTPUT, STEP
 
-from . import effects as fx
-from .core import Input, Output
+from ..core import Input, Output
+from ..core import effects as fx
 from .replay import Replayer, Step, Track, duration, short
 
 STATES = set(INPUT.states) | set(OUTPUT.states) | set(STEP.states)
@@ -372,7 +372,7 @@ def _gates_of(r: Replayer, inp: Input) -> set[int]:
 
 
 def _local_paths(r: Replayer, inp: Input) -> list[str]:
-    from .protocol import local_input_path
+    from ..core.protocol import local_input_path
 
     assert inp.desc is not None
     return [local_input_path(r.config.volume, inp.desc, f) for f in inp.desc.files]

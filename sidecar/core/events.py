@@ -156,7 +156,7 @@ class VolumeSpace(Event):
 @dataclass(frozen=True, slots=True)
 class Resume(Event):
     """Start-up on a volume whose previous sidecar was killed: what its journal says it had
-    done (sidecar/resume.py). Fed once, before any other event."""
+    done (sidecar/shell/recovery.py). Fed once, before any other event."""
 
     run: int  # the journal run the knowledge was read from
     # (fragment id, sha256 of the body, ids of its outputs not yet recorded): inputs whose

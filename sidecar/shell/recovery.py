@@ -32,11 +32,11 @@ import hashlib
 import logging
 import posixpath
 
-from . import events as ev
-from .core import Core, CoreConfig
+from ..core import Core, CoreConfig
+from ..core import events as ev
+from ..core.protocol import inside
+from ..core.snapshot import SnapshotError, config_from_json
 from .journal import JournalError, list_segments, load
-from .protocol import inside
-from .snapshot import SnapshotError, config_from_json
 
 log = logging.getLogger("sidecar.resume")
 # Settings that must be equal for a predecessor's outputs to be this run's outputs.

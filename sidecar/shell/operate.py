@@ -12,9 +12,9 @@ import logging
 import os
 from typing import Any
 
+from ..core import Core, Input
+from ..core.events import VolumeSpace
 from .config import ANY_PORT
-from .core import Core, Input
-from .events import VolumeSpace
 from .http import Board, Fragment, HttpServer, Snapshot
 from .metrics import Metrics, instrument
 

@@ -26,8 +26,8 @@ from typing import Any, TextIO
 import pika
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
-from . import config, tls
-from .logs import Redactor
+from ..shell import config, tls
+from ..shell.logs import Redactor
 
 DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"
 NOT_FOUND = 404

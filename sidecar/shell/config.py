@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.protocol import InvalidMessage, safe_relative
 from . import tls
-from .protocol import InvalidMessage, safe_relative
 
 
 class ConfigError(Exception):
@@ -419,7 +419,7 @@ class Settings:
     config_dir: str
     tts_path: str
     fts_path: str
-    # the journal (sidecar/journal.py); defaults so that a Settings built by hand needs none
+    # the journal (sidecar/shell/journal.py); defaults so that a Settings built by hand needs none
     journal: str = "on"
     journal_dir: str = ".sidecar/journal"
     journal_max_bytes: int = 32 << 20
@@ -432,7 +432,7 @@ class Settings:
     amqp_cert_file: str = ""
     amqp_key_file: str = ""
     s3_ca_file: str = ""
-    # S3 client for GETs and single PUTs (sidecar/io/s3direct.py)
+    # S3 client for GETs and single PUTs (sidecar/shell/io/s3direct.py)
     s3_small_objects: str = "direct"
     # what the configuration wants said once logging is up (never a secret)
     notices: tuple[str, ...] = ()
