@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -37,7 +38,8 @@ from typing import Any
 from . import procstat
 from .endpoints import ACCESS_KEY, REPO, SECRET_KEY, Arrivals, Broker, FakeManager, S3Endpoint
 
-TRANSFORMATION = Path(__file__).resolve().parent / "transformations" / "link_passthrough.py"
+TRANSFORMATIONS = Path(__file__).resolve().parent / "transformations"
+TRANSFORMATION = TRANSFORMATIONS / "link_passthrough.py"
 ALPHABET = string.ascii_lowercase + string.digits
 MIB = 1 << 20
 _SCRUB = ("ITERUM_", "MINIO_", "MQ_", "SIDECAR_", "TRANSFORMATION_STEP_", "DATA_VOLUME_PATH",
@@ -64,6 +66,7 @@ class Scenario:
     journal: bool = True
     plain_copy: bool = False  # then copy the first input object with a plain client
     env: dict[str, str] = field(default_factory=dict)  # extra sidecar variables
+    transformation: Path = TRANSFORMATION  # the pyterum script run beside each sidecar
 
     def sidecar_knobs(self) -> dict[str, str]:
         knobs = {"MQ_PREFETCH_COUNT": str(self.prefetch or "")}
@@ -98,6 +101,10 @@ class Step:
         self.transformation: subprocess.Popen | None = None
         self.spawned = 0.0
         self.consuming = 0.0
+        # what os.wait4 reported when each process was reaped by stop(): the CPU and the
+        # peak resident set of its whole life (Popen.wait discards them)
+        self.sidecar_rusage: resource.struct_rusage | None = None
+        self.transformation_rusage: resource.struct_rusage | None = None
 
     def start_sidecar(self, env: dict[str, str]) -> None:
         with open(self.root / "sidecar.log", "wb") as log:
@@ -106,7 +113,8 @@ class Step:
                                             cwd=self.root, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL)
 
-    def start_transformation(self, env: dict[str, str], timeout: float = 20.0) -> None:
+    def start_transformation(self, env: dict[str, str], timeout: float = 20.0,
+                             script: Path = TRANSFORMATION) -> None:
         deadline = time.monotonic() + timeout
         sockets = [self.volume / "tts.sock", self.volume / "fts.sock"]
         while not all(s.exists() for s in sockets):  # pyterum sleeps 5 s after a failure
@@ -118,7 +126,7 @@ class Step:
         cwd.mkdir()
         with open(self.root / "transformation.log", "wb") as log:
             self.transformation = subprocess.Popen(
-                [sys.executable, str(TRANSFORMATION)], env=env, cwd=cwd, stdout=log,
+                [sys.executable, str(script)], env=env, cwd=cwd, stdout=log,
                 stderr=log, stdin=subprocess.DEVNULL)
 
     def check_alive(self) -> None:
@@ -137,24 +145,52 @@ class Step:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM to the sidecar (a clean exit is 0), then end the transformation."""
+        """SIGTERM to the sidecar (a clean exit is 0), then end the transformation.
+
+        Signals go by os.kill, not Popen.send_signal: that polls first, and a poll reaps
+        a child that already exited (the transformation does once told there is no more
+        input) with waitpid, which loses its rusage. An unreaped child keeps its pid."""
         code = None
         if self.sidecar is not None:
-            if self.sidecar.poll() is None:
-                self.sidecar.send_signal(signal.SIGTERM)
+            if self.sidecar.returncode is None:
+                os.kill(self.sidecar.pid, signal.SIGTERM)
             try:
-                code = self.sidecar.wait(timeout)
+                self.sidecar_rusage = reap(self.sidecar, timeout) or self.sidecar_rusage
+                code = self.sidecar.returncode
             except subprocess.TimeoutExpired:
                 self.sidecar.kill()
                 self.sidecar.wait(10)
-        if self.transformation is not None and self.transformation.poll() is None:
-            self.transformation.terminate()
+        if self.transformation is not None:
+            if self.transformation.returncode is None:
+                os.kill(self.transformation.pid, signal.SIGTERM)
             try:
-                self.transformation.wait(10)
+                self.transformation_rusage = (reap(self.transformation, 10)
+                                              or self.transformation_rusage)
             except subprocess.TimeoutExpired:
                 self.transformation.kill()
                 self.transformation.wait(10)
         return code
+
+
+def reap(proc: subprocess.Popen, timeout: float) -> resource.struct_rusage | None:
+    """Wait for ``proc`` to exit with ``os.wait4``: sets its returncode and returns its
+    rusage (user+sys CPU of every thread from fork to exit, ru_maxrss), or None when it
+    was already reaped (by Popen.poll: it had exited before)."""
+    if proc.returncode is not None:
+        return None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            proc.wait(timeout)  # reaped already: Popen knows its returncode
+            return None
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.005)
 
 
 def random_id(n: int) -> str:
@@ -185,12 +221,7 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
     """Run one scenario; return its measurements (see the module docstring)."""
     run_hash = random_id(32)
     step = "bench"
-    names = {
-        "input": f"{run_hash}-fragmenter_output", "output": f"{run_hash}-{step}_output",
-        "lineage": f"{run_hash}-lineage", "dead": f"{run_hash}-fragmenter_output-dead",
-        "input_bucket": f"{run_hash}-fragmenter-output",
-        "output_bucket": f"{run_hash}-{step}-output",
-    }
+    names = run_names(run_hash, step)
     root = Path(tempfile.mkdtemp(prefix=f"{sc.name[:12]}-", dir=ctx.workdir))
     broker = Broker(ctx.broker_url)
     s3 = ctx.s3.client()
@@ -207,18 +238,16 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
         arrivals = Arrivals(ctx.broker_url, names["lineage"])
 
         def body(i: int, warmup: bool = False) -> bytes:
-            files = [{"name": f"file-{j}.bin",
-                      "path": small if warmup else keys[(i * sc.files + j) % len(keys)],
-                      "bucket": names["input_bucket"]} for j in range(sc.files)]
-            return json.dumps({"files": files, "metadata": {
-                "fragment_id": random_id(64), "predecessors": []}}).encode()
+            return descriptor([small] * sc.files if warmup else
+                              [keys[(i * sc.files + j) % len(keys)] for j in range(sc.files)],
+                              names["input_bucket"])
 
         # --- start -------------------------------------------------------------------
         for r in range(sc.replicas):
             st = Step(root, r)
             steps.append(st)
             st.start_sidecar(_sidecar_env(ctx, sc, st, run_hash, step, names))
-            st.start_transformation(_transformation_env(st))
+            st.start_transformation(_transformation_env(st), script=sc.transformation)
             st.consuming = broker.wait_consumers(names["input"], r + 1, 30)
         result["start_to_consuming_s"] = [st.consuming - st.spawned for st in steps]
 
@@ -345,6 +374,24 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
             _remove_bucket(s3, bucket)
         if sc.file_bytes >= MIB or not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def run_names(run_hash: str, step: str) -> dict[str, str]:
+    """The queues and buckets of one run, named as Iterum names them."""
+    return {
+        "input": f"{run_hash}-fragmenter_output", "output": f"{run_hash}-{step}_output",
+        "lineage": f"{run_hash}-lineage", "dead": f"{run_hash}-fragmenter_output-dead",
+        "input_bucket": f"{run_hash}-fragmenter-output",
+        "output_bucket": f"{run_hash}-{step}-output",
+    }
+
+
+def descriptor(keys: list[str], bucket: str) -> bytes:
+    """A fragment descriptor as the fragmenter publishes it: one file per object key."""
+    files = [{"name": f"file-{j}.bin", "path": key, "bucket": bucket}
+             for j, key in enumerate(keys)]
+    return json.dumps({"files": files, "metadata": {
+        "fragment_id": random_id(64), "predecessors": []}}).encode()
 
 
 def raw_copy(ctx: Context, bucket: str, key: str, part_size: int) -> dict[str, Any]:
