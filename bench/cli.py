@@ -3,6 +3,8 @@
     python -m bench [--quick | --full] [--only PARTS] [--s3-server NAME]
     python -m bench profile [--case small|large|both]
     python -m bench s3-servers
+    python -m bench whole [--fragments 1000] [--transformation pyterum,link]
+                          [--s3 keepalive,close]
 
 It needs the local RabbitMQ (127.0.0.1:5672, guest/guest) and the ``bench`` extra
 (``pip install -e '.[bench]'``). Results: ``bench/results/bench-<time>.json`` (and
@@ -40,6 +42,8 @@ from .endpoints import (
 )
 from .s3server import SERVERS
 from .scenario import MIB, Context, Scenario, base_env, random_id, run
+from .whole import add_arguments as add_whole_arguments
+from .whole import run_whole
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("raw", "small", "ten", "large", "sweep", "replicas")
@@ -91,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     prof.add_argument("--case", choices=("small", "large", "both"), default="both")
     prof.add_argument("--fragments", type=int, default=5000)
     _common(prof)
+    whole = sub.add_parser("whole", help="the whole sidecar process from Popen to exit: "
+                           "CPU per fragment, start-up, peak RSS, ÷ the floor (bench/whole.py)")
+    add_whole_arguments(whole)
+    whole.add_argument("--broker", default=DEFAULT_BROKER)
+    whole.add_argument("--results-dir", type=Path, default=RESULTS)
     s3s = sub.add_parser("s3-servers", help="compare the WSGI servers for moto")
     s3s.add_argument("--count", type=int, default=1000)
     s3s.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -99,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare_servers(args.count, args.results_dir)
     if args.command == "profile":
         return profile(args)
+    if args.command == "whole":
+        return run_whole(args)
     return bench(args)
 
 

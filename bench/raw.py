@@ -183,13 +183,13 @@ def _scratch(endpoint: str, access: str, secret: str, bucket: str, pool: int, si
 
 
 def s3_floor(endpoint: str, access: str, secret: str, bucket: str, count: int, size: int,
-             repeat: int) -> dict[str, Any]:
+             repeat: int, modes: tuple[str, ...] = ("minio", "direct")) -> dict[str, Any]:
     """The floors only, the clients taking turns, best of ``repeat`` (a shared machine's
     noise only ever adds CPU)."""
     keys = [f"floor/{i:06d}/file.json" for i in range(count)]
     with _scratch(endpoint, access, secret, bucket, 1, size, keys) as (c, tmp, source):
-        runs = [_floors(c, endpoint, access, secret, bucket, keys, tmp, source,
-                        ("minio", "direct")) for _ in range(repeat)]
+        runs = [_floors(c, endpoint, access, secret, bucket, keys, tmp, source, modes)
+                for _ in range(repeat)]
     labels = {"bare": "bare minio", "minio": "Storage, SIDECAR_S3_SMALL_OBJECTS=minio",
               "direct": "Storage, SIDECAR_S3_SMALL_OBJECTS=direct"}
     best = {labels[who]: {k: min(run[who][k] for run in runs) for k in runs[0][who]}
@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     fl.add_argument("--count", type=int, default=300)
     fl.add_argument("--size", type=int, default=1024)
     fl.add_argument("--repeat", type=int, default=5)
+    fl.add_argument("--modes", default="minio,direct",
+                    help="the sidecar adapter's SIDECAR_S3_SMALL_OBJECTS modes measured "
+                    "beside bare minio (comma-separated; empty: bare minio only)")
     cp.add_argument("--key", required=True)
     cp.add_argument("--part-size", type=int, default=16 << 20)
     cp.add_argument("--workdir", default=tempfile.gettempdir())
@@ -405,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
         out = s3_limits(a.endpoint, a.access, a.secret, a.bucket, a.threads, a.count, a.size,
                         a.floor_count)
     elif a.kind == "s3-floor":
-        out = s3_floor(a.endpoint, a.access, a.secret, a.bucket, a.count, a.size, a.repeat)
+        out = s3_floor(a.endpoint, a.access, a.secret, a.bucket, a.count, a.size, a.repeat,
+                       tuple(m for m in a.modes.split(",") if m))
     elif a.kind == "s3-copy":
         out = s3_copy(a.endpoint, a.access, a.secret, a.bucket, a.key, a.part_size, a.workdir)
     elif a.kind == "amqp-consume":

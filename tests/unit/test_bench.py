@@ -7,9 +7,13 @@ only check that the measuring code reads and reports what it should).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from unit_driver import Driver, fid, of
@@ -17,7 +21,17 @@ from unit_driver import Driver, fid, of
 from bench import report
 from bench.profile import render, summarize
 from bench.s3server import BENCH_AGENT, Counting, classify
-from bench.scenario import _merge_transfers, _percentiles, _read_journal
+from bench.scenario import _merge_transfers, _percentiles, _read_journal, reap
+from bench.whole import (
+    _window,
+    add_arguments,
+    choice_list,
+    floor_of,
+    load_label,
+    ratios,
+    summary,
+    usage_figures,
+)
 from sidecar.core import effects as fx
 from sidecar.core import events as ev
 from sidecar.shell.journal import Recorder
@@ -224,3 +238,106 @@ def test_events_used_by_the_bench_exist() -> None:
     assert {"publish_id"} <= set(ev.PublishConfirmed.__dataclass_fields__)
     assert {"publish_id"} <= set(fx.Publish.__dataclass_fields__)
     assert {"tag"} <= set(fx.Ack.__dataclass_fields__)
+
+
+# --- python -m bench whole (bench/whole.py) ----------------------------------------------
+
+
+def test_whole_process_figures_from_rusage() -> None:
+    """CPU is user+sys over the fragments; ru_maxrss is in KiB on Linux."""
+    usage = SimpleNamespace(ru_utime=6.0, ru_stime=2.0, ru_maxrss=48 * 1024)
+    out = usage_figures(usage, 1000)
+    assert out == {"cpu_s": 8.0, "user_s": 6.0, "sys_s": 2.0, "cpu_ms_per_fragment": 8.0,
+                   "peak_rss_mib": 48.0}
+
+
+def test_reap_reads_the_childs_whole_life_and_popen_keeps_its_exit_code() -> None:
+    """os.wait4 gives the CPU a child spent from fork to exit (Popen.wait discards it)."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys; sum(range(3_000_000)); sys.exit(3)"])
+    usage = reap(proc, 30)
+    assert usage is not None and usage.ru_utime + usage.ru_stime > 0
+    assert usage.ru_maxrss > 1024  # KiB: a Python process is over 1 MiB
+    assert proc.returncode == 3 and proc.poll() == 3 and proc.wait(1) == 3
+    assert reap(proc, 1) is None  # reaped already: nothing more to read
+
+
+def test_window_figures_split_by_thread() -> None:
+    before = {"cpu": 1.0, "loop": 0.6, "workers": 0.4}
+    after = {"cpu": 4.0, "loop": 2.1, "workers": 1.8}
+    out = _window(before, after, 1000, 5.0)
+    assert out["cpu_ms_per_fragment"] == pytest.approx(3.0)
+    assert out["loop_ms_per_fragment"] == pytest.approx(1.5)
+    assert out["workers_ms_per_fragment"] == pytest.approx(1.4)
+    assert out["fragments_per_s"] == pytest.approx(200.0)
+
+
+def test_load_label_is_quiet_only_when_every_reading_is_at_most_half() -> None:
+    assert load_label([0.2, 0.5]) == "quiet (load 0.50)"
+    assert load_label([0.2, 0.51]) == "loaded (load 0.51)"
+    assert load_label([2.07, 1.5]) == "loaded (load 2.07)"
+
+
+def test_floor_and_ratios() -> None:
+    floor = floor_of({"bare minio": {"get_cpu_ms": 0.75, "put_cpu_ms": 0.5,
+                                     "get_sys_cpu_ms": 0.1, "put_sys_cpu_ms": 0.1}})
+    assert floor == {"get_cpu_ms": 0.75, "put_cpu_ms": 0.5, "cpu_ms": 1.25}
+    run = {"whole": {"cpu_ms_per_fragment": 2.5}, "window": {"cpu_ms_per_fragment": 1.875}}
+    assert ratios(run, floor["cpu_ms"]) == {"whole_to_floor": 2.0, "window_to_floor": 1.5}
+    assert ratios(run, None) == {}
+    assert ratios({**run, "error": "boom"}, 1.25) == {}
+
+
+def whole_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser
+
+
+def test_whole_arguments() -> None:
+    args = whole_parser().parse_args([])
+    assert (args.fragments, args.transformation, args.s3) == (1000, ["pyterum"],
+                                                              ["keepalive", "close"])
+    args = whole_parser().parse_args(["--fragments", "100", "--transformation", "link,pyterum",
+                                      "--s3", "close"])
+    assert (args.fragments, args.transformation, args.s3) == (100, ["link", "pyterum"],
+                                                              ["close"])
+    assert choice_list(("a", "b"))(" b, a ,b") == ["b", "a"]
+    for bad in (["--s3", "http2"], ["--transformation", ""], ["--transformation", "copy"]):
+        with pytest.raises(SystemExit):
+            whole_parser().parse_args(bad)
+
+
+def test_bench_cli_knows_the_whole_command() -> None:
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["whole", "--help"])
+    assert exit_.value.code == 0
+
+
+def test_whole_summary_labels_load_and_goal() -> None:
+    loads = {"load_start": [0.3, 0.2, 0.1], "load_end": [0.9, 0.4, 0.2]}
+    run = {"transformation": "pyterum", "fragments": 100, "exit_code": 0,
+           "label": load_label([0.3, 0.9]), **loads,
+           "whole": usage_figures(SimpleNamespace(ru_utime=0.6, ru_stime=0.2,
+                                                  ru_maxrss=40 * 1024), 100),
+           "window": _window({"cpu": 0, "loop": 0, "workers": 0},
+                             {"cpu": 0.3, "loop": 0.1, "workers": 0.15}, 100, 1.0),
+           "startup": {"to_log_s": 0.4, "to_consuming_s": 0.45, "cpu_s": 0.38},
+           "shutdown_s": 0.1, "transformation_cpu_ms_per_fragment": 0.7,
+           "s3": {"window_requests": 200, "window_connections": 200,
+                  "window_ops": {"GetObject": 100, "PutObject": 100}, "whole_requests": 203}}
+    run.update(ratios(run, 2.0))
+    text = summary({"fragments": 100, "styles": [{
+        "style": "close", "server": "werkzeug", "runs": [run, {
+            "transformation": "link", "error": "RuntimeError: boom", **loads}],
+        "floor": {"get_cpu_ms": 1.0, "put_cpu_ms": 1.0, "cpu_ms": 2.0,
+                  "load_start": [0.3, 0, 0], "load_end": [0.4, 0, 0],
+                  "label": load_label([0.3, 0.4])}}]})
+    assert "loaded (load 0.90), load 0.30 → 0.90" in text
+    assert "2.00 ms CPU per GET+PUT (GET 1.00, PUT 1.00), quiet (load 0.40)" in text
+    assert "8.00 ms CPU/fragment" in text and "÷ floor 4.00 (goal ≤ 1.5: not met)" in text
+    assert "3.00 ms CPU/fragment (loop 1.00, other threads 1.50)" in text
+    assert "1.00 new connections per request" in text and "GetObject 1.00" in text
+    assert "peak RSS        40.0 MiB" in text and "transformation link: FAILED" in text

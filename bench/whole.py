@@ -1,0 +1,342 @@
+"""``python -m bench whole``: what a user pays for the whole sidecar process (issue 14).
+
+    python -m bench whole [--fragments 1000] [--transformation pyterum,link]
+                          [--s3 keepalive,close] [--floor-count 300] [--floor-repeat 3]
+
+For each S3 style (``keepalive``: moto behind granian, which keeps connections open;
+``close``: moto behind werkzeug, as ``moto_server`` serves it, which closes every
+connection) it measures, on a fresh S3 endpoint:
+
+1. the storage-client floor: the CPU of the bare minio client for one 1 KiB GET and one
+   1 KiB PUT, one at a time (``python -m bench.raw s3-floor``, best of the repeats);
+2. for each transformation (``pyterum``: bench/transformations/upper_copy.py, reads each
+   input and writes an upper-cased copy; ``link``: link_passthrough.py, hard links), one
+   sidecar process from ``Popen`` to its exit: it starts, consumes ``fragments`` 1 KiB 1→1
+   fragments published once it consumes, and is ended with SIGTERM once every lineage
+   message arrived. Its CPU (user+sys, all threads, start-up and shutdown included) and
+   peak RSS come from ``os.wait4`` (the kernel's rusage of the child: exact, not sampled);
+   the start-up is timed from ``Popen`` to the ``started: consuming`` log line and to its
+   consumer appearing on the input queue, with the CPU it had spent by then.
+
+Beside the whole-process figure it prints the loaded-window figure of ``python -m bench``
+(CPU from the first publish to the last lineage message, loop and storage threads), both
+divided by the floor (the issue's goal: whole ÷ floor ≤ 1.5), and the 1-minute load
+average at the start and end of every measurement. A figure is labelled "quiet" only if
+both readings were ≤ 0.5, otherwise "loaded (load X)" with the higher one; the end reading
+includes the bench's own processes, so the label errs towards "loaded".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import procstat
+from .endpoints import ACCESS_KEY, SECRET_KEY, Arrivals, Broker
+from .scenario import (
+    MIB,
+    TRANSFORMATIONS,
+    Context,
+    Scenario,
+    Step,
+    _put_inputs,
+    _remove_bucket,
+    _sidecar_env,
+    _transformation_env,
+    descriptor,
+    random_id,
+    run_names,
+)
+
+STYLES = {"keepalive": "granian", "close": "werkzeug"}  # S3 style -> WSGI server
+SCRIPTS = {"pyterum": TRANSFORMATIONS / "upper_copy.py",
+           "link": TRANSFORMATIONS / "link_passthrough.py"}
+QUIET_LOAD = 0.5  # the highest 1-minute load average a "quiet" figure may run under
+GOAL_TO_FLOOR = 1.5  # issue 14: whole-process CPU at most 1.5 times the storage-client floor
+STARTED = b"started: consuming"  # the sidecar's log line once its consumer is requested
+
+
+# --- the pure parts (tests/unit/test_bench.py) ------------------------------------------
+
+
+def choice_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of ``allowed`` names, in order, no repeats."""
+
+    def parse(text: str) -> list[str]:
+        names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: choose one or more of {', '.join(allowed)} (comma-separated)")
+        return names
+
+    return parse
+
+
+def load_label(readings: Sequence[float]) -> str:
+    """'quiet (load X)' only if every 1-minute load reading was ≤ 0.5, else 'loaded (load X)'
+    with the highest reading."""
+    worst = max(readings)
+    return f"{'quiet' if worst <= QUIET_LOAD else 'loaded'} (load {worst:.2f})"
+
+
+def usage_figures(usage: Any, fragments: int) -> dict[str, float]:
+    """The whole-process figures from a child's rusage (``os.wait4``): CPU in seconds and
+    per fragment, and the peak resident set (ru_maxrss is in KiB on Linux)."""
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"cpu_s": cpu, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "cpu_ms_per_fragment": 1000 * cpu / fragments,
+            "peak_rss_mib": usage.ru_maxrss * 1024 / MIB}
+
+
+def floor_of(best: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The bare minio client's CPU per 1 KiB GET + PUT from ``bench.raw s3-floor``."""
+    bare = best["bare minio"]
+    return {"get_cpu_ms": bare["get_cpu_ms"], "put_cpu_ms": bare["put_cpu_ms"],
+            "cpu_ms": bare["get_cpu_ms"] + bare["put_cpu_ms"]}
+
+
+def ratios(run: dict[str, Any], floor_ms: float | None) -> dict[str, float]:
+    """Whole-process and window CPU per fragment ÷ the floor of the same S3 style."""
+    if not floor_ms or run.get("error"):
+        return {}
+    return {"whole_to_floor": run["whole"]["cpu_ms_per_fragment"] / floor_ms,
+            "window_to_floor": run["window"]["cpu_ms_per_fragment"] / floor_ms}
+
+
+def summary(results: dict[str, Any]) -> str:
+    """The text report: per S3 style its floor, then one block per transformation."""
+    lines = [f"whole process: {results['fragments']} fragments of one 1 KiB file each (1→1)"]
+    for style in results["styles"]:
+        fl = style.get("floor", {})
+        lines.append(f"\n== S3 {style['style']} (moto behind {style['server']})")
+        if "cpu_ms" in fl:
+            lines.append(f"  floor           {fl['cpu_ms']:.2f} ms CPU per GET+PUT (GET "
+                         f"{fl['get_cpu_ms']:.2f}, PUT {fl['put_cpu_ms']:.2f}), "
+                         f"{fl['label']}, load {_loads(fl)}")
+        else:
+            lines.append(f"  floor           FAILED: {fl.get('error')}")
+        for run in style["runs"]:
+            lines += _run_lines(run)
+    return "\n".join(lines)
+
+
+def _loads(m: dict[str, Any]) -> str:
+    return f"{m['load_start'][0]:.2f} → {m['load_end'][0]:.2f}"
+
+
+def _run_lines(r: dict[str, Any]) -> list[str]:
+    head = f"  -- transformation {r['transformation']}: "
+    if r.get("error"):
+        return [head + f"FAILED: {r['error']}"]
+    w, win, st, s3 = r["whole"], r["window"], r["startup"], r["s3"]
+    goal = r.get("whole_to_floor")
+    met = goal is not None and goal <= GOAL_TO_FLOOR
+    verdict = "" if goal is None else \
+        f"; ÷ floor {goal:.2f} (goal ≤ {GOAL_TO_FLOOR}: {'met' if met else 'not met'})"
+    ops = ", ".join(f"{k} {v / r['fragments']:.2f}" for k, v in sorted(s3["window_ops"].items()))
+    return [
+        head + f"{r['label']}, load {_loads(r)}, exit code {r['exit_code']}",
+        f"  whole process   {w['cpu_ms_per_fragment']:.2f} ms CPU/fragment (user "
+        f"{1000 * w['user_s'] / r['fragments']:.2f}, sys {1000 * w['sys_s'] / r['fragments']:.2f})"
+        f" = {w['cpu_s']:.2f} s from Popen to exit{verdict}",
+        f"  loaded window   {win['cpu_ms_per_fragment']:.2f} ms CPU/fragment (loop "
+        f"{win['loop_ms_per_fragment']:.2f}, other threads {win['workers_ms_per_fragment']:.2f})"
+        f"; ÷ floor {r.get('window_to_floor', float('nan')):.2f}; "
+        f"{win['fragments_per_s']:.0f} fragments/s",
+        f"  outside it      {w['cpu_s'] - win['cpu_s']:.2f} s CPU (start-up, idle, shutdown)",
+        f"  start-up        'started' logged at {st['to_log_s']:.2f} s, consumer on the queue "
+        f"at {st['to_consuming_s']:.2f} s, {st['cpu_s']:.2f} s CPU by then",
+        f"  shutdown        SIGTERM → exit {r['shutdown_s']:.2f} s",
+        f"  peak RSS        {w['peak_rss_mib']:.1f} MiB (ru_maxrss)",
+        f"  S3              {s3['window_requests'] / r['fragments']:.2f} requests/fragment in "
+        f"the window ({ops}), {s3['whole_requests']} over the whole process; "
+        f"{s3['window_connections'] / max(1, s3['window_requests']):.2f} new connections "
+        "per request",
+        f"  transformation  {r['transformation_cpu_ms_per_fragment']:.2f} ms CPU/fragment",
+    ]
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fragments", type=int, default=1000,
+                        help="1 KiB 1→1 fragments per sidecar process (default 1000)")
+    parser.add_argument("--transformation", type=choice_list(tuple(SCRIPTS)),
+                        default=["pyterum"], help="pyterum (writes an upper-cased copy, "
+                        "the default), link (hard links), or both: pyterum,link")
+    parser.add_argument("--s3", type=choice_list(tuple(STYLES)), default=list(STYLES),
+                        help="keepalive (granian), close (werkzeug, closes every "
+                        "connection like moto_server); default both")
+    parser.add_argument("--floor-count", type=int, default=300,
+                        help="GETs and PUTs per floor measurement (default 300)")
+    parser.add_argument("--floor-repeat", type=int, default=3,
+                        help="floor measurements; the lowest is kept (default 3)")
+
+
+def run_whole(args: argparse.Namespace) -> int:
+    from .cli import environment, log, meta
+
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"meta": meta("whole", args), "fragments": args.fragments,
+                               "styles": []}
+    for style in args.s3:
+        env_args = argparse.Namespace(broker=args.broker, s3_server=STYLES[style],
+                                   results_dir=args.results_dir)
+        out: dict[str, Any] = {"style": style, "server": STYLES[style], "runs": []}
+        results["styles"].append(out)
+        with environment(env_args) as ctx:
+            log(f"S3 {style}: the storage-client floor ({args.floor_count} GETs and PUTs, "
+                f"{args.floor_repeat} times)")
+            out["floor"] = measured(partial(storage_floor, ctx, args.floor_count,
+                                            args.floor_repeat))
+            for name in args.transformation:
+                log(f"S3 {style}, transformation {name}: one sidecar, {args.fragments} "
+                    "fragments, Popen to exit")
+                run = measured(partial(measure, ctx, name, args.fragments))
+                run.update(ratios(run, out["floor"].get("cpu_ms")))
+                out["runs"].append(run)
+    results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    path = args.results_dir / f"whole-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(summary(results))
+    print(f"\nresults: {path}")
+    failed = [r for s in results["styles"] for r in s["runs"] if r.get("error")]
+    return 1 if failed else 0
+
+
+def measured(what: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one measurement with the load average read before and after; a failure is
+    recorded as ``error`` (the other measurements go on)."""
+    load_start = os.getloadavg()
+    try:
+        out = what()
+    except Exception as err:
+        import traceback
+
+        traceback.print_exc()
+        out = {"error": f"{type(err).__name__}: {err}"}
+    load_end = os.getloadavg()
+    out.update(load_start=list(load_start), load_end=list(load_end),
+               label=load_label([load_start[0], load_end[0]]))
+    return out
+
+
+def storage_floor(ctx: Context, count: int, repeat: int) -> dict[str, Any]:
+    from .cli import _raw
+
+    bucket = f"{random_id(20)}-floor"
+    raw = _raw("s3-floor", "--endpoint", ctx.s3.url, "--access", ACCESS_KEY, "--secret",
+               SECRET_KEY, "--bucket", bucket, "--count", str(count), "--repeat", str(repeat),
+               "--modes", "")
+    ctx.s3.client().remove_bucket(bucket)
+    return {**floor_of(raw["best"]), "objects": count, "repeat": repeat}
+
+
+def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
+    """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments."""
+    run_hash, step = random_id(32), "bench"
+    names = run_names(run_hash, step)
+    sc = Scenario(f"whole-{transformation}", fragments=n, transformation=SCRIPTS[transformation])
+    root = Path(tempfile.mkdtemp(prefix="whole-", dir=ctx.workdir))
+    broker, s3 = Broker(ctx.broker_url), ctx.s3.client()
+    st = Step(root, 0)
+    arrivals: Arrivals | None = None
+    try:
+        for q in ("input", "output", "lineage"):
+            broker.declare(names[q])
+        keys = _put_inputs(s3, names["input_bucket"], sc)
+        arrivals = Arrivals(ctx.broker_url, names["lineage"])
+        ctx.s3.stats(reset=True)
+        st.start_sidecar(_sidecar_env(ctx, sc, st, run_hash, step, names))
+        assert st.sidecar is not None
+        pid = st.sidecar.pid
+        startup = wait_started(st, broker, names["input"])
+        st.start_transformation(_transformation_env(st), script=sc.transformation)
+        before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
+        for i in range(n):
+            broker.publish(names["input"], descriptor([keys[i % len(keys)]],
+                                                      names["input_bucket"]))
+        t_last = arrivals.wait(n, 120 + 0.1 * n, st.check_alive)
+        time.sleep(0.1)  # the acks follow the last lineage confirm
+        after, s3_after = _window_reading(pid), ctx.s3.stats()
+        t_term = time.monotonic()
+        code = st.stop()
+        shutdown_s = time.monotonic() - t_term
+        if st.sidecar_rusage is None:
+            raise RuntimeError("the sidecar was reaped before its rusage could be read")
+        s3_whole = ctx.s3.stats()
+        window = _window(before, after, n, t_last - t0)
+        t_usage = st.transformation_rusage
+        result: dict[str, Any] = {
+            "transformation": transformation, "fragments": n, "exit_code": code,
+            "whole": usage_figures(st.sidecar_rusage, n), "window": window,
+            "startup": startup, "shutdown_s": shutdown_s,
+            "transformation_cpu_ms_per_fragment":
+                usage_figures(t_usage, n)["cpu_ms_per_fragment"] if t_usage else float("nan"),
+            "s3": {"window_requests": s3_after["requests"] - s3_before["requests"],
+                   "window_connections": s3_after["connections"] - s3_before["connections"],
+                   "window_ops": {k: v - s3_before["ops"].get(k, 0)
+                                  for k, v in s3_after["ops"].items()},
+                   "whole_requests": s3_whole["requests"], "whole_ops": s3_whole["ops"]},
+        }
+        if code != 0:
+            result["error"] = f"sidecar exit code {code}\n{st.log_tail()}"
+        return result
+    finally:
+        st.stop(5)
+        if arrivals is not None:
+            arrivals.stop()
+        for q in ("input", "output", "lineage", "dead"):
+            broker.delete(names[q])
+        broker.close()
+        for bucket in (names["input_bucket"], names["output_bucket"]):
+            _remove_bucket(s3, bucket)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_started(st: Step, broker: Broker, queue: str, timeout: float = 30.0
+                 ) -> dict[str, float]:
+    """Poll (every 2 ms) for the ``started: consuming`` log line, then for the consumer on
+    the queue; the wall time of each from Popen, and the CPU spent when the consumer was
+    seen (/proc/<pid>/stat: every thread's, those that ended included)."""
+    assert st.sidecar is not None
+    deadline = time.monotonic() + timeout
+    logged = None
+    while time.monotonic() < deadline:
+        st.check_alive()
+        if logged is None and STARTED in (st.root / "sidecar.log").read_bytes():
+            logged = time.monotonic()
+        if logged is not None and broker.counts(queue)[1] >= 1:
+            consuming = time.monotonic()
+            cpu = procstat.sample(st.sidecar.pid).cpu
+            st.consuming = consuming
+            return {"to_log_s": logged - st.spawned, "to_consuming_s": consuming - st.spawned,
+                    "cpu_s": cpu}
+        time.sleep(0.002)
+    raise TimeoutError(f"the sidecar was not consuming after {timeout}s\n{st.log_tail()}")
+
+
+def _window_reading(pid: int) -> dict[str, float]:
+    threads = procstat.threads_cpu(pid)
+    return {"cpu": procstat.sample(pid).cpu, "loop": sum(threads["loop"]),
+            "workers": sum(threads["workers"])}
+
+
+def _window(before: dict[str, float], after: dict[str, float], n: int, wall: float
+            ) -> dict[str, float]:
+    """The loaded-window figures of ``python -m bench`` (first publish → last lineage)."""
+    cpu = after["cpu"] - before["cpu"]
+    return {"cpu_s": cpu, "cpu_ms_per_fragment": 1000 * cpu / n,
+            "loop_ms_per_fragment": 1000 * (after["loop"] - before["loop"]) / n,
+            "workers_ms_per_fragment": 1000 * (after["workers"] - before["workers"]) / n,
+            "wall_s": wall, "fragments_per_s": n / wall if wall > 0 else float("nan")}
