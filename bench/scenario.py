@@ -66,7 +66,8 @@ class Scenario:
     journal: bool = True
     plain_copy: bool = False  # then copy the first input object with a plain client
     env: dict[str, str] = field(default_factory=dict)  # extra sidecar variables
-    transformation: Path = TRANSFORMATION  # the pyterum script run beside each sidecar
+    # the pyterum script run beside each sidecar (a str: the result JSON holds the Scenario)
+    transformation: str = str(TRANSFORMATION)
 
     def sidecar_knobs(self) -> dict[str, str]:
         knobs = {"MQ_PREFETCH_COUNT": str(self.prefetch or "")}
@@ -114,7 +115,7 @@ class Step:
                                             stdin=subprocess.DEVNULL)
 
     def start_transformation(self, env: dict[str, str], timeout: float = 20.0,
-                             script: Path = TRANSFORMATION) -> None:
+                             script: str | Path = TRANSFORMATION) -> None:
         deadline = time.monotonic() + timeout
         sockets = [self.volume / "tts.sock", self.volume / "fts.sock"]
         while not all(s.exists() for s in sockets):  # pyterum sleeps 5 s after a failure

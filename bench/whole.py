@@ -246,7 +246,8 @@ def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
     """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments."""
     run_hash, step = random_id(32), "bench"
     names = run_names(run_hash, step)
-    sc = Scenario(f"whole-{transformation}", fragments=n, transformation=SCRIPTS[transformation])
+    sc = Scenario(f"whole-{transformation}", fragments=n,
+                  transformation=str(SCRIPTS[transformation]))
     root = Path(tempfile.mkdtemp(prefix="whole-", dir=ctx.workdir))
     broker, s3 = Broker(ctx.broker_url), ctx.s3.client()
     st = Step(root, 0)

@@ -217,6 +217,17 @@ def test_result_json_has_the_reported_fields() -> None:
     assert set(r["latency_ms"]) >= {"p50", "p95", "p99"}
 
 
+def test_scenario_goes_into_the_result_json() -> None:
+    """run() stores asdict(Scenario) in the result: every field must be JSON."""
+    from dataclasses import asdict
+
+    from bench.scenario import Scenario
+
+    sc = Scenario("small-1x1", fragments=10, transformation="upper_copy.py")
+    assert json.loads(json.dumps(asdict(sc)))["transformation"] == "upper_copy.py"
+    assert json.dumps(asdict(Scenario("default", fragments=1)))
+
+
 def test_plot_is_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     results = {"meta": {"mode": "quick"}, "raw": RAW,
