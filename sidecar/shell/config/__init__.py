@@ -97,7 +97,7 @@ _CORE_FIXED: dict[str, Any] = {"pause_when_orphaned": True}
 
 def core_config(settings: Settings) -> CoreConfig:
     """The settings the core's decisions depend on, driven by CoreConfig's fields."""
-    values = {}
+    values: dict[str, Any] = {}
     for f in fields(CoreConfig):
         if f.name in _CORE_FIXED:
             values[f.name] = _CORE_FIXED[f.name]

@@ -41,9 +41,7 @@ _KEY = "variable"  # the metadata key of a Settings field that a variable sets
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: how it is parsed and documented, and the attribute it sets.
-
-    (A docstring on each dataclass also spares dataclasses building one from the signature
-    at import.)"""
+    (Each dataclass here has a docstring, which also spares building one at import.)"""
 
     name: str
     attr: str
@@ -356,12 +354,15 @@ class Settings(_InputQueueNames):
 
 
 def _variables() -> tuple[Variable, ...]:
-    table = tuple(cast(Variable, f.metadata[_KEY]) for f in fields(Settings) if _KEY in f.metadata)
+    """The table, in field order (the order of load()'s checks and of the reference)."""
+    table = []
     for f in fields(Settings):
-        var = f.metadata.get(_KEY)
-        if var is not None and var.attr != f.name:  # a typo here would mis-set an attribute
+        var = cast("Variable | None", f.metadata.get(_KEY))
+        if var is not None and var.attr != f.name:  # load() would set another attribute
             raise TypeError(f"Settings.{f.name} is set by {var.name}: name it {var.attr}")
-    return table
+        if var is not None:
+            table.append(var)
+    return tuple(table)
 
 
 VARIABLES: tuple[Variable, ...] = _variables()
