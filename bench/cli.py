@@ -60,7 +60,7 @@ MODES: dict[str, dict[str, Any]] = {
              "raw_s3": 2000, "raw_floor": 1000, "raw_amqp": 20000, "raw_repeat": 3,
              "repeat": 3},
 }
-DEFAULT_PREFETCH, DEFAULT_WORKERS = 16, 8  # the sidecar's defaults (sidecar/shell/config.py)
+DEFAULT_PREFETCH, DEFAULT_WORKERS = 16, 8  # the sidecar's defaults (sidecar/shell/config)
 
 
 def log(msg: str) -> None:

@@ -43,20 +43,6 @@ class CoreConfig:
     volume_min_free: int = 0  # bytes; below this, intake pauses (resumes at +25%)
     pause_when_orphaned: bool = False  # pause intake while the transformation is gone
 
-    @classmethod
-    def from_settings(cls, s: Any) -> CoreConfig:
-        return cls(volume=s.data_volume_path, step=s.iterum_name,
-                   output_bucket=s.minio_output_bucket, output_queue=s.mq_output_queue,
-                   lineage_queue=s.lineage_queue, dead_letter_queue=s.dead_letter_queue,
-                   prefetch=s.prefetch, queue_mapping=dict(s.queue_mapping),
-                   object_layout=s.object_layout,
-                   transformation_grace=s.transformation_grace,
-                   transformation_connect_timeout=s.transformation_connect_timeout,
-                   shutdown_grace=s.shutdown_grace, queue_poll_interval=s.queue_poll_interval,
-                   publish_attempts=s.publish_attempts,
-                   stuck_after=s.stuck_after, volume_min_free=s.volume_min_free,
-                   pause_when_orphaned=True)
-
     def object_key(self, fragment_id: str, name: str) -> str:
         if self.object_layout == "flat":
             return f"iterum_data/{name}"

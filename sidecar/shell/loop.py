@@ -21,11 +21,11 @@ from pika.adapters.select_connection import IOLoop
 
 from states import INPUT, OUTPUT
 
-from ..core import Core, CoreConfig, Transition
+from ..core import Core, Transition
 from ..core import effects as fx
 from ..core.events import Event, ShutdownRequested, Tick
 from . import journal, signals
-from .config import Settings
+from .config import Settings, core_config
 from .io.amqp import Broker
 from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
@@ -46,7 +46,7 @@ class Runner:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
         self.s = settings
         self.clock = clock
-        self.core = Core(CoreConfig.from_settings(settings))
+        self.core = Core(core_config(settings))
         self.ioloop = IOLoop()
         self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes,
                                     settings.socket_mode, settings.peer_uid)

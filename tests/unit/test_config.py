@@ -3,6 +3,7 @@ sidecar's own knobs, and errors that name the variable but never show a secret."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -127,10 +128,10 @@ def test_settings_repr_shows_no_secret(env: dict[str, str]) -> None:
         assert secret not in text
 
 
-def test_core_config_from_settings(env: dict[str, str], tmp_path: Path) -> None:
+def test_core_config_is_derived_from_the_settings(env: dict[str, str], tmp_path: Path) -> None:
     s = load_with(env, MQ_PREFETCH_COUNT="7", SIDECAR_OBJECT_LAYOUT="flat",
                   SIDECAR_PUBLISH_ATTEMPTS="2")
-    c = CoreConfig.from_settings(s)
+    c = config.core_config(s)
     assert c.volume == str(tmp_path)
     assert c.step == s.iterum_name
     assert (c.output_bucket, c.output_queue) == (s.minio_output_bucket, s.mq_output_queue)
@@ -139,7 +140,7 @@ def test_core_config_from_settings(env: dict[str, str], tmp_path: Path) -> None:
     assert c.publish_attempts == 2
     assert dict(c.queue_mapping) == dict(s.queue_mapping)
     assert c.object_key("f" * 64, "a.jpg") == "iterum_data/a.jpg"
-    per_fragment = CoreConfig.from_settings(config.load(env))
+    per_fragment = config.core_config(config.load(env))
     assert per_fragment.object_key("f" * 64, "a.jpg") == f"iterum_data/{'f' * 64}/a.jpg"
 
 
@@ -412,3 +413,36 @@ def test_every_variable_is_declared_once() -> None:
     assert len(names) == len(set(names))
     assert set(REQUIRED) <= set(names)
     assert all(v.name.startswith("SIDECAR_") for v in config.VARIABLES if not v.iterum)
+
+
+def test_each_variable_is_the_metadata_of_the_settings_field_it_sets() -> None:
+    by_name = {f.name: f for f in dataclasses.fields(config.Settings)}
+    for v in config.VARIABLES:
+        assert by_name[v.attr].metadata["variable"] is v
+        assert by_name[v.attr].repr is not v.secret  # a secret stays out of the repr
+
+
+def test_broker_settings_are_settings_fields_with_the_same_rules(env: dict[str, str]) -> None:
+    settings = {f.name: f for f in dataclasses.fields(config.Settings)}
+    for f in dataclasses.fields(config.BrokerSettings):
+        assert f.type == settings[f.name].type
+        assert f.repr == settings[f.name].repr
+    full, broker = config.load(env), config.load_broker(env)
+    assert broker.dead_letter_queue == full.dead_letter_queue
+    assert all(getattr(broker, f.name) == getattr(full, f.name)
+               for f in dataclasses.fields(config.BrokerSettings))
+
+
+def test_core_config_copies_every_field(env: dict[str, str]) -> None:
+    """What CoreConfig.from_settings used to spell out, field by field."""
+    s = load_with(env, SIDECAR_STUCK_AFTER="7", SIDECAR_TRANSFORMATION_CONNECT_TIMEOUT="0")
+    assert config.core_config(s) == CoreConfig(
+        volume=s.data_volume_path, step=s.iterum_name, output_bucket=s.minio_output_bucket,
+        output_queue=s.mq_output_queue, lineage_queue=s.lineage_queue,
+        dead_letter_queue=s.dead_letter_queue, prefetch=s.prefetch,
+        queue_mapping=dict(s.queue_mapping), object_layout=s.object_layout,
+        transformation_grace=s.transformation_grace,
+        transformation_connect_timeout=s.transformation_connect_timeout,
+        shutdown_grace=s.shutdown_grace, queue_poll_interval=s.queue_poll_interval,
+        publish_attempts=s.publish_attempts, stuck_after=s.stuck_after,
+        volume_min_free=s.volume_min_free, pause_when_orphaned=True)

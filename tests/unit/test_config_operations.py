@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from test_config import manager_env
 
-from sidecar.core import CoreConfig
 from sidecar.shell import config
 from sidecar.shell.config import ConfigError
 
@@ -22,7 +21,7 @@ def test_operations_defaults(tmp_path: Path) -> None:
     assert s.log_format == "auto"
     assert s.stuck_after == 300 and s.volume_min_free == 256 << 20
     assert s.openlineage == "off"
-    c = CoreConfig.from_settings(s)
+    c = config.core_config(s)
     assert (c.stuck_after, c.volume_min_free, c.pause_when_orphaned) == (300, 256 << 20, True)
 
 

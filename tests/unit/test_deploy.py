@@ -63,7 +63,7 @@ def test_every_sidecar_variable_is_one_the_configuration_knows() -> None:
     assert sidecars
     for c in sidecars:
         names = env_names(c)
-        assert not set(names) - KNOWN, f"unknown to sidecar/shell/config.py: {set(names) - KNOWN}"
+        assert not set(names) - KNOWN, f"unknown to sidecar/shell/config: {set(names) - KNOWN}"
         missing = {v.name for v in REQUIRED
                    if v.name not in names and not (v.file_variant and v.file_name in names)}
         assert not missing, f"missing: {missing}"

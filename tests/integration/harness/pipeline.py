@@ -229,7 +229,7 @@ class Pipeline:
     # --- environments ----------------------------------------------------------------
 
     def sidecar_env(self, **overrides: str | None) -> dict[str, str]:
-        """The sidecar's variables (sidecar/shell/config.py); an override of None removes one."""
+        """The sidecar's variables (sidecar/shell/config); an override of None removes one."""
         env = {
             "DATA_VOLUME_PATH": str(self.volume),
             "ITERUM_NAME": self.name,
