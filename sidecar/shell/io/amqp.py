@@ -8,7 +8,7 @@ passive declare, so a queue an operator made durable or quorum is used as it is 
 A lost connection (or a channel the broker closed) is reopened with jittered exponential
 backoff for up to SIDECAR_BROKER_RETRY_SECONDS, the channels and queues set up again, and
 BrokerLost / BrokerReady tell the core (docs/reliability.md). Past the budget, BrokerLost
-with ``retrying=False`` ends the run.
+with ``retrying=False`` ends the run. The backoff itself is sidecar/shell/io/reconnect.py.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from ...core.events import (
     QueueInspected,
 )
 from ..tls import amqp_parameters
+from .reconnect import Backoff, describe
 
 log = logging.getLogger("sidecar.amqp")
 ITERUM_FLAGS = {"durable": False, "auto_delete": False, "exclusive": False}
 NOT_FOUND = 404
-RETRY_BASE, RETRY_MAX = 0.25, 10.0  # seconds: the backoff between connection attempts
 
 
 class Broker:
@@ -83,15 +83,13 @@ class Broker:
         self.generation = 0
         self.ready = False  # BrokerReady was posted for the current connection
         self.reconnecting = False  # between a loss (or the start) and the next BrokerReady
-        self._deadline = 0.0
-        self._attempt = 0
+        self._backoff = Backoff(retry_seconds)
         self._retry_timer: Any = None
-        self._cause = ""  # what started the outage
 
     # --- connection ------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
-        self._deadline = time.monotonic() + self.retry_seconds
+        self._backoff.start(time.monotonic())
         self.reconnecting = True
         self._open()
 
@@ -99,7 +97,7 @@ class Broker:
         self._retry_timer = None
         if self.closing:
             return
-        self._attempt += 1
+        self._backoff.attempt += 1
         self.generation += 1
         gen = self.generation
         self.conn = pika.SelectConnection(
@@ -125,22 +123,18 @@ class Broker:
 
     def _retry(self, problem: str) -> None:
         """Try again after a jittered exponential backoff, within the budget."""
-        now = time.monotonic()
-        if now >= self._deadline:
+        now, backoff = time.monotonic(), self._backoff
+        if backoff.spent(now):
             self.reconnecting = False
-            cause = f"{self._cause}; then " if self._cause and self._cause != problem else ""
-            self.post(BrokerLost(f"{cause}{problem} (gave up after "
-                                 f"SIDECAR_BROKER_RETRY_SECONDS={self.retry_seconds:g}s)",
-                                 retrying=False))
+            self.post(BrokerLost(backoff.gave_up(problem), retrying=False))
             return
-        delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
-        delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
+        delay = backoff.delay(now)
         # One line per attempt, naming what it waits for; pika's own records of the same
         # failure are off below DEBUG (sidecar/shell/logs.py).
-        failed = f" (attempt {self._attempt})" if self._attempt else ""
+        failed = f" (attempt {backoff.attempt})" if backoff.attempt else ""
         log.warning("%s%s; next attempt in %.1fs, %.0fs left of "
                     "SIDECAR_BROKER_RETRY_SECONDS=%gs", problem, failed, delay,
-                    self._deadline - now, self.retry_seconds)
+                    backoff.left(now), self.retry_seconds)
         self._retry_timer = self.ioloop.call_later(delay, self._open)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
@@ -173,7 +167,7 @@ class Broker:
             if not remaining and self._current(gen):
                 self.ready = True
                 self.reconnecting = False
-                self._attempt = 0
+                self._backoff.connected()
                 self.post(BrokerReady())
 
         for queue in queues:
@@ -205,9 +199,7 @@ class Broker:
             old.close()  # a channel failed: drop the rest of the connection too
         if not self.reconnecting:
             self.reconnecting = True
-            self._deadline = time.monotonic() + self.retry_seconds
-            self._attempt = 0
-            self._cause = problem
+            self._backoff.begin_outage(time.monotonic(), problem)
         if self.ready:  # the core logs the loss ([broker-lost]), _retry each attempt
             self.ready = False
             self.post(BrokerLost(problem))
@@ -391,24 +383,3 @@ class Broker:
                 self.post(PublishRejected(entry[0], "returned: no such queue" if returned
                                           else "nack"))
 
-
-def describe(err: BaseException) -> str:
-    """One line for a pika error, down to its root cause (pika nests them, often with an
-    empty message: AMQPConnectionError(AMQPConnectionWorkflowFailed(...)))."""
-    seen = 0
-    while seen < 5:
-        seen += 1
-        inner = getattr(err, "exceptions", None)
-        if inner:  # AMQPConnectionWorkflowFailed: the attempts' errors
-            err = inner[-1]
-            continue
-        nested = getattr(err, "exception", None)  # AMQPConnectorSocketConnectError & co
-        if isinstance(nested, BaseException):
-            err = nested
-            continue
-        if len(err.args) == 1 and isinstance(err.args[0], BaseException):
-            err = err.args[0]
-            continue
-        break
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else repr(err)
