@@ -3,7 +3,8 @@
 One connection with two channels: one consumes (QoS, consume, ack, cancel, queue
 inspection), one publishes with publisher confirms (windowed: many publishes in flight,
 each confirmed asynchronously). Queues are declared with the Iterum flags (§5.2) after a
-passive declare, so a queue an operator made durable or quorum is used as it is (§16.16).
+passive declare, so a queue an operator made durable or quorum is used as it is (§16.16;
+sidecar/shell/io/queues.py).
 
 A lost connection (or a channel the broker closed) is reopened with jittered exponential
 backoff for up to SIDECAR_BROKER_RETRY_SECONDS, the channels and queues set up again, and
@@ -18,6 +19,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pika
@@ -37,11 +39,10 @@ from ...core.events import (
     QueueInspected,
 )
 from ..tls import amqp_parameters
+from .queues import Queues
 from .reconnect import Backoff, describe
 
 log = logging.getLogger("sidecar.amqp")
-ITERUM_FLAGS = {"durable": False, "auto_delete": False, "exclusive": False}
-NOT_FOUND = 404
 
 
 class Broker:
@@ -70,8 +71,7 @@ class Broker:
         self.consume_ch: Channel | None = None
         self.publish_ch: Channel | None = None
         self.consumer_tag = f"{input_queue}-consumer-{random.randrange(1 << 31)}"
-        self.declared: set[str] = set()
-        self.waiting: dict[str, list[Callable[[], None]]] = {}
+        self.queues = Queues(refused=self._declare_failed)  # the declared queues
         self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
         self.returned: set[int] = set()
         self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
@@ -102,7 +102,7 @@ class Broker:
         gen = self.generation
         self.conn = pika.SelectConnection(
             self.params,
-            on_open_callback=lambda conn: self._current(gen) and self._on_open(conn),
+            on_open_callback=self._guarded(gen, self._on_open),
             on_open_error_callback=lambda _c, err: self._on_open_error(gen, err),
             on_close_callback=lambda _c, reason: self._on_close(gen, reason),
             custom_ioloop=self.ioloop)
@@ -114,6 +114,13 @@ class Broker:
 
     def _current(self, gen: int) -> bool:
         return gen == self.generation and not self.closing
+
+    def _guarded(self, gen: int, callback: Callable[..., object]) -> Callable[..., None]:
+        """``callback`` for pika, called only while generation ``gen`` is current."""
+        def call(*args: Any) -> None:
+            if self._current(gen):
+                callback(*args)
+        return call
 
     def _on_open_error(self, gen: int, err: BaseException) -> None:
         if self.closing:
@@ -139,24 +146,24 @@ class Broker:
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
         gen = self.generation
-        conn.channel(on_open_callback=lambda ch: self._current(gen)
-                     and self._on_consume_channel(gen, ch))
+        conn.channel(on_open_callback=self._guarded(
+            gen, lambda ch: self._on_consume_channel(gen, ch)))
 
     def _on_consume_channel(self, gen: int, ch: Channel) -> None:
         self.consume_ch = ch
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_cancel_callback(
-            lambda _frame: self._current(gen) and self.post(ConsumerCancelledByBroker()))
+            self._guarded(gen, lambda _frame: self.post(ConsumerCancelledByBroker())))
         assert self.conn is not None
-        self.conn.channel(on_open_callback=lambda c: self._current(gen)
-                          and self._on_publish_channel(gen, c))
+        self.conn.channel(on_open_callback=self._guarded(
+            gen, lambda c: self._on_publish_channel(gen, c)))
 
     def _on_publish_channel(self, gen: int, ch: Channel) -> None:
         self.publish_ch = ch
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_return_callback(self._on_return)
-        ch.confirm_delivery(lambda frame: self._current(gen) and self._on_confirm(frame),
-                            callback=lambda _f: self._current(gen) and self._declare_all(gen))
+        ch.confirm_delivery(self._guarded(gen, self._on_confirm),
+                            callback=self._guarded(gen, lambda _f: self._declare_all(gen)))
 
     def _declare_all(self, gen: int) -> None:
         queues = [self.input_queue, *self.predeclare]
@@ -171,7 +178,7 @@ class Broker:
                 self.post(BrokerReady())
 
         for queue in queues:
-            self.ensure_queue(queue, lambda q=queue: done(q))
+            self.ensure_queue(queue, partial(done, queue))
 
     def _on_channel_closed(self, gen: int, ch: Channel, reason: BaseException) -> None:
         """The broker closed a working channel (not the connection): start over."""
@@ -189,8 +196,7 @@ class Broker:
         old = self.conn
         self.generation += 1  # the old connection's callbacks are void from now on
         self.consume_ch = self.publish_ch = None
-        self.declared.clear()
-        self.waiting.clear()
+        self.queues.clear()
         self.unconfirmed.clear()
         self.returned.clear()
         self.sent_at.clear()
@@ -238,55 +244,13 @@ class Broker:
     # --- queues ----------------------------------------------------------------------
 
     def ensure_queue(self, queue: str, then: Callable[[], None]) -> None:
-        """Passive declare; if the queue is missing, declare it with the Iterum flags."""
-        if queue in self.declared:
-            then()
-            return
-        if queue in self.waiting:
-            self.waiting[queue].append(then)
-            return
-        if self.conn is None or not self.conn.is_open:
-            return  # lost: the core sends again after the next BrokerReady
-        self.waiting[queue] = [then]
+        """``then()`` once ``queue`` exists (sidecar/shell/io/queues.py)."""
         gen = self.generation
-        self.conn.channel(on_open_callback=lambda ch: self._current(gen)
-                          and self._declare_passive(gen, ch, queue))
-
-    def _declare_passive(self, gen: int, ch: Channel, queue: str) -> None:
-        def on_closed(_ch: Channel, reason: BaseException) -> None:
-            if not self._current(gen) or queue not in self.waiting:
-                return
-            if getattr(reason, "reply_code", None) == NOT_FOUND:
-                assert self.conn is not None
-                self.conn.channel(on_open_callback=lambda c: self._current(gen)
-                                  and self._declare(gen, c, queue))
-            elif isinstance(reason, ChannelClosedByBroker):  # e.g. PRECONDITION_FAILED
-                self._declare_failed(queue, reason)
-
-        ch.add_on_close_callback(on_closed)
-        ch.queue_declare(queue, passive=True, callback=lambda _f: self._declared(ch, queue))
-
-    def _declare(self, gen: int, ch: Channel, queue: str) -> None:
-        def on_closed(_ch: Channel, reason: BaseException) -> None:
-            if (self._current(gen) and queue in self.waiting
-                    and isinstance(reason, ChannelClosedByBroker)):
-                self._declare_failed(queue, reason)
-
-        ch.add_on_close_callback(on_closed)
-        ch.queue_declare(queue, **ITERUM_FLAGS, callback=lambda _f: self._declared(ch, queue))
+        self.queues.ensure(self.conn, lambda: self._current(gen), queue, then)
 
     def _declare_failed(self, queue: str, reason: BaseException) -> None:
         """The broker refuses the queue itself: reconnecting would not change that."""
-        self.waiting.pop(queue, None)
         self.post(BrokerLost(f"cannot declare queue {queue!r}: {reason}", retrying=False))
-
-    def _declared(self, ch: Channel, queue: str) -> None:
-        self.declared.add(queue)
-        callbacks = self.waiting.pop(queue, [])
-        if ch.is_open:  # not when the connection is closing (SIGTERM during the declares):
-            ch.close()  # pika raises on closing a closing channel, inside its I/O loop
-        for then in callbacks:
-            then()
 
     # --- consuming -------------------------------------------------------------------
 
@@ -304,27 +268,29 @@ class Broker:
         gen = self.generation
 
         def on_message(_ch: Channel, method: Basic.Deliver, _props: Any, body: bytes) -> None:
+            # a delivery always has its tag; pika's stubs type the field Optional
+            assert method.delivery_tag is not None
             if self._current(gen):
                 self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
 
-        ch.basic_qos(prefetch_count=prefetch, callback=lambda _f: self._current(gen)
-                     and ch.basic_consume(self.input_queue, on_message, auto_ack=False,
-                                          consumer_tag=self.consumer_tag))
+        ch.basic_qos(prefetch_count=prefetch, callback=self._guarded(
+            gen, lambda _f: ch.basic_consume(self.input_queue, on_message, auto_ack=False,
+                                             consumer_tag=self.consumer_tag)))
 
     def stop_consuming(self) -> None:
         ch = self._channel()
         if ch is not None:
             gen = self.generation
-            ch.basic_cancel(self.consumer_tag, callback=lambda _f: self._current(gen)
-                            and self.post(ConsumerStopped()))
+            ch.basic_cancel(self.consumer_tag, callback=self._guarded(
+                gen, lambda _f: self.post(ConsumerStopped())))
 
     def inspect_queue(self) -> None:
         """§5.4: a passive declare; message_count counts ready messages only."""
         ch = self._channel()
         if ch is not None:
             gen = self.generation
-            ch.queue_declare(self.input_queue, passive=True, callback=lambda f: self._current(
-                gen) and self.post(QueueInspected(f.method.message_count)))
+            ch.queue_declare(self.input_queue, passive=True, callback=self._guarded(
+                gen, lambda f: self.post(QueueInspected(f.method.message_count))))
 
     def ack(self, tag: int) -> None:
         ch = self._channel()
