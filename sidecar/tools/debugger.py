@@ -285,8 +285,8 @@ class Debugger(cmd.Cmd):
     def do_list(self, arg: str) -> None:
         """list: the fragments in flight, with their state, age and time in that state."""
         r = self.replayer
-        rows = [("input", m) for m in r.core.inputs.values()] + [
-            ("output", m) for m in r.core.outputs.values()]
+        rows: list[tuple[str, Input | Output]] = [("input", m) for m in r.core.inputs.values()]
+        rows += [("output", m) for m in r.core.outputs.values()]
         if self.fragment:
             keys = r.related(self.fragment)
             rows = [(k, m) for k, m in rows if (k, m.serial) in keys]
