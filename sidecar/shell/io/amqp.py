@@ -97,7 +97,7 @@ class Broker:
         self._retry_timer = None
         if self.closing:
             return
-        self._backoff.attempt += 1
+        self._backoff.attempting()
         self.generation += 1
         gen = self.generation
         self.conn = pika.SelectConnection(

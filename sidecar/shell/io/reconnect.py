@@ -33,6 +33,10 @@ class Backoff:
         self.attempt = 0
         self.cause = cause
 
+    def attempting(self) -> None:
+        """A connection attempt starts."""
+        self.attempt += 1
+
     def connected(self) -> None:
         """The broker is ready again: the next outage counts its attempts from 1."""
         self.attempt = 0
