@@ -25,6 +25,7 @@ OWNERS = (
     ("sidecar/core/codec.py", "sidecar journal"),
     ("sidecar/shell/loop.py", "sidecar loop (shell)"),
     ("sidecar/shell/io/amqp.py", "sidecar amqp adapter"),
+    ("sidecar/shell/io/reconnect.py", "sidecar amqp adapter"),
     ("sidecar/shell/io/sockets.py", "sidecar sockets adapter"),
     ("sidecar/shell/io/storage.py", "sidecar storage adapter"),
     ("sidecar/shell/io/manager.py", "sidecar manager poll"),

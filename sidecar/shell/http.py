@@ -76,9 +76,10 @@ class Board:
             "transformation": s.transformation,
             "volume": not s.volume_low,
         }
-        body = {"ready": all(checks.values()), "checks": checks, "step": s.step,
+        ready = all(checks.values())
+        body = {"ready": ready, "checks": checks, "step": s.step,
                 "paused": list(s.paused), "stuck": sum(f.stuck for f in s.fragments)}
-        return body["ready"], body
+        return ready, body
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         age = self.clock() - self.snapshot.taken

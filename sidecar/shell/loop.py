@@ -203,9 +203,13 @@ class Runner:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
-        # one that came just before the exit code was decided changes nothing either
-        self.ioloop.add_callback_threadsafe(
-            lambda: self.exit_code is None and self.feed(ShutdownRequested(name)))
+
+        def request() -> None:
+            # one that came just before the exit code was decided changes nothing either
+            if self.exit_code is None:
+                self.feed(ShutdownRequested(name))
+
+        self.ioloop.add_callback_threadsafe(request)
 
     # --- the end ---------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class StateView(NamedTuple):
     step: str = STEP.initial
 
 
-class Children(dict):  # type: ignore[type-arg]
+class Children(dict[Any, Any]):
     """The label children of one metric, each looked up once: ``labels()`` validates and
     joins its arguments under a lock on every call (1-3 µs), a dict hit is 0.05 µs.
     Keyed by the label values (a tuple, or a str for one label). Worker threads may race on

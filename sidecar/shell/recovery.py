@@ -56,8 +56,8 @@ def recover(directory: str, cfg: CoreConfig) -> ev.Resume | None:
         dead = _rebuild(paths, run, cfg)
         if dead is None:
             return None
-        if dead == "empty":  # killed before it recorded anything: its predecessor counts
-            continue
+        if isinstance(dead, str):  # "empty": killed before it recorded anything: its
+            continue  # predecessor counts
         if dead.step.state == "exited":
             log.info("resume: the previous run (%d) ended normally; nothing to resume", run)
             return None

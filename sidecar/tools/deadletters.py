@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -45,7 +45,7 @@ class DeadLetter:
     redelivered: bool
 
     @property
-    def headers(self) -> dict[str, Any]:
+    def headers(self) -> Mapping[str, Any]:
         return self.properties.headers or {}
 
     @property
@@ -119,6 +119,9 @@ class DeadLetterQueue:
             method, props, body = self.ch.basic_get(self.s.dead_letter_queue, auto_ack=False)
             if method is None:
                 break
+            # a message (method set) has a tag, properties and a body: pika's stubs type
+            # each of them Optional, for the empty queue's answer
+            assert method.delivery_tag is not None and props is not None and body is not None
             letters.append(DeadLetter(method.delivery_tag, body, props,
                                       bool(method.redelivered)))
         return letters

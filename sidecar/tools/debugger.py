@@ -19,7 +19,7 @@ from states import INPUT, OUTPUT, STEP
 
 from ..core import Input, Output
 from ..core import effects as fx
-from .replay import Replayer, Step, Track, duration, short
+from .replayer import Replayer, Step, Track, duration, short
 
 STATES = set(INPUT.states) | set(OUTPUT.states) | set(STEP.states)
 
@@ -82,8 +82,7 @@ class Debugger(cmd.Cmd):
         if not self.fragment:
             return step.effects
         keys = self.replayer.related(self.fragment)
-        return [e for e in step.effects if _effect_concerns(self.replayer, e, keys,
-                                                             self.fragment)]
+        return [e for e in step.effects if self.replayer.effect_touches(e, keys, self.fragment)]
 
     # --- moving ------------------------------------------------------------------------
 
@@ -286,8 +285,8 @@ class Debugger(cmd.Cmd):
     def do_list(self, arg: str) -> None:
         """list: the fragments in flight, with their state, age and time in that state."""
         r = self.replayer
-        rows = [("input", m) for m in r.core.inputs.values()] + [
-            ("output", m) for m in r.core.outputs.values()]
+        rows: list[tuple[str, Input | Output]] = [("input", m) for m in r.core.inputs.values()]
+        rows += [("output", m) for m in r.core.outputs.values()]
         if self.fragment:
             keys = r.related(self.fragment)
             rows = [(k, m) for k, m in rows if (k, m.serial) in keys]
@@ -376,25 +375,6 @@ def _local_paths(r: Replayer, inp: Input) -> list[str]:
 
     assert inp.desc is not None
     return [local_input_path(r.config.volume, inp.desc, f) for f in inp.desc.files]
-
-
-def _effect_concerns(r: Replayer, e: fx.Effect, keys: set[tuple[str, int]],
-                     prefix: str) -> bool:
-    if isinstance(e, fx.DownloadFile):
-        return (INPUT.name, e.input_id) in keys
-    if isinstance(e, fx.UploadFile):
-        return (OUTPUT.name, e.output_id) in keys
-    if isinstance(e, fx.Publish):
-        return r.publishers.get(e.publish_id) in keys
-    if isinstance(e, fx.Ack | fx.Nack):
-        return (INPUT.name, r.tags.get(e.tag, -1)) in keys
-    if isinstance(e, fx.Log):
-        return bool(e.fragment) and e.fragment.startswith(prefix)
-    if isinstance(e, fx.SendFrame):
-        return prefix.encode() in e.payload
-    if isinstance(e, fx.DeleteFiles):
-        return any(prefix in p for p in e.paths + e.dirs)
-    return isinstance(e, fx.Exit)
 
 
 def run_debugger(replayer: Replayer, fragment: str = "", stdin: TextIO | None = None,

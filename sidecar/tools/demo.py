@@ -35,6 +35,7 @@ import pika
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from pika.exceptions import AMQPError
 
 from states import INPUT, OUTPUT
 
@@ -94,7 +95,7 @@ def run_demo(fragments: int, broker_url: str, openlineage: str | None = None,
         return 1
     try:
         connection = pika.BlockingConnection(_params(broker_url))
-    except pika.exceptions.AMQPError as err:
+    except AMQPError as err:
         print(f"iterum-sidecar demo: RabbitMQ is not reachable at {_redact(broker_url)} "
               f"({type(err).__name__}); start one with `rabbitmq-server -detached` "
               "or pass --broker amqp://user:password@host:5672/", file=sys.stderr)
@@ -374,7 +375,7 @@ def _lineage_tree(run: Run, lineage: list[dict[str, Any]]) -> Any:
 
 
 def _drain(channel, queue: str) -> list[bytes]:
-    bodies = []
+    bodies: list[bytes] = []
     while True:
         method, _props, body = channel.basic_get(queue, auto_ack=True)
         if method is None:

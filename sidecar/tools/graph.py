@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from states import LIFECYCLES, Lifecycle
 
@@ -78,7 +78,7 @@ class GraphvizMissing(RuntimeError):
     pass
 
 
-def graphviz_engine() -> str:
+def graphviz_engine() -> Literal["pygraphviz", "graphviz"]:
     """The transitions diagram backend to use, or GraphvizMissing saying what to install."""
     if importlib.util.find_spec("pygraphviz") is not None:
         return "pygraphviz"
@@ -108,8 +108,9 @@ def render(lc: Lifecycle, fmt: str) -> bytes:
                            initial=lc.initial, auto_transitions=False, title=lc.name,
                            graph_engine=engine, show_state_attributes=False)
     # The model sits in the initial state: shade it as "initial", not as "active".
-    machine.style_attributes["node"]["active"] = {"color": "black", "fillcolor": "lightgrey",
-                                                  "peripheries": "1"}
+    # transitions types every style entry as str | dict; "node" is a dict of styles
+    active = {"color": "black", "fillcolor": "lightgrey", "peripheries": "1"}
+    machine.style_attributes["node"]["active"] = active  # type: ignore[index]
     graph: Any = model.get_graph()  # type: ignore[attr-defined]
     for state in lc.states:
         if state in lc.terminal:

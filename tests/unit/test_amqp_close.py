@@ -70,8 +70,8 @@ def test_a_declare_ok_on_a_closing_channel_finishes_without_closing_it(is_open: 
     channels; a declare-ok that arrives then must not close its channel again."""
     b = broker()
     done = []
-    b.waiting["q"] = [lambda: done.append(True)]
+    b.queues.waiting["q"] = [lambda: done.append(True)]
     ch = FakeChannel(is_open)
-    b._declared(ch, "q")  # type: ignore[arg-type]
+    b.queues._declared(ch, "q")  # type: ignore[arg-type]
     assert ch.close_calls == (1 if is_open else 0)
-    assert done == [True] and "q" in b.declared
+    assert done == [True] and "q" in b.queues.declared

@@ -3,12 +3,13 @@
 One connection with two channels: one consumes (QoS, consume, ack, cancel, queue
 inspection), one publishes with publisher confirms (windowed: many publishes in flight,
 each confirmed asynchronously). Queues are declared with the Iterum flags (§5.2) after a
-passive declare, so a queue an operator made durable or quorum is used as it is (§16.16).
+passive declare, so a queue an operator made durable or quorum is used as it is (§16.16;
+sidecar/shell/io/queues.py).
 
 A lost connection (or a channel the broker closed) is reopened with jittered exponential
 backoff for up to SIDECAR_BROKER_RETRY_SECONDS, the channels and queues set up again, and
 BrokerLost / BrokerReady tell the core (docs/reliability.md). Past the budget, BrokerLost
-with ``retrying=False`` ends the run.
+with ``retrying=False`` ends the run. The backoff itself is sidecar/shell/io/reconnect.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pika
@@ -37,11 +39,10 @@ from ...core.events import (
     QueueInspected,
 )
 from ..tls import amqp_parameters
+from .queues import Queues
+from .reconnect import Backoff, describe
 
 log = logging.getLogger("sidecar.amqp")
-ITERUM_FLAGS = {"durable": False, "auto_delete": False, "exclusive": False}
-NOT_FOUND = 404
-RETRY_BASE, RETRY_MAX = 0.25, 10.0  # seconds: the backoff between connection attempts
 
 
 class Broker:
@@ -70,8 +71,7 @@ class Broker:
         self.consume_ch: Channel | None = None
         self.publish_ch: Channel | None = None
         self.consumer_tag = f"{input_queue}-consumer-{random.randrange(1 << 31)}"
-        self.declared: set[str] = set()
-        self.waiting: dict[str, list[Callable[[], None]]] = {}
+        self.queues = Queues(refused=self._declare_failed)  # the declared queues
         self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
         self.returned: set[int] = set()
         self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
@@ -83,15 +83,13 @@ class Broker:
         self.generation = 0
         self.ready = False  # BrokerReady was posted for the current connection
         self.reconnecting = False  # between a loss (or the start) and the next BrokerReady
-        self._deadline = 0.0
-        self._attempt = 0
+        self._backoff = Backoff(retry_seconds)
         self._retry_timer: Any = None
-        self._cause = ""  # what started the outage
 
     # --- connection ------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
-        self._deadline = time.monotonic() + self.retry_seconds
+        self._backoff.start(time.monotonic())
         self.reconnecting = True
         self._open()
 
@@ -99,12 +97,12 @@ class Broker:
         self._retry_timer = None
         if self.closing:
             return
-        self._attempt += 1
+        self._backoff.attempting()
         self.generation += 1
         gen = self.generation
         self.conn = pika.SelectConnection(
             self.params,
-            on_open_callback=lambda conn: self._current(gen) and self._on_open(conn),
+            on_open_callback=self._guarded(gen, self._on_open),
             on_open_error_callback=lambda _c, err: self._on_open_error(gen, err),
             on_close_callback=lambda _c, reason: self._on_close(gen, reason),
             custom_ioloop=self.ioloop)
@@ -117,6 +115,13 @@ class Broker:
     def _current(self, gen: int) -> bool:
         return gen == self.generation and not self.closing
 
+    def _guarded(self, gen: int, callback: Callable[..., object]) -> Callable[..., None]:
+        """``callback`` for pika, called only while generation ``gen`` is current."""
+        def call(*args: Any) -> None:
+            if self._current(gen):
+                callback(*args)
+        return call
+
     def _on_open_error(self, gen: int, err: BaseException) -> None:
         if self.closing:
             self._finish_close()
@@ -125,44 +130,40 @@ class Broker:
 
     def _retry(self, problem: str) -> None:
         """Try again after a jittered exponential backoff, within the budget."""
-        now = time.monotonic()
-        if now >= self._deadline:
+        now, backoff = time.monotonic(), self._backoff
+        if backoff.spent(now):
             self.reconnecting = False
-            cause = f"{self._cause}; then " if self._cause and self._cause != problem else ""
-            self.post(BrokerLost(f"{cause}{problem} (gave up after "
-                                 f"SIDECAR_BROKER_RETRY_SECONDS={self.retry_seconds:g}s)",
-                                 retrying=False))
+            self.post(BrokerLost(backoff.gave_up(problem), retrying=False))
             return
-        delay = min(RETRY_MAX, RETRY_BASE * 2 ** min(self._attempt, 8))
-        delay = min(delay * random.uniform(0.5, 1.0), self._deadline - now)
+        delay = backoff.delay(now)
         # One line per attempt, naming what it waits for; pika's own records of the same
         # failure are off below DEBUG (sidecar/shell/logs.py).
-        failed = f" (attempt {self._attempt})" if self._attempt else ""
+        failed = f" (attempt {backoff.attempt})" if backoff.attempt else ""
         log.warning("%s%s; next attempt in %.1fs, %.0fs left of "
                     "SIDECAR_BROKER_RETRY_SECONDS=%gs", problem, failed, delay,
-                    self._deadline - now, self.retry_seconds)
+                    backoff.left(now), self.retry_seconds)
         self._retry_timer = self.ioloop.call_later(delay, self._open)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
         gen = self.generation
-        conn.channel(on_open_callback=lambda ch: self._current(gen)
-                     and self._on_consume_channel(gen, ch))
+        conn.channel(on_open_callback=self._guarded(
+            gen, lambda ch: self._on_consume_channel(gen, ch)))
 
     def _on_consume_channel(self, gen: int, ch: Channel) -> None:
         self.consume_ch = ch
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_cancel_callback(
-            lambda _frame: self._current(gen) and self.post(ConsumerCancelledByBroker()))
+            self._guarded(gen, lambda _frame: self.post(ConsumerCancelledByBroker())))
         assert self.conn is not None
-        self.conn.channel(on_open_callback=lambda c: self._current(gen)
-                          and self._on_publish_channel(gen, c))
+        self.conn.channel(on_open_callback=self._guarded(
+            gen, lambda c: self._on_publish_channel(gen, c)))
 
     def _on_publish_channel(self, gen: int, ch: Channel) -> None:
         self.publish_ch = ch
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_return_callback(self._on_return)
-        ch.confirm_delivery(lambda frame: self._current(gen) and self._on_confirm(frame),
-                            callback=lambda _f: self._current(gen) and self._declare_all(gen))
+        ch.confirm_delivery(self._guarded(gen, self._on_confirm),
+                            callback=self._guarded(gen, lambda _f: self._declare_all(gen)))
 
     def _declare_all(self, gen: int) -> None:
         queues = [self.input_queue, *self.predeclare]
@@ -173,11 +174,11 @@ class Broker:
             if not remaining and self._current(gen):
                 self.ready = True
                 self.reconnecting = False
-                self._attempt = 0
+                self._backoff.connected()
                 self.post(BrokerReady())
 
         for queue in queues:
-            self.ensure_queue(queue, lambda q=queue: done(q))
+            self.ensure_queue(queue, partial(done, queue))
 
     def _on_channel_closed(self, gen: int, ch: Channel, reason: BaseException) -> None:
         """The broker closed a working channel (not the connection): start over."""
@@ -195,8 +196,7 @@ class Broker:
         old = self.conn
         self.generation += 1  # the old connection's callbacks are void from now on
         self.consume_ch = self.publish_ch = None
-        self.declared.clear()
-        self.waiting.clear()
+        self.queues.clear()
         self.unconfirmed.clear()
         self.returned.clear()
         self.sent_at.clear()
@@ -205,9 +205,7 @@ class Broker:
             old.close()  # a channel failed: drop the rest of the connection too
         if not self.reconnecting:
             self.reconnecting = True
-            self._deadline = time.monotonic() + self.retry_seconds
-            self._attempt = 0
-            self._cause = problem
+            self._backoff.begin_outage(time.monotonic(), problem)
         if self.ready:  # the core logs the loss ([broker-lost]), _retry each attempt
             self.ready = False
             self.post(BrokerLost(problem))
@@ -246,55 +244,13 @@ class Broker:
     # --- queues ----------------------------------------------------------------------
 
     def ensure_queue(self, queue: str, then: Callable[[], None]) -> None:
-        """Passive declare; if the queue is missing, declare it with the Iterum flags."""
-        if queue in self.declared:
-            then()
-            return
-        if queue in self.waiting:
-            self.waiting[queue].append(then)
-            return
-        if self.conn is None or not self.conn.is_open:
-            return  # lost: the core sends again after the next BrokerReady
-        self.waiting[queue] = [then]
+        """``then()`` once ``queue`` exists (sidecar/shell/io/queues.py)."""
         gen = self.generation
-        self.conn.channel(on_open_callback=lambda ch: self._current(gen)
-                          and self._declare_passive(gen, ch, queue))
-
-    def _declare_passive(self, gen: int, ch: Channel, queue: str) -> None:
-        def on_closed(_ch: Channel, reason: BaseException) -> None:
-            if not self._current(gen) or queue not in self.waiting:
-                return
-            if getattr(reason, "reply_code", None) == NOT_FOUND:
-                assert self.conn is not None
-                self.conn.channel(on_open_callback=lambda c: self._current(gen)
-                                  and self._declare(gen, c, queue))
-            elif isinstance(reason, ChannelClosedByBroker):  # e.g. PRECONDITION_FAILED
-                self._declare_failed(queue, reason)
-
-        ch.add_on_close_callback(on_closed)
-        ch.queue_declare(queue, passive=True, callback=lambda _f: self._declared(ch, queue))
-
-    def _declare(self, gen: int, ch: Channel, queue: str) -> None:
-        def on_closed(_ch: Channel, reason: BaseException) -> None:
-            if (self._current(gen) and queue in self.waiting
-                    and isinstance(reason, ChannelClosedByBroker)):
-                self._declare_failed(queue, reason)
-
-        ch.add_on_close_callback(on_closed)
-        ch.queue_declare(queue, **ITERUM_FLAGS, callback=lambda _f: self._declared(ch, queue))
+        self.queues.ensure(self.conn, lambda: self._current(gen), queue, then)
 
     def _declare_failed(self, queue: str, reason: BaseException) -> None:
         """The broker refuses the queue itself: reconnecting would not change that."""
-        self.waiting.pop(queue, None)
         self.post(BrokerLost(f"cannot declare queue {queue!r}: {reason}", retrying=False))
-
-    def _declared(self, ch: Channel, queue: str) -> None:
-        self.declared.add(queue)
-        callbacks = self.waiting.pop(queue, [])
-        if ch.is_open:  # not when the connection is closing (SIGTERM during the declares):
-            ch.close()  # pika raises on closing a closing channel, inside its I/O loop
-        for then in callbacks:
-            then()
 
     # --- consuming -------------------------------------------------------------------
 
@@ -312,27 +268,29 @@ class Broker:
         gen = self.generation
 
         def on_message(_ch: Channel, method: Basic.Deliver, _props: Any, body: bytes) -> None:
+            # a delivery always has its tag; pika's stubs type the field Optional
+            assert method.delivery_tag is not None
             if self._current(gen):
                 self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
 
-        ch.basic_qos(prefetch_count=prefetch, callback=lambda _f: self._current(gen)
-                     and ch.basic_consume(self.input_queue, on_message, auto_ack=False,
-                                          consumer_tag=self.consumer_tag))
+        ch.basic_qos(prefetch_count=prefetch, callback=self._guarded(
+            gen, lambda _f: ch.basic_consume(self.input_queue, on_message, auto_ack=False,
+                                             consumer_tag=self.consumer_tag)))
 
     def stop_consuming(self) -> None:
         ch = self._channel()
         if ch is not None:
             gen = self.generation
-            ch.basic_cancel(self.consumer_tag, callback=lambda _f: self._current(gen)
-                            and self.post(ConsumerStopped()))
+            ch.basic_cancel(self.consumer_tag, callback=self._guarded(
+                gen, lambda _f: self.post(ConsumerStopped())))
 
     def inspect_queue(self) -> None:
         """§5.4: a passive declare; message_count counts ready messages only."""
         ch = self._channel()
         if ch is not None:
             gen = self.generation
-            ch.queue_declare(self.input_queue, passive=True, callback=lambda f: self._current(
-                gen) and self.post(QueueInspected(f.method.message_count)))
+            ch.queue_declare(self.input_queue, passive=True, callback=self._guarded(
+                gen, lambda f: self.post(QueueInspected(f.method.message_count))))
 
     def ack(self, tag: int) -> None:
         ch = self._channel()
@@ -391,24 +349,3 @@ class Broker:
                 self.post(PublishRejected(entry[0], "returned: no such queue" if returned
                                           else "nack"))
 
-
-def describe(err: BaseException) -> str:
-    """One line for a pika error, down to its root cause (pika nests them, often with an
-    empty message: AMQPConnectionError(AMQPConnectionWorkflowFailed(...)))."""
-    seen = 0
-    while seen < 5:
-        seen += 1
-        inner = getattr(err, "exceptions", None)
-        if inner:  # AMQPConnectionWorkflowFailed: the attempts' errors
-            err = inner[-1]
-            continue
-        nested = getattr(err, "exception", None)  # AMQPConnectorSocketConnectError & co
-        if isinstance(nested, BaseException):
-            err = nested
-            continue
-        if len(err.args) == 1 and isinstance(err.args[0], BaseException):
-            err = err.args[0]
-            continue
-        break
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else repr(err)

@@ -102,7 +102,7 @@ def _parameters_problem(name: str, fn: Callable[..., Any], expected: tuple[str, 
     return None
 
 
-def _instance_problem(client: Minio) -> str | None:
+def _instance_problem(client: StreamingMinio) -> str | None:
     """The attributes, and a dry run of what is used (no request is sent)."""
     try:
         if not isinstance(getattr(client, "_http", None), urllib3.PoolManager):

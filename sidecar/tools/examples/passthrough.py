@@ -11,6 +11,7 @@ If RECORD_FILE is set, it also writes what it received to that JSON file (for te
 import json
 import os
 import shutil
+from typing import Any
 
 from pyterum import (
     LocalFileDesc,
@@ -20,7 +21,8 @@ from pyterum import (
 )
 
 RECORD_FILE = os.environ.get("RECORD_FILE")
-record = {"script": "passthrough", "received": [], "done_with": [], "done_sent": False}
+record: dict[str, Any] = {"script": "passthrough", "received": [], "done_with": [],
+                          "done_sent": False}
 
 
 def save_record() -> None:
