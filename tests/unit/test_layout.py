@@ -45,7 +45,6 @@ KNOWN_UNTIL_MERGED: dict[str, set[frozenset[str] | str]] = {
     # modules over MAX_LINES, by path
     "long": {
         "sidecar/shell/io/storage.py",  # split by the storage helper
-        "sidecar/shell/config.py",  # declared once by the config helper
     },
 }
 
