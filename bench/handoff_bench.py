@@ -59,7 +59,7 @@ def run_once(fragments: int, files: int, prefetch: int, work_s: float,
     env = {**manager_env(Path(tmp)), "SIDECAR_STORAGE_WORKERS": str(workers)}
     runner = Runner(config.load(env))
     storage = runner.storage
-    storage._get = lambda *_a: fake_request(work_s, request_s)
+    storage.transfers.get = lambda *_a: fake_request(work_s, request_s)
     tasks = storage.pool._tasks
     puts = [0]
 

@@ -189,8 +189,8 @@ def overhead(n: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as volume:
         storage = sidecar_storage("127.0.0.1:9", ACCESS, SECRET, volume, "minio")
         body = os.urandom(1024)
-        storage.client = _Instant(body)
-        storage._bucket_ready = True
+        storage.transfers.client = _Instant(body)
+        storage.transfers.bucket_ready = True
         source = write(os.path.join(volume, "out", "small.bin"), body)
         keys = [f"k{i}" for i in range(n)]
         best = {}

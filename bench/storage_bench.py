@@ -5,7 +5,7 @@
 
 ``rss`` starts ``bench.s3server`` (moto, in its own process so that the object it keeps is
 not counted), then in a fresh child process builds a ``Storage`` and uploads one file of
-``--size-mib`` through ``Storage._put``; it prints the child's VmHWM before and after.
+``--size-mib`` through ``Storage.transfers.put``; it prints the child's VmHWM before and after.
 ``overhead`` times ``_download``/``_upload`` against a client that answers at once (no
 I/O but the adapter's own), best of ``--repeat`` runs, in µs per transfer; run it with
 ``TMPDIR=/dev/shm`` to take the disk out of the download figure (it writes a file).
@@ -50,7 +50,7 @@ def rss_child(url: str, size_mib: int, part_mib: int) -> None:
         del block
         events: list[Any] = []
         storage = Storage(settings(volume, url, part_mib), events.append)
-        storage._ensure_output_bucket()
+        storage.transfers.ensure_bucket(storage.s.minio_output_bucket)
         before = hwm_kib()
         started, cpu = time.monotonic(), time.process_time()
         storage._upload(UploadFile(1, 0, "bench-out", "big.bin", source))
@@ -104,7 +104,7 @@ def overhead(n: int, repeat: int) -> None:
     from sidecar.shell.io.storage import Storage
     with tempfile.TemporaryDirectory() as volume:
         storage = Storage(settings(volume), lambda e: None)
-        storage.client = _Fast()  # type: ignore[assignment]
+        storage.transfers.client = _Fast()  # type: ignore[assignment]
         source = os.path.join(volume, "out", "f.txt")
         os.makedirs(os.path.dirname(source))
         with open(source, "wb") as out:
