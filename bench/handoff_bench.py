@@ -45,12 +45,12 @@ def switches() -> int:
     return total
 
 
-def fake_request(work_s: float, wait_s: float) -> tuple[int, str]:
+def fake_request(work_s: float, wait_s: float) -> tuple[int, str, str]:
     until = time.perf_counter() + work_s
     while time.perf_counter() < until:
         pass
     time.sleep(wait_s)
-    return 1024, "etag"
+    return 1024, "etag", ""  # size, ETag, SHA-256: what Transfers.get returns
 
 
 def run_once(fragments: int, files: int, prefetch: int, work_s: float,

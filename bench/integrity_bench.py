@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         client(endpoint, ACCESS, SECRET, 2, BENCH_AGENT).make_bucket(BUCKET)
         with tempfile.TemporaryDirectory() as volume:
             storage = sidecar_storage(endpoint, ACCESS, SECRET, volume, "direct")
-            storage.s.minio_output_bucket = BUCKET
+            storage.transfers.output_bucket = BUCKET
             small = [f"small/{i}" for i in range(args.small)]
             kib = os.urandom(1024)
             put_objects(endpoint, small, kib, 5 << 20)

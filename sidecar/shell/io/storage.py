@@ -72,7 +72,8 @@ class Storage:
                                  self.closing, lambda state: announce(state, self.hooks))
         transfers = Transfers(client, direct, streamed, policy,
                               os.path.realpath(settings.data_volume_path),
-                              max(settings.part_size, MIN_PART_SIZE), self.closing)
+                              max(settings.part_size, MIN_PART_SIZE),
+                              settings.minio_output_bucket, self.closing)
         self.transfers = transfers
         self.pool = WorkerPool(settings.storage_workers, "storage")
         # Transfers asked for by the event being handled, by fragment, until flush().
@@ -148,7 +149,7 @@ class Storage:
         retry_log = self._retry_log("upload", e.bucket, e.key, fragment)
         tries = Tries(self.transfers.policy, retry_log)
         try:
-            self.transfers.ensure_bucket(self.s.minio_output_bucket, retry_log)
+            self.transfers.ensure_output_bucket(retry_log)
             size, etag, sha256 = self.transfers.put(e.bucket, e.key, e.source, tries)
         except Exception as err:
             reason, transient = classify(err)

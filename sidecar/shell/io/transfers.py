@@ -58,13 +58,15 @@ class Transfers:
     (multipart.py); ``closing`` is set at exit: no more retries, no late renames."""
 
     def __init__(self, client: Minio, direct: DirectS3 | None, streamed: bool,
-                 policy: Retrying, volume: str, part_size: int, closing: threading.Event):
+                 policy: Retrying, volume: str, part_size: int, output_bucket: str,
+                 closing: threading.Event):
         self.client = client
         self.direct = direct
         self.streamed = streamed
         self.policy = policy  # the retry policy of every request (retries.py)
         self.volume = volume  # realpath of the data volume: uploads come from inside it
         self.part_size = part_size
+        self.output_bucket = output_bucket
         self.closing = closing
         self.hooks = StorageHooks()
         self._bucket_lock = threading.Lock()
@@ -192,15 +194,15 @@ class Transfers:
             raise
         return fd
 
-    def ensure_bucket(self, bucket: str,
-                      before_sleep: Callable[[RetryCallState], None] | None = None) -> None:
-        """The output bucket, checked (and created if missing) once per process, not before
-        every file; a retry is logged as one of the upload that asked (``before_sleep``)."""
+    def ensure_output_bucket(self, before_sleep: Callable[[RetryCallState], None] | None
+                             = None) -> None:
+        """Checked (and created if missing) once per process, not before every file; a
+        retry is logged as one of the upload that asked (``before_sleep``)."""
         with self._bucket_lock:
             if not self.bucket_ready:
                 retrying = (self.policy.copy(before_sleep=before_sleep) if before_sleep
                             else self.policy.copy())
-                retrying(self.make_bucket, bucket)
+                retrying(self.make_bucket, self.output_bucket)
                 self.bucket_ready = True
 
     def make_bucket(self, bucket: str) -> None:
