@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import minio
 import urllib3
@@ -35,39 +35,29 @@ from .s3ops import CountingPoolManager
 from .transfers import CHUNK, StorageHooks, Transfers, delete_files
 from .workers import Call, WorkerPool
 
+if TYPE_CHECKING:
+    from .s3direct import DirectS3
+
 log = logging.getLogger("sidecar.storage")
 
 
 class Storage:
+    """The adapter: stages the transfers the core asks for, hands them to the pool, turns
+    each outcome into one event for the loop; deletes at once."""
+
     def __init__(self, settings: Any, post: Callable[[Event], None]):
         self.s = settings
         self.post = post
-        timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
+        self.closing = threading.Event()  # set at exit: no more retries, no late renames
         # reads ``transfers`` (assigned below) when called: metrics may replace the hooks
-        http = CountingPoolManager(
-            settings.minio_url,
-            lambda op, result, secs: transfers.hooks.request(op, result, secs),
-            maxsize=settings.storage_workers + 2, timeout=timeout,
-            retries=False,  # tenacity owns the retries
-            blocksize=CHUNK,  # streamed parts (multipart.py) are sent 1 MiB a write, not 16 KiB
-            **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
-        client, problem = minio_private.make_client(
-            settings.minio_url, access_key=settings.minio_access_key,
-            secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
-            region=settings.s3_region, http_client=http)
-        # minio's private internals as expected: the lean paths (s3direct.py, multipart.py)
-        streamed = problem is None
-        if problem is not None:
-            log.warning("minio %s: its private internals are not as expected (%s); S3 "
-                        "transfers use its public API only (slower; a multipart upload "
-                        "holds two parts in memory)", minio.__version__, problem)
-        # GETs and single PUTs on minio's pool without its per-request work (fix 11)
+        client, http, streamed = _client(
+            settings, lambda op, result, secs: transfers.hooks.request(op, result, secs))
         direct = None
         if streamed and settings.s3_small_objects == "direct":
             from .s3direct import DirectS3  # imported only when selected
 
+            # GETs and single PUTs on minio's pool without its per-request work (fix 11)
             direct = DirectS3(client, http.report)
-        self.closing = threading.Event()  # set at exit: no more retries, no late renames
         policy = transfer_policy(settings.storage_attempts, settings.storage_backoff_max,
                                  self.closing, lambda state: announce(state, self.hooks))
         transfers = Transfers(client, direct, streamed, policy,
@@ -95,7 +85,7 @@ class Storage:
         return self.transfers.volume
 
     @property
-    def direct(self) -> Any:
+    def direct(self) -> DirectS3 | None:
         return self.transfers.direct
 
     def shutdown(self) -> None:
@@ -201,3 +191,24 @@ class Storage:
                             f"be fetched: {describe(err)}"))
         else:
             log.info("config file %s ready in %s", name, self.s.config_dir)
+
+
+def _client(settings: Any, report: Callable[[str, str, float], None]
+            ) -> tuple[minio.Minio, CountingPoolManager, bool]:
+    """The minio client on its own HTTP pool, which reports every request; and whether
+    minio's private internals are as expected (the lean paths: s3direct.py, multipart.py)."""
+    timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
+    http = CountingPoolManager(
+        settings.minio_url, report, maxsize=settings.storage_workers + 2, timeout=timeout,
+        retries=False,  # tenacity owns the retries
+        blocksize=CHUNK,  # streamed parts (multipart.py) are sent 1 MiB a write, not 16 KiB
+        **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
+    client, problem = minio_private.make_client(
+        settings.minio_url, access_key=settings.minio_access_key,
+        secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
+        region=settings.s3_region, http_client=http)
+    if problem is not None:
+        log.warning("minio %s: its private internals are not as expected (%s); S3 "
+                    "transfers use its public API only (slower; a multipart upload "
+                    "holds two parts in memory)", minio.__version__, problem)
+    return client, http, problem is None
