@@ -168,6 +168,18 @@ def test_every_retry_line_names_the_bucket_the_key_and_the_fragment(
     assert all(r.fragment == fragment for r in caplog.records)  # a JSON field too
 
 
+def test_hooks_set_after_construction_see_every_request_and_transfer(adapter: Storage):
+    """Metrics replace ``storage.hooks`` once the adapter is built: the client's counting
+    pool and the transfers report to the new ones (nothing listens on the endpoint)."""
+    seen: list[tuple] = []
+    adapter.hooks = SimpleNamespace(  # type: ignore[assignment]
+        request=lambda op, result, secs: seen.append((op, result)),
+        transfer=lambda direction, size, secs: seen.append((direction, size)))
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        adapter.transfers.get("in-b", "iterum_data/x.txt", os.path.join(adapter.volume, "x"))
+    assert seen == [("GetObject", "error"), ("download", 0)]
+
+
 # --- the upload source ------------------------------------------------------------------
 
 def opened(adapter: Storage, path: Path) -> bytes:
