@@ -45,12 +45,12 @@ def switches() -> int:
     return total
 
 
-def fake_request(work_s: float, wait_s: float) -> tuple[int, str]:
+def fake_request(work_s: float, wait_s: float) -> tuple[int, str, str]:
     until = time.perf_counter() + work_s
     while time.perf_counter() < until:
         pass
     time.sleep(wait_s)
-    return 1024, "etag"
+    return 1024, "etag", ""  # size, ETag, SHA-256: what Transfers.get returns
 
 
 def run_once(fragments: int, files: int, prefetch: int, work_s: float,
@@ -59,7 +59,7 @@ def run_once(fragments: int, files: int, prefetch: int, work_s: float,
     env = {**manager_env(Path(tmp)), "SIDECAR_STORAGE_WORKERS": str(workers)}
     runner = Runner(config.load(env))
     storage = runner.storage
-    storage._get = lambda *_a: fake_request(work_s, request_s)
+    storage.transfers.get = lambda *_a: fake_request(work_s, request_s)
     tasks = storage.pool._tasks
     puts = [0]
 

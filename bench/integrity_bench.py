@@ -189,8 +189,8 @@ def overhead(n: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as volume:
         storage = sidecar_storage("127.0.0.1:9", ACCESS, SECRET, volume, "minio")
         body = os.urandom(1024)
-        storage.client = _Instant(body)
-        storage._bucket_ready = True
+        storage.transfers.client = _Instant(body)
+        storage.transfers.bucket_ready = True
         source = write(os.path.join(volume, "out", "small.bin"), body)
         keys = [f"k{i}" for i in range(n)]
         best = {}
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         client(endpoint, ACCESS, SECRET, 2, BENCH_AGENT).make_bucket(BUCKET)
         with tempfile.TemporaryDirectory() as volume:
             storage = sidecar_storage(endpoint, ACCESS, SECRET, volume, "direct")
-            storage.s.minio_output_bucket = BUCKET
+            storage.transfers.output_bucket = BUCKET
             small = [f"small/{i}" for i in range(args.small)]
             kib = os.urandom(1024)
             put_objects(endpoint, small, kib, 5 << 20)

@@ -9,9 +9,9 @@ to itself:
   streamed to a file then renamed; ``put_object`` from an open file), from ``threads``
   threads like the sidecar's storage pool; then the *floor*: the CPU one GET and one PUT
   cost when done one at a time, with bare minio (``floor_minio_*``, the reference the
-  sidecar's CPU is divided by) and through the sidecar's own adapter (``Storage._get`` and
-  ``_put``, ``floor_sidecar_*``: the direct S3 path unless SIDECAR_S3_SMALL_OBJECTS=minio),
-  and ``fget_object`` for comparison (it sends a HEAD first).
+  sidecar's CPU is divided by) and through the sidecar's own adapter (``Storage.transfers``
+  ``get`` and ``put``, ``floor_sidecar_*``: the direct S3 path unless
+  SIDECAR_S3_SMALL_OBJECTS=minio), and ``fget_object`` for comparison (it sends a HEAD first).
 * ``s3-floor``: only those floors, interleaved and repeated (best of ``--repeat``): minio,
   and the adapter with each SIDECAR_S3_SMALL_OBJECTS choice, on the same objects.
 * ``s3-copy``: a plain client copy of one big object (GET to a file, PUT from the file
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
-CHUNK = 1 << 20  # the sidecar's read size (sidecar/shell/io/storage.py)
+CHUNK = 1 << 20  # the sidecar's read size (sidecar/shell/io/transfers.py)
 BODY_BYTES = 260  # about the size of a one-file RemoteFragmentDesc
 
 
@@ -155,9 +155,9 @@ def _floors(c: Any, endpoint: str, access: str, secret: str, bucket: str, keys: 
                           len(keys))}
     for mode in modes:
         storage = sidecar_storage(endpoint, access, secret, tmp, mode)
-        out[mode] = floor(lambda i, s=storage: s._put(bucket, keys[i], source),
-                          lambda i, s=storage: s._get(bucket, keys[i],
-                                                      os.path.join(tmp, "floor", "s.bin")),
+        out[mode] = floor(lambda i, s=storage: s.transfers.put(bucket, keys[i], source),
+                          lambda i, s=storage: s.transfers.get(
+                              bucket, keys[i], os.path.join(tmp, "floor", "s.bin")),
                           len(keys))
     return out
 

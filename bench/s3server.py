@@ -27,26 +27,10 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
+from sidecar.shell.io.s3ops import operation
+
 BENCH_AGENT = "iterum-bench"
 SERVERS = ("werkzeug", "waitress", "cheroot", "granian")
-
-
-def classify(method: str, bucket: str, key: str, query: dict[str, list[str]]) -> str:
-    """The S3 operation of a path-style request (as minio-py sends them)."""
-    if not bucket:
-        return "ListBuckets" if method == "GET" else "Service" + method.title()
-    if not key:
-        if "location" in query:
-            return "GetBucketLocation"
-        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
-                "GET": "ListObjects", "POST": "DeleteObjects"}.get(method, "Bucket" + method)
-    if method == "POST" and "uploads" in query:
-        return "CreateMultipartUpload"
-    if "uploadId" in query:
-        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload",
-                "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(method, "Multipart")
-    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
-            "DELETE": "DeleteObject"}.get(method, "Object" + method.title())
 
 
 class Counting:
@@ -82,7 +66,7 @@ class Counting:
         if BENCH_AGENT not in environ.get("HTTP_USER_AGENT", ""):
             bucket, _, key = path.lstrip("/").partition("/")
             query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-            op = classify(environ["REQUEST_METHOD"], bucket, key, query)
+            op = operation(environ["REQUEST_METHOD"], bucket, key, query)
             peer = (str(environ.get("REMOTE_ADDR")), str(environ.get("REMOTE_PORT")))
             with self.lock:
                 self.ops[op] += 1

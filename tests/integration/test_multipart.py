@@ -49,7 +49,7 @@ def make_adapter(volume: Path, s3: S3Server, bucket: str, **kw: Any) -> tuple[St
         "storage_backoff_max": 0.05, "minio_output_bucket": bucket,
         "s3_small_objects": "direct", **kw})
     storage = Storage(settings, events.append)
-    storage._bucket_ready = True  # made above: only the upload's requests are counted
+    storage.transfers.bucket_ready = True  # made above: only the upload's requests are counted
     return storage, events
 
 

@@ -19,8 +19,9 @@ from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import S3Error
 
+from sidecar.shell.io.errors import classify, describe
 from sidecar.shell.io.s3direct import DirectS3
-from sidecar.shell.io.storage import Storage, _describe, classify
+from sidecar.shell.io.storage import Storage
 
 from .harness import S3Server
 
@@ -67,10 +68,10 @@ def test_signed_put_and_get_of_hostile_keys(moto_auth: SimpleNamespace, tmp_path
         key = f"{mode}/{key}"
         source = tmp_path / f"out{i}.json"
         source.write_bytes(key.encode() * 7 if i else b"")  # and an empty file
-        size, etag, sha256 = storage._put(moto_auth.bucket, key, str(source))
+        size, etag, sha256 = storage.transfers.put(moto_auth.bucket, key, str(source))
         assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
         dest = tmp_path / "in" / f"{i}.bin"
-        assert storage._get(moto_auth.bucket, key, str(dest)) == (size, etag, sha256)
+        assert storage.transfers.get(moto_auth.bucket, key, str(dest)) == (size, etag, sha256)
         assert dest.read_bytes() == source.read_bytes(), key
     # what the other client wrote, read back: both address the same objects
     check = Minio(moto_auth.endpoint, moto_auth.access, moto_auth.secret, secure=False,
@@ -87,12 +88,12 @@ def test_a_wrong_secret_fails_as_with_minio(moto_auth: SimpleNamespace, tmp_path
     failures = []
     for mode in ("direct", "minio"):
         storage = _storage(moto_auth, tmp_path, mode, secret="not-the-secret")
-        for transfer in (lambda s=storage: s._put(moto_auth.bucket, "k.txt", str(source)),
-                         lambda s=storage: s._get(moto_auth.bucket, "k.txt",
+        for transfer in (lambda s=storage: s.transfers.put(moto_auth.bucket, "k.txt", str(source)),
+                         lambda s=storage: s.transfers.get(moto_auth.bucket, "k.txt",
                                                   str(tmp_path / "d" / "k"))):
             with pytest.raises(S3Error) as err:
                 transfer()
-            failures.append((mode, classify(err.value), _describe(err.value)))
+            failures.append((mode, classify(err.value), describe(err.value)))
     code = next((c for c in AUTH_CODES if c in failures[0][2]), None)  # the server's choice
     assert code, failures
     assert [f[1] for f in failures] == [(AUTH_CODES[code], False)] * 4  # permanent
@@ -103,9 +104,9 @@ def test_missing_object_fails_as_with_minio(moto_auth: SimpleNamespace, tmp_path
     described = []
     for mode in ("direct", "minio"):
         with pytest.raises(S3Error) as err:
-            _storage(moto_auth, tmp_path, mode)._get(moto_auth.bucket, "no/such key",
+            _storage(moto_auth, tmp_path, mode).transfers.get(moto_auth.bucket, "no/such key",
                                                      str(tmp_path / "d" / mode))
-        described.append((classify(err.value), _describe(err.value)))
+        described.append((classify(err.value), describe(err.value)))
         assert not os.path.exists(tmp_path / "d" / f"{mode}.part")
     assert described[0] == described[1]
     assert described[0][0] == ("missing-object", False)

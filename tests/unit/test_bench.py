@@ -20,7 +20,7 @@ from unit_driver import Driver, fid, of
 
 from bench import report
 from bench.profile import render, summarize
-from bench.s3server import BENCH_AGENT, Counting, classify
+from bench.s3server import BENCH_AGENT, Counting
 from bench.scenario import _merge_transfers, _percentiles, _read_journal, reap
 from bench.whole import (
     _window,
@@ -116,13 +116,6 @@ def test_s3_counter_counts_operations_and_connections_but_not_the_bench() -> Non
     assert stats["ops"] == {"GetObject": 1, "PutObject": 1, "UploadPart": 1, "HeadBucket": 1}
     assert stats["requests"] == 4 and stats["connections"] == 2
     assert json.loads(_call(app, "POST", "/_bench/reset"))["requests"] == 0
-
-
-def test_s3_operation_names() -> None:
-    assert classify("POST", "b", "k", {"uploads": [""]}) == "CreateMultipartUpload"
-    assert classify("POST", "b", "k", {"uploadId": ["1"]}) == "CompleteMultipartUpload"
-    assert classify("GET", "b", "", {"location": [""]}) == "GetBucketLocation"
-    assert classify("HEAD", "b", "k", {}) == "HeadObject"
 
 
 def test_profile_summary_charges_samples_to_their_owner(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ from sidecar.core import codec
 from sidecar.core.effects import DownloadFile, UploadFile
 from sidecar.core.events import DownloadFailed, FileDownloaded, FileUploaded
 from sidecar.shell.io import integrity
+from sidecar.shell.io.errors import classify
 from sidecar.shell.io.integrity import DownloadCheck, IntegrityError, plain_md5
-from sidecar.shell.io.storage import Storage, classify
+from sidecar.shell.io.storage import Storage
 
 BODY = b"the object's bytes " * 1000
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -176,8 +177,8 @@ def adapter(tmp_path: Path, client: Client, **kw: Any) -> tuple[Storage, list]:
     volume.mkdir(exist_ok=True)
     events: list[Any] = []
     storage = Storage(settings(volume, **kw), events.append)
-    storage.client = client  # type: ignore[assignment]
-    storage._retrying = storage._retrying.copy(wait=lambda state: 0)
+    storage.transfers.client = client  # type: ignore[assignment]
+    storage.transfers.policy = storage.transfers.policy.copy(wait=lambda state: 0)
     return storage, events
 
 

@@ -44,7 +44,6 @@ KNOWN_UNTIL_MERGED: dict[str, set[frozenset[str] | str]] = {
     },
     # modules over MAX_LINES, by path
     "long": {
-        "sidecar/shell/io/storage.py",  # split by the storage helper
     },
 }
 

@@ -1,6 +1,7 @@
-"""Hand-offs between the loop and the storage workers (docs/performance.md, fixes 4 and 9):
+"""Hand-offs between the loop and the storage workers (docs/performance.md, fix 4):
 posted events coalesced into one loop wake-up, in order; one work item per fragment's
-transfers; deletions on the pool, one at a time and in order, before any later transfer."""
+transfers; deletions at once on the loop thread, in order, before any later transfer (fix 9,
+deletions on the pool, was withdrawn)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from test_config import manager_env
 from sidecar.core import effects as fx
 from sidecar.core.events import Tick
 from sidecar.shell import config
-from sidecar.shell.io.storage import DeletionLane, Storage, WorkerPool
+from sidecar.shell.io.storage import Storage
+from sidecar.shell.io.workers import WorkerPool
 from sidecar.shell.loop import Runner
 
 
@@ -177,7 +179,6 @@ def storage(tmp_path: Path):
     storage = Storage(config.load(manager_env(tmp_path)), lambda _event: None)
     storage.pool.shutdown()
     storage.pool = FakePool()
-    storage.deletions = DeletionLane(storage.pool.submit)
     storage.done = []
     storage._download = storage._upload = lambda e, fragment="": storage.done.append(e)
     return storage
@@ -206,43 +207,39 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_a_transfer_runs_the_deletions_asked_before_it_first(storage, tmp_path: Path):
+def test_a_transfer_never_meets_the_files_deleted_before_it(storage, tmp_path: Path):
     stale = tmp_path / "in" / "f"
     _write(stale, "old")
     storage.delete(fx.DeleteFiles((str(stale),), (str(stale.parent),)))
-    # the redelivered input, downloaded to the same path before any worker ran the drain
+    assert not stale.parent.exists()  # done at once, before any later transfer is staged
+    # the redelivered input, downloaded to the same path
     storage._download = lambda e, fragment="": _write(Path(e.dest), "new")
     storage.download(_download(1, 0, str(stale)))
     storage.flush()
-    drain, transfer = storage.pool.items
-    storage.pool.items = [transfer, drain]  # the transfer's worker gets there first
+    assert len(storage.pool.items) == 1  # the transfer only: no deletion on the pool
     storage.pool.run()
     assert stale.read_text() == "new"
 
 
-def test_deletions_run_one_drain_at_a_time_in_order(storage, tmp_path: Path):
+def test_deletions_run_at_once_on_the_loop_thread_in_order(storage, tmp_path: Path):
     files = [tmp_path / f"f{i}" for i in range(3)]
     for f in files:
         _write(f, "x")
-    storage.deletions.add(fx.DeleteFiles((str(files[0]),)))
-    storage.deletions.add(fx.DeleteFiles((str(files[1]),), (str(tmp_path / "missing"),)))
-    assert len(storage.pool.items) == 1  # the second joins the queued drain
-    assert files[0].exists()  # not on the loop thread
-    storage.pool.run()
-    assert not files[0].exists() and not files[1].exists()
-    storage.deletions.add(fx.DeleteFiles((str(files[2]),)))
-    assert len(storage.pool.items) == 1  # the drain ended: a new one is queued
-    storage.pool.run()
+    storage.delete(fx.DeleteFiles((str(files[0]),)))
+    assert not files[0].exists() and files[1].exists()
+    storage.delete(fx.DeleteFiles((str(files[1]),), (str(tmp_path / "missing"),)))
+    assert not files[1].exists() and files[2].exists()  # a missing directory is no error
+    storage.delete(fx.DeleteFiles((str(files[2]),)))
     assert not files[2].exists()
+    assert storage.pool.items == []  # nothing was queued for the workers
 
 
-def test_shutdown_carries_out_the_pending_deletions_then_deletes_at_once(storage,
-                                                                         tmp_path: Path):
+def test_deletions_before_and_after_shutdown_are_carried_out(storage, tmp_path: Path):
     pending, late = tmp_path / "a" / "f", tmp_path / "b"
     _write(pending, "x")
     _write(late, "x")
     storage.delete(fx.DeleteFiles((str(pending),), (str(pending.parent),)))
-    storage.shutdown()  # the queued drain is dropped with the pool
+    storage.shutdown()
     assert not pending.parent.exists()
     storage.delete(fx.DeleteFiles((str(late),)))
     assert not late.exists()

@@ -13,7 +13,6 @@ from unit_driver import Driver, fid, of, remote_body
 
 from sidecar.core import effects as fx
 from sidecar.core import events as ev
-from sidecar.shell.io.storage import s3_operation
 from sidecar.shell.metrics import Metrics, MetricsObserver, StorageMetrics
 
 A, B = fid("a"), fid("b")
@@ -157,22 +156,6 @@ def test_storage_hooks_count_requests_bytes_and_reachability() -> None:
     assert get("iterum_sidecar_transfer_bytes_total", {"direction": "download"}) == 1000
     assert get("iterum_sidecar_transfer_seconds_total", {"direction": "download"}) == 0.75
     assert get("iterum_sidecar_retries_total", {"operation": "download"}) == 1
-
-
-@pytest.mark.parametrize(("method", "url", "operation"), [
-    ("GET", "http://s3:9000/bucket/iterum_data/a/b.txt", "GetObject"),
-    ("PUT", "http://s3:9000/bucket/iterum_data/b.txt", "PutObject"),
-    ("HEAD", "http://s3:9000/bucket", "HeadBucket"),
-    ("PUT", "http://s3:9000/bucket", "CreateBucket"),
-    ("GET", "http://s3:9000/bucket?location=", "GetBucketLocation"),
-    ("POST", "http://s3:9000/bucket/big.bin?uploads=", "CreateMultipartUpload"),
-    ("PUT", "http://s3:9000/bucket/big.bin?partNumber=1&uploadId=x", "UploadPart"),
-    ("POST", "http://s3:9000/bucket/big.bin?uploadId=x", "CompleteMultipartUpload"),
-    ("GET", "https://bucket.s3.amazonaws.com/iterum_data/a.txt", "GetObject"),
-    ("HEAD", "https://bucket.s3.amazonaws.com/", "HeadBucket"),
-])
-def test_s3_operation_names(method: str, url: str, operation: str) -> None:
-    assert s3_operation(method, url, "s3:9000") == operation
 
 
 def test_every_metric_is_in_the_operations_table() -> None:

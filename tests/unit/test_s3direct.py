@@ -21,8 +21,8 @@ from minio.credentials import StaticProvider
 from minio.error import S3Error
 
 from sidecar.shell.io import s3direct
+from sidecar.shell.io.errors import classify, describe
 from sidecar.shell.io.s3direct import DirectS3, error_of, signing_key
-from sidecar.shell.io.storage import _describe, classify
 
 HOSTILE = ["plain.txt", "a b/c d.txt", "ünï/cödé ✓.bin", "x+y=z.txt", "100%.txt", "what?.txt",
            "hash#tag", "/lead/slash", "//two", "semi;colon,comma", "tilde~", "amp&and",
@@ -278,7 +278,7 @@ def test_errors_are_minios(method: str, status: int, ctype: str, data: bytes) ->
             direct.put("bucket", "k", b"x", "application/octet-stream")
     assert type(ours.value) is type(theirs.value)
     assert classify(ours.value) == classify(theirs.value)
-    assert _describe(ours.value) == _describe(theirs.value)
+    assert describe(ours.value) == describe(theirs.value)
 
 
 def test_error_classification() -> None:
@@ -293,5 +293,5 @@ def test_error_classification() -> None:
     assert classify(answered(*ANSWERS[5])) == ("storage-unavailable", True)
     assert classify(answered(*ANSWERS[8])) == ("storage-unavailable", True)
     where = " (bucket/k)" if hasattr(answered(*ANSWERS[0]), "bucket_name") else ""
-    assert _describe(answered(*ANSWERS[0])) == (  # S3Error names them since minio 7.2.19
+    assert describe(answered(*ANSWERS[0])) == (  # S3Error names them since minio 7.2.19
         "NoSuchKey: The specified key does not exist." + where)

@@ -23,8 +23,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from sidecar.core.effects import DownloadFile, UploadFile
 from sidecar.shell.fsmodes import DATA_DIR
-from sidecar.shell.io import minio_private, multipart, storage
-from sidecar.shell.io.storage import Storage, Tries, UnsafePath, is_transient
+from sidecar.shell.io import minio_private, multipart, transfers
+from sidecar.shell.io.errors import UnsafePath, is_transient
+from sidecar.shell.io.retries import Tries
+from sidecar.shell.io.storage import Storage
 
 MiB = 1 << 20
 
@@ -129,12 +131,12 @@ def test_the_count_is_the_most_attempts_of_any_request():
 def test_the_retry_hook_names_the_operation(adapter: Storage):
     retried: list[str] = []
     adapter.hooks = SimpleNamespace(retry=retried.append)  # type: ignore[assignment]
-    adapter._retrying = adapter._retrying.copy(wait=wait_none())
+    adapter.transfers.policy = adapter.transfers.policy.copy(wait=wait_none())
 
-    def _put_whole() -> None:
+    def put_whole() -> None:
         raise slow_down()
     with pytest.raises(S3Error):
-        Tries(adapter._retrying)(_put_whole)
+        Tries(adapter.transfers.policy)(put_whole)
     assert retried == ["upload"] * (adapter.s.storage_attempts - 1)
 
 
@@ -166,10 +168,22 @@ def test_every_retry_line_names_the_bucket_the_key_and_the_fragment(
     assert all(r.fragment == fragment for r in caplog.records)  # a JSON field too
 
 
+def test_hooks_set_after_construction_see_every_request_and_transfer(adapter: Storage):
+    """Metrics replace ``storage.hooks`` once the adapter is built: the client's counting
+    pool and the transfers report to the new ones (nothing listens on the endpoint)."""
+    seen: list[tuple] = []
+    adapter.hooks = SimpleNamespace(  # type: ignore[assignment]
+        request=lambda op, result, secs: seen.append((op, result)),
+        transfer=lambda direction, size, secs: seen.append((direction, size)))
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        adapter.transfers.get("in-b", "iterum_data/x.txt", os.path.join(adapter.volume, "x"))
+    assert seen == [("GetObject", "error"), ("download", 0)]
+
+
 # --- the upload source ------------------------------------------------------------------
 
 def opened(adapter: Storage, path: Path) -> bytes:
-    with os.fdopen(adapter._open_source(str(path)), "rb") as f:
+    with os.fdopen(adapter.transfers.open_source(str(path)), "rb") as f:
         return f.read()
 
 
@@ -194,7 +208,7 @@ def test_a_symlink_out_of_the_volume_is_refused(adapter: Storage, tmp_path: Path
     link = Path(adapter.volume) / "out.txt"
     link.symlink_to(secret)
     with pytest.raises(UnsafePath):
-        adapter._open_source(str(link))
+        adapter.transfers.open_source(str(link))
 
 
 def test_a_directory_symlink_out_of_the_volume_is_refused(adapter: Storage, tmp_path: Path):
@@ -202,7 +216,7 @@ def test_a_directory_symlink_out_of_the_volume_is_refused(adapter: Storage, tmp_
     (tmp_path / "elsewhere" / "f").write_bytes(b"s")
     (Path(adapter.volume) / "frag").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UnsafePath):
-        adapter._open_source(str(Path(adapter.volume) / "frag" / "f"))
+        adapter.transfers.open_source(str(Path(adapter.volume) / "frag" / "f"))
 
 
 def test_without_proc_the_check_falls_back_to_realpath(adapter: Storage, tmp_path: Path,
@@ -213,7 +227,7 @@ def test_without_proc_the_check_falls_back_to_realpath(adapter: Storage, tmp_pat
         if path.startswith("/proc/"):
             raise FileNotFoundError(path)
         return readlink(path)  # realpath's own use
-    monkeypatch.setattr(storage.os, "readlink", no_proc)
+    monkeypatch.setattr(transfers.os, "readlink", no_proc)
     inside = Path(adapter.volume) / "ok.txt"
     inside.write_bytes(b"ok")
     assert opened(adapter, inside) == b"ok"
@@ -221,22 +235,22 @@ def test_without_proc_the_check_falls_back_to_realpath(adapter: Storage, tmp_pat
     (tmp_path / "outside" / "f").write_bytes(b"s")
     (Path(adapter.volume) / "d").symlink_to(tmp_path / "outside")
     with pytest.raises(UnsafePath):
-        adapter._open_source(str(Path(adapter.volume) / "d" / "f"))
+        adapter.transfers.open_source(str(Path(adapter.volume) / "d" / "f"))
 
 
 # --- download directories ------------------------------------------------------------
 
 def test_missing_directories_are_made_with_the_data_mode(tmp_path: Path):
     path = tmp_path / "a" / "b" / "f.part"
-    os.close(storage._create_in_dirs(str(path)))
+    os.close(transfers._create_in_dirs(str(path)))
     assert path.exists()
     assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) & 0o777 == DATA_DIR & 0o777
 
 
 def test_existing_directories_are_not_looked_at(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(storage, "make_dirs", lambda *a: pytest.fail("make_dirs called"))
-    os.close(storage._create_in_dirs(str(tmp_path / "f.part")))
+    monkeypatch.setattr(transfers, "make_dirs", lambda *a: pytest.fail("make_dirs called"))
+    os.close(transfers._create_in_dirs(str(tmp_path / "f.part")))
 
 
 # --- multipart: hashing and the streamed body ------------------------------------------

@@ -12,7 +12,7 @@ request counting as every other request. Only the payload hash is ours, computed
 minio computes it (``Minio._build_headers``): over plain HTTP the SHA-256 that SigV4
 signs; over HTTPS ``UNSIGNED-PAYLOAD`` and a Content-MD5; without credentials a
 Content-MD5. The ETag returned is the completion's, which may be empty (Ceph tracker
-58879): the adapter then reads it back (``Storage._put``).
+58879): the adapter then reads it back (``Transfers.put``, transfers.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ host. Everything else is the minio client's own: its PoolManager (TLS settings, 
 pool size), its credential provider (session tokens, rotation), its user agent, its URL
 style (path or virtual host, per bucket, computed once) and its key quoting. Errors become
 the exceptions minio raises for the same answer (S3Error from the XML body,
-InvalidResponseError, urllib3's errors), so ``storage.classify`` and the retries see no
+InvalidResponseError, urllib3's errors), so ``errors.classify`` and the retries see no
 difference. Multipart uploads and bucket checks stay with minio. Every read of the client's
 private fields goes through ``minio_private``, which checked them at start-up; this module
 is imported only when that check passed and the direct path is selected.

@@ -40,6 +40,8 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 from werkzeug.wsgi import get_input_stream
 
+from sidecar.shell.io.s3ops import MULTIPART, operation
+
 if TYPE_CHECKING:
     from .rgw import Rgw
 
@@ -48,8 +50,6 @@ HARNESS_AGENT = "iterum-harness"
 Rewrite = Callable[[bytes, list[tuple[str, str]]], tuple[bytes, list[tuple[str, str]]]]
 S3_ALL = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
-MULTIPART = frozenset({"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
-                       "AbortMultipartUpload", "ListParts", "ListMultipartUploads"})
 
 
 @dataclass
@@ -58,33 +58,11 @@ class S3Request:
     bucket: str  # "" for service-level requests (ListBuckets)
     key: str  # "" for bucket-level requests
     query: dict[str, list[str]]
-    op: str  # S3 API name, see classify()
+    op: str  # S3 API name (sidecar/shell/io/s3ops.py, as the sidecar's metrics name it)
     harness: bool  # made by the harness' own client
     status: int | None = None  # the status answered (None while in flight or if dropped)
     fault: str | None = None  # "status", "stall", "drop", "rewrite", "corrupt" or "truncate"
     time: float = field(default_factory=time.monotonic)
-
-
-def classify(method: str, bucket: str, key: str, query: dict[str, list[str]]) -> str:
-    """The S3 API operation of a path-style request (as minio-py and minio-go send them)."""
-    if not bucket:
-        return "ListBuckets" if method == "GET" else "Service" + method.title()
-    if not key:
-        if "location" in query:
-            return "GetBucketLocation"
-        if "uploads" in query:
-            return "ListMultipartUploads"
-        if method == "POST" and "delete" in query:
-            return "DeleteObjects"
-        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
-                "GET": "ListObjects"}.get(method, "Bucket" + method.title())
-    if method == "POST" and "uploads" in query:
-        return "CreateMultipartUpload"
-    if "uploadId" in query:
-        return {"PUT": "UploadPart", "POST": "CompleteMultipartUpload",
-                "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(method, "Multipart")
-    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
-            "DELETE": "DeleteObject"}.get(method, "Object" + method.title())
 
 
 @dataclass
@@ -125,7 +103,7 @@ class _Middleware:
         bucket, _, key = path.lstrip("/").partition("/")
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         method = environ["REQUEST_METHOD"]
-        req = S3Request(method, bucket, key, query, classify(method, bucket, key, query),
+        req = S3Request(method, bucket, key, query, operation(method, bucket, key, query),
                         HARNESS_AGENT in environ.get("HTTP_USER_AGENT", ""))
         fault = self.server._record(req)
 

@@ -1,0 +1,255 @@
+"""One file between S3 and the data volume: a download, an upload, a deletion.
+
+Request economy (§ issue "S3 economy"): one GET per input file (``get_object`` streamed
+to disk, not ``fget_object``, which sends a HEAD first), one PUT per output file below the
+part size, the output bucket checked once per process. An upload whose answer carries no
+ETag (Ceph RGW's CompleteMultipartUpload, tracker 58879) has it read back with one HEAD.
+Every body is checked or hashed on the way (integrity.py). The requests run under the
+``Tries`` they are given (retries.py); failures are raised, for storage.py to classify.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mimetypes
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from minio import Minio
+from minio.error import S3Error
+from tenacity import RetryCallState, Retrying
+
+from ...core.effects import DeleteFiles
+from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
+from . import integrity, multipart
+from .errors import UnsafePath, describe
+from .retries import Tries
+
+if TYPE_CHECKING:
+    from .s3direct import DirectS3
+
+log = logging.getLogger("sidecar.storage")
+CHUNK = 1 << 20
+
+
+class StorageHooks:
+    """What the adapter reports for metrics and readiness (sidecar/shell/metrics.py replaces
+    these no-ops). Called from worker threads: implementations must be thread-safe."""
+
+    def request(self, operation: str, result: str, seconds: float) -> None:
+        """One HTTP request to S3: ``result`` is the status code, or "error"."""
+
+    def transfer(self, direction: str, size: int, seconds: float) -> None:
+        """One attempt to move a file ("download" or "upload"); size 0 if it failed."""
+
+    def retry(self, operation: str) -> None:
+        """A transient failure of "download", "upload" or "bucket" will be retried."""
+
+
+class Transfers:
+    """The S3 side of the storage adapter, called from its workers. ``direct``: the lean
+    GET and single PUT (s3direct.py), or None for minio's own; ``streamed``: minio's
+    private internals are as expected, so large files go up in bounded memory
+    (multipart.py); ``closing`` is set at exit: no more retries, no late renames."""
+
+    def __init__(self, client: Minio, direct: DirectS3 | None, streamed: bool,
+                 policy: Retrying, volume: str, part_size: int, output_bucket: str,
+                 closing: threading.Event):
+        self.client = client
+        self.direct = direct
+        self.streamed = streamed
+        self.policy = policy  # the retry policy of every request (retries.py)
+        self.volume = volume  # realpath of the data volume: uploads come from inside it
+        self.part_size = part_size
+        self.output_bucket = output_bucket
+        self.closing = closing
+        self.hooks = StorageHooks()
+        self._bucket_lock = threading.Lock()
+        self.bucket_ready = False
+
+    # --- downloads -------------------------------------------------------------------
+
+    def get(self, bucket: str, key: str, dest: str) -> tuple[int, str, str]:
+        """Stream one object to ``dest``, checked (integrity.py); return its size, its
+        ETag and its SHA-256. A body that fails the check never gets the name ``dest``."""
+        partial = dest + ".part"
+        started = time.monotonic()
+        try:
+            response = (self.direct.get(bucket, key) if self.direct
+                        else self.client.get_object(bucket, key))
+            try:
+                check = integrity.DownloadCheck(response.headers)
+                with os.fdopen(_create_in_dirs(partial), "wb") as out:
+                    sha256 = check.copy(response, out, CHUNK)
+                size = check.size
+            finally:
+                response.close()
+                response.release_conn()
+            if self.closing.is_set():  # the core gave this input up: leave nothing behind
+                raise InterruptedError("the sidecar is exiting")
+            os.replace(partial, dest)
+        except BaseException:
+            _remove(partial)
+            self.hooks.transfer("download", 0, time.monotonic() - started)
+            raise
+        self.hooks.transfer("download", size, time.monotonic() - started)
+        return size, check.etag, sha256
+
+    # --- uploads ---------------------------------------------------------------------
+
+    def put(self, bucket: str, key: str, source: str,
+            tries: Tries | None = None) -> tuple[int, str, str]:
+        """Upload one file; return its size, the ETag S3 gave the object and the SHA-256
+        of the bytes sent (hashed as they are read). Retried per request (``tries``, by
+        default the policy's): the whole PUT, or each request of a multipart upload."""
+        tries = tries or Tries(self.policy)
+        with os.fdopen(self.open_source(source), "rb") as data:
+            size = os.fstat(data.fileno()).st_size
+            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            if size <= self.part_size or not self.streamed:
+                etag, sha256 = tries(self.put_whole, bucket, key, data, size, content_type)
+            else:
+                whole = integrity.RunningSha256()
+                etag = self.put_parts(bucket, key, data.fileno(), size, content_type, tries,
+                                      whole)
+                sha256 = whole.hexdigest()
+        return size, etag or self.read_back_etag(bucket, key, tries), sha256
+
+    def put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
+                  content_type: str) -> tuple[str, str]:
+        """One PutObject attempt of a file up to the part size (of any size without the
+        streamed multipart upload: minio's own, retried whole); its ETag and SHA-256."""
+        started = time.monotonic()
+        try:
+            data.seek(0)  # a retry sends the file again from its start
+            reader = integrity.HashingReader(data)
+            etag: str | None
+            if self.direct:  # the lean path (s3direct.py): the file is at most a part
+                body = reader.read(size)
+                etag = self.direct.put(bucket, key, body, content_type, reader.hexdigest())
+            else:
+                # minio only calls read(n) on it: a file-like object, not a whole BinaryIO
+                etag = self.client.put_object(bucket, key, cast(BinaryIO, reader), size,
+                                              content_type=content_type,
+                                              part_size=self.part_size,
+                                              num_parallel_uploads=1).etag
+        except BaseException:
+            self.hooks.transfer("upload", 0, time.monotonic() - started)
+            raise
+        self.hooks.transfer("upload", size, time.monotonic() - started)
+        return (etag or "").strip('"'), reader.hexdigest()
+
+    def put_parts(self, bucket: str, key: str, fd: int, size: int, content_type: str,
+                  tries: Tries, whole: integrity.RunningSha256 | None = None) -> str:
+        """A multipart upload in bounded memory (multipart.py); its ETag."""
+        started = time.monotonic()
+        try:
+            etag = multipart.upload(self.client, fd, size, bucket, key, self.part_size,
+                                    content_type, tries, whole)
+        except BaseException:
+            self.hooks.transfer("upload", 0, time.monotonic() - started)
+            raise
+        self.hooks.transfer("upload", size, time.monotonic() - started)
+        return etag
+
+    def read_back_etag(self, bucket: str, key: str, tries: Tries) -> str:
+        """The ETag of an object stored without one in the answer, or "" if it cannot be
+        read back: the object is in S3 and the ETag only versions it in lineage, so a
+        failed HeadObject (a write-only policy, an outage) must not fail the upload."""
+        try:
+            return tries(self.etag_of, bucket, key)
+        except Exception as err:
+            log.warning("uploaded %s/%s, but its ETag could not be read back (%s); its "
+                        "lineage carries no version", bucket, key, describe(err))
+            return ""
+
+    def etag_of(self, bucket: str, key: str) -> str:
+        """The ETag of an object just uploaded, read back (HeadObject, counted like every
+        request) when the upload's answer had none: lineage needs it as the version."""
+        return (self.client.stat_object(bucket, key).etag or "").strip('"')
+
+    def open_source(self, source: str) -> int:
+        """Open an output file for reading; refuse one that resolves outside the volume.
+        The path checked is the one the kernel opened (/proc/self/fd: one readlink, where
+        ``realpath`` costs an lstat per component), so a symlink swapped in after the check
+        cannot redirect the read. A symlink as the last component (O_NOFOLLOW refuses it)
+        takes the slow path: resolved first, then opened and checked the same way."""
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            fd = os.open(os.path.realpath(source), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            real = _opened_path(fd, source)
+            if not real.startswith(self.volume + os.sep):
+                raise UnsafePath(f"{source!r} resolves to {real!r}, outside the data volume")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def ensure_output_bucket(self, before_sleep: Callable[[RetryCallState], None] | None
+                             = None) -> None:
+        """Checked (and created if missing) once per process, not before every file; a
+        retry is logged as one of the upload that asked (``before_sleep``)."""
+        with self._bucket_lock:
+            if not self.bucket_ready:
+                retrying = (self.policy.copy(before_sleep=before_sleep) if before_sleep
+                            else self.policy.copy())
+                retrying(self.make_bucket, self.output_bucket)
+                self.bucket_ready = True
+
+    def make_bucket(self, bucket: str) -> None:
+        if self.client.bucket_exists(bucket):
+            return
+        try:
+            self.client.make_bucket(bucket)
+        except S3Error as err:  # another replica made it first
+            if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+
+def delete_files(e: DeleteFiles) -> None:
+    """A fragment's files, then its directories if that left them empty."""
+    for path in e.paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("could not delete %s: %s", path, err)
+    for d in e.dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty (shared by another fragment) or already gone
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The resolved path of the file open as ``fd`` (``realpath`` where /proc is missing)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc (or not readable): the slower walk, with the same answer
+        return os.path.realpath(path)
+
+
+def _create_in_dirs(path: str) -> int:
+    """``create_file`` of a download, making its directories only when they are missing:
+    one open in the common case, no cache to keep in step with the deletions."""
+    try:
+        return create_file(path, DATA_FILE)
+    except FileNotFoundError:
+        make_dirs(os.path.dirname(path), DATA_DIR)
+        return create_file(path, DATA_FILE)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
