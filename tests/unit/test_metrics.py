@@ -14,7 +14,7 @@ from unit_driver import Driver, fid, of, remote_body
 from sidecar.core import effects as fx
 from sidecar.core import events as ev
 from sidecar.shell.io.storage import s3_operation
-from sidecar.shell.metrics import Metrics, MetricsObserver, StorageMetrics
+from sidecar.shell.metrics import AdapterMetrics, Metrics, MetricsObserver
 
 A, B = fid("a"), fid("b")
 
@@ -138,7 +138,7 @@ def test_no_label_is_a_fragment_id() -> None:
 
 def test_storage_hooks_count_requests_bytes_and_reachability() -> None:
     metrics = Metrics()
-    hooks = StorageMetrics(metrics)
+    hooks = AdapterMetrics(metrics)
     hooks.request("GetObject", "200", 0.01)
     hooks.request("PutObject", "503", 0.01)
     assert hooks.reachable is False
@@ -215,7 +215,7 @@ def test_a_pause_reason_once_seen_stays_at_0() -> None:
 
 def test_label_children_are_looked_up_once_per_label_set() -> None:
     metrics = Metrics()
-    hooks = StorageMetrics(metrics)
+    hooks = AdapterMetrics(metrics)
     calls = []
     labels = metrics.s3_requests.labels
     metrics.s3_requests.labels = lambda *values: calls.append(values) or labels(*values)

@@ -46,6 +46,7 @@ from ...core.effects import DeleteFiles, DownloadFile, UploadFile
 from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from .. import tls
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
+from ..hooks import NO_HOOKS, StorageHooks
 from . import integrity, minio_private, multipart
 
 log = logging.getLogger("sidecar.storage")
@@ -93,20 +94,6 @@ _NET_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIP
 
 def is_transient(err: BaseException) -> bool:
     return classify(err)[1]
-
-
-class StorageHooks:
-    """What the adapter reports for metrics and readiness (sidecar/shell/metrics.py replaces
-    these no-ops). Called from worker threads: implementations must be thread-safe."""
-
-    def request(self, operation: str, result: str, seconds: float) -> None:
-        """One HTTP request to S3: ``result`` is the status code, or "error"."""
-
-    def transfer(self, direction: str, size: int, seconds: float) -> None:
-        """One attempt to move a file ("download" or "upload"); size 0 if it failed."""
-
-    def retry(self, operation: str) -> None:
-        """A transient failure of "download", "upload" or "bucket" will be retried."""
 
 
 def s3_operation(method: str, url: str, endpoint: str) -> str:
@@ -220,10 +207,11 @@ class WorkerPool:
 
 
 class Storage:
-    def __init__(self, settings: Any, post: Callable[[Event], None]):
+    def __init__(self, settings: Any, post: Callable[[Event], None],
+                 hooks: StorageHooks = NO_HOOKS):
         self.s = settings
         self.post = post
-        self.hooks = StorageHooks()
+        self.hooks = hooks  # metrics and readiness (sidecar/shell/metrics.py)
         self.volume = os.path.realpath(settings.data_volume_path)
         timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
         http = CountingPoolManager(
