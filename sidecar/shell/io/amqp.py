@@ -57,8 +57,7 @@ class Broker:
 
     def __init__(self, url: str, ioloop: Any, post: Callable[[Event], None], input_queue: str,
                  predeclare: tuple[str, ...] = (), retry_seconds: float = 180.0,
-                 tls_files: tuple[str, str, str] = ("", "", ""),
-                 hooks: BrokerHooks = NO_HOOKS):
+                 tls_files: tuple[str, str, str] = ("", "", ""), hooks: BrokerHooks = NO_HOOKS):
         # amqps://: verify the broker against SIDECAR_AMQP_CA_FILE, present the client
         # certificate SIDECAR_AMQP_CERT_FILE/KEY_FILE (tls_files: ca, cert, key)
         self.params = amqp_parameters(url, *tls_files)
