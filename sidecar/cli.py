@@ -140,11 +140,10 @@ def _run() -> int:
     setup_logging(settings.log_level, settings.log_format, secrets(settings))
     for notice in settings.notices:
         logging.getLogger("sidecar").warning("%s", notice)
-    from .shell.loop import Runner
+    from .shell.operate import build
 
     try:
-        runner = Runner(settings)
-        return runner.run()
+        return build(settings).run()
     except OSError as err:  # e.g. the sockets cannot be created on the volume
         logging.getLogger("sidecar").error("cannot start: %s", err)
         return 1

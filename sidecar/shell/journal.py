@@ -54,6 +54,7 @@ from ..core import effects as fx
 from ..core import events as ev
 from ..core.snapshot import config_to_json
 from .fsmodes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
+from .hooks import Loop, Observer
 
 FORMAT = 2  # 2: FileDownloaded and FileUploaded carry sha256
 READS = (1, 2)  # format 1 lines decode with the field's default ("")
@@ -122,29 +123,37 @@ def versions() -> dict[str, str]:
 # --- recording -------------------------------------------------------------------------
 
 
-class Recorder:
+class Recorder(Observer):
     """A ``Runner`` observer that writes the journal of one sidecar process."""
 
     def __init__(self, directory: str, core: Core, *, max_bytes: int, keep: int,
-                 wall_clock: Any = time.time):
+                 wall_clock: Any = time.time, loop: Loop | None = None, begin: bool = True):
+        """``loop``: arms the flush timer after the first write since a flush (None: the
+        caller flushes). ``begin=False``: nothing is opened until ``begin()``."""
         self.directory = directory
         self.core = core
         self.max_bytes = max_bytes
         self.keep = keep
         self.wall_clock = wall_clock
-        make_dirs(directory, PRIVATE_DIR)  # message bodies: the sidecar's only
-        existing = list_segments(directory)
-        self.run = (existing[-1][0] + 1) if existing else 1
+        self.loop = loop
+        self.run = 0
         self.segment = 0
         self.seq = 0
         self.size = 0
         self.path = ""
         self._file: IO[str] | None = None
-        # Called by the first write after a flush (attach() arms the flush timer with it).
-        self.on_unflushed: Callable[[], None] | None = None
         self.unflushed = False
+        self._header: dict[str, Any] = {}
+        if begin:
+            self.begin()
+
+    def begin(self) -> None:
+        """Open this run's first segment (OSError if the directory cannot be made)."""
+        make_dirs(self.directory, PRIVATE_DIR)  # message bodies: the sidecar's only
+        existing = list_segments(self.directory)
+        self.run = (existing[-1][0] + 1) if existing else 1
         self._header = {"format": FORMAT, **versions(), "run": self.run,
-                        "config": config_to_json(core.cfg)}
+                        "config": config_to_json(self.core.cfg)}
         self._open_segment()
 
     @property
@@ -224,8 +233,9 @@ class Recorder:
         self.size += len(line)  # ASCII: json.dumps escapes everything else
         if not self.unflushed:
             self.unflushed = True
-            if self.on_unflushed is not None:
-                self.on_unflushed()
+            if self.loop is not None:
+                # no periodic timer: an idle sidecar records nothing and must not wake up
+                self.loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def _give_up(self, err: OSError) -> None:
         log.warning("journal: writing %s failed (%s); recording stopped, the sidecar goes on",
@@ -236,28 +246,6 @@ class Recorder:
                 file.close()
             except OSError:
                 pass
-
-
-def attach(runner: Any) -> Recorder | None:
-    """Record ``runner``'s core into the configured directory (None if the journal is off)."""
-    s = runner.s
-    if not getattr(s, "journal_enabled", False):
-        return None
-    try:
-        recorder = Recorder(s.journal_path, runner.core, max_bytes=s.journal_max_bytes,
-                            keep=s.journal_segments)
-    except OSError as err:
-        log.warning("journal: cannot use %s (%s); running without a journal",
-                    s.journal_path, err)
-        return None
-    if not recorder.active:
-        return None
-    runner.observers.append(recorder)
-    # no periodic timer: an idle sidecar records nothing and must not wake up to flush it
-    recorder.on_unflushed = lambda: runner.ioloop.call_later(FLUSH_INTERVAL, recorder.flush)
-    runner.ioloop.call_later(FLUSH_INTERVAL, recorder.flush)  # the header and checkpoint
-    log.info("journal: recording to %s", recorder.path)
-    return recorder
 
 
 # --- reading ---------------------------------------------------------------------------

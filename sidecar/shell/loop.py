@@ -14,52 +14,56 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pika.adapters.select_connection import IOLoop
 
 from states import INPUT, OUTPUT
 
-from ..core import Core, Transition
+from ..core import Core
 from ..core import effects as fx
 from ..core.events import Event, ShutdownRequested, Tick
-from . import journal, signals
+from . import signals
 from .config import Settings, core_config
+from .hooks import NO_HOOKS, AdapterHooks, Observer
 from .io.amqp import Broker
 from .io.manager import UpstreamChecker
 from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
-from .operate import Operations
-from .recovery import recover
 
 _FINAL = INPUT.terminal | OUTPUT.terminal  # the outcomes counted in ``totals``
 log = logging.getLogger("sidecar")
-Observer = Callable[[Event, float, list[fx.Effect], list[Transition]], None]
 CLOSE_TIMEOUT = 10.0
 ERRORS_REMEMBERED = 32
 DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"  # header: UTC time of the dead letter
 
 
 class Runner:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+    """The loop and its adapters around one core. ``observers`` (metrics, OpenLineage,
+    operations, the journal: sidecar/shell/operate.py ``build`` declares them) see every
+    event and frame the run; ``hooks`` are what the adapters report to (the metrics).
+    Both are fixed at construction (sidecar/shell/hooks.py)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic, *,
+                 core: Core | None = None, observers: Sequence[Observer] = (),
+                 hooks: AdapterHooks = NO_HOOKS):
         self.s = settings
         self.clock = clock
-        self.core = Core(core_config(settings))
+        self.core = core if core is not None else Core(core_config(settings))
         self.ioloop = IOLoop()
         self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes,
-                                    settings.socket_mode, settings.peer_uid)
+                                    settings.socket_mode, settings.peer_uid, hooks)
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
                              settings.mq_input_queue,
                              predeclare=(settings.mq_output_queue, settings.lineage_queue),
                              retry_seconds=settings.broker_retry_seconds,
                              tls_files=(settings.amqp_ca_file, settings.amqp_cert_file,
-                                        settings.amqp_key_file))
-        self.storage = Storage(settings, self.post)
-        self.checker = UpstreamChecker(settings, self.post)
-        self.observers: list[Observer] = []
-        self.journal: journal.Recorder | None = None
+                                        settings.amqp_key_file), hooks=hooks)
+        self.storage = Storage(settings, self.post, hooks)
+        self.checker = UpstreamChecker(settings, self.post, hooks)
+        self.observers = tuple(observers)  # a tuple: the fan-out on every event iterates it
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
@@ -95,23 +99,16 @@ class Runner:
             fx.Log: self._log,
             fx.Exit: self._exit,
         }
-        self.ops = Operations(self)  # metrics, HTTP endpoint, volume, OpenLineage
 
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
         signals.handle(self._on_signal)  # before anything can be taken
         self._handling_signals = True
-        self.ops.start()  # first: a taken HTTP port ends the start cleanly
-        # A killed predecessor on this volume: what it had done (sidecar/shell/recovery.py), read
-        # before this run's journal begins and fed as its first event.
-        resume = recover(self.s.journal_path, self.core.cfg) if self.s.journal_enabled \
-            else None
-        self.journal = journal.attach(self)  # an observer; None when SIDECAR_JOURNAL=off
-        if resume is not None:
-            self.feed(resume)
-            if self.journal is not None:
-                self.journal.flush()  # a run killed at once must still hand it on
+        # In the order declared: the operations first (a taken HTTP port ends the start
+        # cleanly), then the journal (which feeds a killed predecessor's Resume).
+        for observer in self.observers:
+            observer.start(self)
         if self.s.config_files:
             self.storage.fetch_config_files()
         self.sockets.listen(self.s.tts_path, "tts")
@@ -123,11 +120,18 @@ class Runner:
         try:
             self.ioloop.start()
         finally:
-            if self.journal is not None:
-                self.journal.close()
+            for observer in self.observers:
+                observer.stop()
         self.ioloop.close()
-        self.ops.stop()
         return 1 if self.exit_code is None else self.exit_code
+
+    # --- what observers may use (hooks.Loop) ---------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> object:
+        return self.ioloop.call_later(delay, callback)
+
+    def remove_timeout(self, handle: object) -> None:
+        self.ioloop.remove_timeout(handle)
 
     def post(self, event: Event) -> None:
         """Thread-safe: hand an event from a worker thread to the loop."""
@@ -231,8 +235,8 @@ class Runner:
         level = logging.INFO if e.code == 0 or logged else logging.ERROR
         log.log(level, "exiting with code %d after %.1fs: %s (%s)", e.code,
                 self.clock() - self._started, reason, summary)
-        if self.journal is not None:
-            self.journal.flush()
+        for observer in self.observers:
+            observer.exiting()  # e.g. the journal flushes
         self.checker.stop()
         self.sockets.shutdown()
         self.storage.shutdown()

@@ -10,8 +10,9 @@ Two sources, neither of which is the core:
   (reading the core, on the loop thread, is allowed; the HTTP thread never does). The
   gauges are collectors that turn the latest view into samples only when /metrics is
   scraped: a scrape reads one reference, so it always sees one event's consistent state.
-* ``StorageMetrics`` (and two callbacks) are hooks the shell adapters call: S3 requests by
-  operation and result, bytes and seconds transferred, retries, confirm latency.
+* ``AdapterMetrics`` implements the hooks the shell adapters call (sidecar/shell/hooks.py):
+  S3 requests by operation and result, bytes and seconds transferred, retries, confirm
+  latency, refused connections.
 
 No label is ever a fragment id: every label value comes from a small, fixed set.
 """
@@ -31,6 +32,7 @@ from .. import __version__
 from ..core import Core, Transition
 from ..core import effects as fx
 from ..core import events as ev
+from .hooks import AdapterHooks, Observer
 
 PREFIX = "iterum_sidecar"
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -172,7 +174,7 @@ class Metrics:
         self.info.info({"version": __version__, "step": step})
 
 
-class MetricsObserver:
+class MetricsObserver(Observer):
     """A Runner observer (loop thread): events, effects and transitions become metrics."""
 
     def __init__(self, metrics: Metrics, core: Core):
@@ -259,8 +261,9 @@ def _in_flight(view: StateView) -> Iterator[tuple[list[str], float]]:
                 yield [name, state], float(counts.get(state, 0))
 
 
-class StorageMetrics:
-    """The storage adapter's hooks (worker threads; prometheus_client is thread-safe).
+class AdapterMetrics(AdapterHooks):
+    """The adapters' hooks: S3 requests, transfers and retries (worker threads;
+    prometheus_client is thread-safe), confirms and refused connections (loop thread).
 
     It also keeps the readiness signal for storage: reachable unless the last request got
     no answer or a 5xx. No extra request is ever made for it.
@@ -274,6 +277,7 @@ class StorageMetrics:
         self.seconds = Children(metrics.transfer_seconds)
         self.bytes = Children(metrics.transfer_bytes)
         self.retries = Children(metrics.retries)
+        self.confirms = Children(metrics.confirm_seconds)
 
     def request(self, operation: str, result: str, seconds: float) -> None:
         self.requests[operation, result].inc()
@@ -288,15 +292,8 @@ class StorageMetrics:
     def retry(self, operation: str) -> None:
         self.retries[operation].inc()
 
+    def on_confirm(self, result: str, seconds: float) -> None:
+        self.confirms[result].observe(seconds)
 
-def instrument(runner: Any, metrics: Metrics) -> StorageMetrics:
-    """Attach the metrics to a Runner: its observer list and its adapters' hooks."""
-    metrics.describe_step(runner.s.iterum_name)
-    runner.observers.append(MetricsObserver(metrics, runner.core))
-    storage = StorageMetrics(metrics)
-    runner.storage.hooks = storage
-    confirms = Children(metrics.confirm_seconds)
-    runner.broker.on_confirm = lambda result, seconds: confirms[result].observe(seconds)
-    runner.checker.on_retry = lambda: storage.retries["manager"].inc()
-    runner.sockets.on_refused = lambda channel: metrics.refused.labels(channel).inc()
-    return storage
+    def on_refused(self, channel: str) -> None:
+        self.m.refused.labels(channel).inc()  # rare: no cache

@@ -33,6 +33,7 @@ from .. import __version__
 from ..core import Core, Transition
 from ..core import effects as fx
 from ..core import events as ev
+from .hooks import Observer
 from .metrics import Metrics
 
 log = logging.getLogger("sidecar.openlineage")
@@ -66,8 +67,9 @@ class RunRecord:
     error: str = ""
 
 
-class LineageObserver:
-    """A Runner observer: turns the output lifecycle into RunRecords for the emitter."""
+class LineageObserver(Observer):
+    """A Runner observer: turns the output lifecycle into RunRecords for the emitter (an
+    ``Emitter``, closed when the Runner stops)."""
 
     def __init__(self, core: Core, emit: Any):
         self.core = core
@@ -93,6 +95,9 @@ class LineageObserver:
                 self._input(t)
             elif t.machine == "output":
                 self._output(t, effects)
+
+    def stop(self) -> None:
+        self.emit.close()
 
     @staticmethod
     def _versioned(table: dict, key: tuple[int, int],
@@ -321,10 +326,9 @@ def build_event(r: RunRecord, namespace: str, step: str, pipeline: str) -> Any:
     )
 
 
-def attach(runner: Any, metrics: Metrics) -> Emitter:
-    """Add the OpenLineage observer to a Runner; return the emitter (close it at the end)."""
-    emitter = Emitter(runner.s, metrics)
-    runner.observers.append(LineageObserver(runner.core, emitter))
-    log.info("OpenLineage: %s transport, job %s/%s", runner.s.openlineage,
-             runner.s.openlineage_namespace, runner.s.iterum_name)
-    return emitter
+def observer(settings: Any, core: Core, metrics: Metrics) -> LineageObserver:
+    """The OpenLineage observer for a Runner, with its emitter (and its thread)."""
+    emitter = Emitter(settings, metrics)
+    log.info("OpenLineage: %s transport, job %s/%s", settings.openlineage,
+             settings.openlineage_namespace, settings.iterum_name)
+    return LineageObserver(core, emitter)

@@ -1,8 +1,9 @@
-"""Operations wiring: metrics, the HTTP endpoint, the volume check, OpenLineage.
+"""Operations wiring: ``build`` assembles a Runner with its observers (metrics,
+OpenLineage, the HTTP endpoint and volume check, the journal) and the adapters' hooks.
 
-The Runner creates one ``Operations`` and calls ``start()`` before its loop runs and
-``stop()`` after it ended. Everything here that reads the core runs on the loop thread
-(observers and ``ioloop.call_later`` callbacks); the HTTP threads only read the Board.
+``Operations`` is one of the observers: the Runner calls its ``start()`` before its loop
+runs and ``stop()`` after it ended. Everything here that reads the core runs on the loop
+thread (observers and ``call_later`` callbacks); the HTTP threads only read the Board.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ..core import Core, Input
 from ..core.events import VolumeSpace
-from .config import ANY_PORT
+from .config import ANY_PORT, Settings, core_config
+from .hooks import Loop, Observer
 from .http import Board, Fragment, HttpServer, Snapshot
-from .metrics import Metrics, instrument
+from .loop import Runner
+from .metrics import AdapterMetrics, Metrics, MetricsObserver
+from .recovery import Journal
 
 log = logging.getLogger("sidecar.operate")
 # A snapshot for the HTTP endpoint is published this long after the first event since the
@@ -27,27 +33,48 @@ PUBLISH_DELAY = 0.5
 HEARTBEAT = 5.0
 
 
-class Operations:
-    def __init__(self, runner: Any):
-        self.runner = runner
-        s = runner.s
-        self.metrics = Metrics()
-        self.storage = instrument(runner, self.metrics)
-        self.board = Board(runner.clock, lambda: self.storage.reachable)
-        self.server: HttpServer | None = None
-        self.lineage: Any = None
-        if s.openlineage != "off":
-            from .openlineage import attach
+def build(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Runner:
+    """Assemble a Runner: the core, then its observers in the order they start (metrics,
+    OpenLineage, operations, the journal) and the adapters' hooks (the metrics)."""
+    core = Core(core_config(settings))
+    metrics = Metrics()
+    metrics.describe_step(settings.iterum_name)
+    hooks = AdapterMetrics(metrics)
+    observers: list[Observer] = [MetricsObserver(metrics, core)]
+    if settings.openlineage != "off":
+        from .openlineage import observer as lineage  # its dependencies only when used
 
-            self.lineage = attach(runner, self.metrics)
+        observers.append(lineage(settings, core, metrics))
+    observers.append(Operations(settings, core, clock, metrics, hooks))
+    if settings.journal_enabled:
+        observers.append(Journal(settings.journal_path, core,
+                                 max_bytes=settings.journal_max_bytes,
+                                 keep=settings.journal_segments))
+    return Runner(settings, clock, core=core, observers=observers, hooks=hooks)
+
+
+class Operations(Observer):
+    """The HTTP endpoint (its Board is published after events and on a heartbeat) and the
+    volume check; an observer, because any event may change what the endpoint shows."""
+
+    def __init__(self, settings: Settings, core: Core, clock: Callable[[], float],
+                 metrics: Metrics, storage: AdapterMetrics):
+        self.s = settings
+        self.core = core
+        self.clock = clock
+        self.metrics = metrics
+        self.storage = storage  # its last S3 answer is the storage readiness
+        self.board = Board(clock, lambda: storage.reachable)
+        self.server: HttpServer | None = None
+        self.loop: Loop | None = None  # given by start()
         self._running = False
         self._timer: Any = None  # the next publish (soon after an event, or the heartbeat)
         self._soon = False  # the timer is the one after an event
-        runner.observers.append(self._changed)
 
-    def start(self) -> None:
+    def start(self, loop: Loop) -> None:
         """Bind the HTTP port (OSError if it is taken), then schedule the periodic work."""
-        s = self.runner.s
+        s = self.s
+        self.loop = loop
         if s.http_port:
             auto = s.http_port == ANY_PORT
             try:
@@ -58,26 +85,24 @@ class Operations:
             self.server.start(auto)
         self._running = True
         self._publish_due()
-        self.runner.ioloop.call_later(0, self._check_volume)
+        loop.call_later(0, self._check_volume)
 
     def stop(self) -> None:
         self._running = False
         if self.server is not None:
             self.server.stop()
-        if self.lineage is not None:
-            self.lineage.close()
+
+    def __call__(self, *_: Any) -> None:
+        """Any event may change what the snapshot shows: publish soon."""
+        if not self._soon and self._running:
+            self._soon = True
+            self._arm(PUBLISH_DELAY)
 
     # --- on the loop thread ------------------------------------------------------------
 
     def publish(self) -> None:
-        self.board.publish(snapshot(self.runner.core, self.runner.clock(),
-                                    dict(self.runner.totals)))
-
-    def _changed(self, *_: Any) -> None:
-        """A Runner observer: any event may change what the snapshot shows."""
-        if not self._soon and self._running:
-            self._soon = True
-            self._arm(PUBLISH_DELAY)
+        assert self.loop is not None
+        self.board.publish(snapshot(self.core, self.clock(), dict(self.loop.totals)))
 
     def _publish_due(self) -> None:
         self._timer = None
@@ -87,20 +112,21 @@ class Operations:
             self._arm(HEARTBEAT)
 
     def _arm(self, delay: float) -> None:
+        assert self.loop is not None
         if self._timer is not None:
-            self.runner.ioloop.remove_timeout(self._timer)
-        self._timer = self.runner.ioloop.call_later(delay, self._publish_due)
+            self.loop.remove_timeout(self._timer)
+        self._timer = self.loop.call_later(delay, self._publish_due)
 
     def _check_volume(self) -> None:
-        if not self._running:
+        if not self._running or self.loop is None:
             return
         try:
-            st = os.statvfs(self.runner.s.data_volume_path)
+            st = os.statvfs(self.s.data_volume_path)
         except OSError as err:
             log.warning("cannot measure the volume: %s", err)
         else:
-            self.runner.feed(VolumeSpace(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
-        self.runner.ioloop.call_later(self.runner.s.volume_check_interval, self._check_volume)
+            self.loop.feed(VolumeSpace(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+        self.loop.call_later(self.s.volume_check_interval, self._check_volume)
 
 
 def bind_failure(host: str, port: int, err: OSError) -> str:

@@ -36,9 +36,11 @@ from ..core import Core, CoreConfig
 from ..core import events as ev
 from ..core.protocol import inside
 from ..core.snapshot import SnapshotError, config_from_json
-from .journal import JournalError, list_segments, load
+from .hooks import Loop
+from .journal import JournalError, Recorder, list_segments, load
 
 log = logging.getLogger("sidecar.resume")
+journal_log = logging.getLogger("sidecar.journal")
 # Settings that must be equal for a predecessor's outputs to be this run's outputs.
 SAME = ("volume", "step", "output_bucket", "output_queue", "lineage_queue",
         "dead_letter_queue", "object_layout", "queue_mapping")
@@ -151,3 +153,32 @@ def knowledge(dead: Core, run: int) -> ev.Resume:
         delete=tuple(dict.fromkeys(delete)),
         later=tuple((fid, files, dirs) for fid, (files, dirs) in later.items()))
 
+
+class Journal(Recorder):
+    """The Runner's journal (an observer, built only when SIDECAR_JOURNAL is on): at the
+    start it reads what a killed predecessor on this volume had done, then opens this run's
+    journal and feeds the Resume as the run's first event, so the new journal hands it on
+    even if this run is killed at once. Nothing touches the disk before ``start``."""
+
+    def __init__(self, directory: str, core: Core, *, max_bytes: int, keep: int):
+        super().__init__(directory, core, max_bytes=max_bytes, keep=keep, begin=False)
+
+    def start(self, loop: Loop) -> None:
+        resume = recover(self.directory, self.core.cfg)  # before this run's segment exists
+        self.loop = loop  # the flush timer
+        try:
+            self.begin()
+        except OSError as err:  # the sidecar runs on, unrecorded
+            journal_log.warning("journal: cannot use %s (%s); running without a journal",
+                                self.directory, err)
+        if self.active:
+            journal_log.info("journal: recording to %s", self.path)
+        if resume is not None:
+            loop.feed(resume)
+            self.flush()
+
+    def exiting(self) -> None:
+        self.flush()
+
+    def stop(self) -> None:
+        self.close()

@@ -19,8 +19,9 @@ import pytest
 
 from sidecar.core.effects import UploadFile
 from sidecar.core.events import FileUploaded, UploadFailed
+from sidecar.shell.hooks import NO_HOOKS, StorageHooks
 from sidecar.shell.io import minio_private
-from sidecar.shell.io.storage import Storage, StorageHooks
+from sidecar.shell.io.storage import Storage
 
 from .harness import S3Server
 from .harness.s3 import without_etag
@@ -39,7 +40,8 @@ def bucket(s3: S3Server) -> Iterator[str]:
     s3.remove_bucket(name)
 
 
-def make_adapter(volume: Path, s3: S3Server, bucket: str, **kw: Any) -> tuple[Storage, list]:
+def make_adapter(volume: Path, s3: S3Server, bucket: str, hooks: Any = NO_HOOKS,
+                 **kw: Any) -> tuple[Storage, list]:
     events: list[Any] = []
     settings = SimpleNamespace(**{
         "data_volume_path": str(volume), "storage_timeout": 10, "minio_url": s3.url,
@@ -48,7 +50,7 @@ def make_adapter(volume: Path, s3: S3Server, bucket: str, **kw: Any) -> tuple[St
         "s3_region": s3.region, "part_size": PART, "storage_attempts": 3,
         "storage_backoff_max": 0.05, "minio_output_bucket": bucket,
         "s3_small_objects": "direct", **kw})
-    storage = Storage(settings, events.append)
+    storage = Storage(settings, events.append, hooks)
     storage.transfers.bucket_ready = True  # made above: only the upload's requests are counted
     return storage, events
 
@@ -176,8 +178,8 @@ def test_an_upload_answered_without_an_etag_reads_it_back_with_one_head(
     in the request metrics like every request."""
     if internals == "fallback":  # as if minio's internals had changed: its public API
         monkeypatch.setattr(minio_private, "_class_problem", lambda: "simulated")
-    storage, events = make_adapter(tmp_path, s3, bucket, s3_small_objects=small_objects)
-    storage.hooks = hooks = Requests()
+    hooks = Requests()
+    storage, events = make_adapter(tmp_path, s3, bucket, hooks, s3_small_objects=small_objects)
     s3.rewrite(rewrite, op=op)
     try:
         event, data = upload((storage, events), bucket, size)

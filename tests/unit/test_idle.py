@@ -15,10 +15,11 @@ from test_config import manager_env
 from sidecar.core import events as ev
 from sidecar.shell import config
 from sidecar.shell.http import Board, HttpServer
-from sidecar.shell.journal import FLUSH_INTERVAL, attach
+from sidecar.shell.journal import FLUSH_INTERVAL
 from sidecar.shell.loop import Runner
 from sidecar.shell.metrics import Metrics
-from sidecar.shell.operate import HEARTBEAT, PUBLISH_DELAY
+from sidecar.shell.operate import HEARTBEAT, PUBLISH_DELAY, Operations, build
+from sidecar.shell.recovery import Journal
 
 
 class Timers:
@@ -53,8 +54,8 @@ class Clock:
 
 def runner(tmp_path: Path, **env: str) -> tuple[Runner, Timers, Clock]:
     clock = Clock()
-    r = Runner(config.load({**manager_env(tmp_path), "SIDECAR_HTTP_PORT": "0", **env}),
-               clock)
+    r = build(config.load({**manager_env(tmp_path), "SIDECAR_HTTP_PORT": "0", **env}),
+              clock)
     r.ioloop.close()
     r.ioloop = Timers()  # type: ignore[assignment]
     return r, r.ioloop, clock  # type: ignore[return-value]
@@ -63,9 +64,10 @@ def runner(tmp_path: Path, **env: str) -> tuple[Runner, Timers, Clock]:
 def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -> None:
     r, timers, clock = runner(tmp_path, SIDECAR_JOURNAL="off",
                               SIDECAR_VOLUME_CHECK_INTERVAL="30")
-    r.ops.start()
+    ops = next(o for o in r.observers if isinstance(o, Operations))
+    ops.start(r)
     volume_check = r.s.volume_check_interval
-    assert r.ops.board.snapshot.taken == 100.0
+    assert ops.board.snapshot.taken == 100.0
     assert timers.delays() == [0, HEARTBEAT]
     timers.fire(0)  # the volume check: an event
     assert timers.delays() == [PUBLISH_DELAY, volume_check]  # the heartbeat is replaced
@@ -74,20 +76,20 @@ def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -
     assert timers.delays() == [PUBLISH_DELAY, volume_check]
     clock.now = 100.5
     timers.fire(PUBLISH_DELAY)
-    snap = r.ops.board.snapshot
+    snap = ops.board.snapshot
     assert (snap.taken, snap.transformation, snap.volume_free is not None) == (100.5, True, True)
     assert timers.delays() == [HEARTBEAT, volume_check]  # nothing happens: the heartbeat
     clock.now = 105.5
     timers.fire(HEARTBEAT)
-    assert r.ops.board.snapshot.taken == 105.5
+    assert ops.board.snapshot.taken == 105.5
     assert timers.delays() == [HEARTBEAT, volume_check]
-    r.ops.stop()
+    ops.stop()
 
 
 def test_the_journal_flush_is_armed_by_the_first_write_after_a_flush(tmp_path: Path) -> None:
     r, timers, _ = runner(tmp_path)
-    rec = attach(r)
-    assert rec is not None
+    rec = next(o for o in r.observers if isinstance(o, Journal))
+    rec.start(r)
     assert timers.delays() == [FLUSH_INTERVAL]  # the header and the checkpoint
     timers.fire(FLUSH_INTERVAL)
     assert len(Path(rec.path).read_text().splitlines()) == 2

@@ -14,8 +14,10 @@ from unit_driver import Driver, fid
 
 from sidecar.core import events as ev
 from sidecar.shell import config
-from sidecar.shell.journal import JournalError, Recorder, attach, list_segments, load
+from sidecar.shell.journal import JournalError, Recorder, list_segments, load
 from sidecar.shell.loop import Runner
+from sidecar.shell.operate import build
+from sidecar.shell.recovery import Journal
 from sidecar.tools.replay import Replayer
 
 
@@ -181,14 +183,22 @@ def test_a_write_error_stops_recording_without_failing_the_sidecar(tmp_path: Pat
 
 
 def _runner(tmp_path: Path, **env: str) -> Runner:
-    return Runner(config.load({**manager_env(tmp_path), **env}))
+    return build(config.load({**manager_env(tmp_path), **env}))
+
+
+def _journal(runner: Runner) -> Journal | None:
+    """The runner's journal observer, started as ``Runner.run`` starts it (None if off)."""
+    journal = next((o for o in runner.observers if isinstance(o, Journal)), None)
+    if journal is not None:
+        journal.start(runner)
+    return journal
 
 
 def test_the_runner_records_to_the_volume_by_default(tmp_path: Path) -> None:
     runner = _runner(tmp_path)
     try:
-        rec = attach(runner)
-        assert rec is not None and rec in runner.observers
+        rec = _journal(runner)
+        assert rec is not None and rec.active
         assert rec.directory == str(tmp_path / ".sidecar" / "journal")
         runner.feed(ev.UpstreamFinished())  # no effect to perform: no broker needed
         rec.close()
@@ -205,7 +215,7 @@ def test_the_journal_can_be_moved_or_turned_off(tmp_path: Path) -> None:
     runner = _runner(tmp_path, SIDECAR_JOURNAL_DIR=str(elsewhere),
                      SIDECAR_JOURNAL_MAX_BYTES="1MiB", SIDECAR_JOURNAL_SEGMENTS="2")
     try:
-        rec = attach(runner)
+        rec = _journal(runner)
         assert rec is not None and rec.directory == str(elsewhere)
         assert (rec.max_bytes, rec.keep) == (1 << 20, 2)
         rec.close()
@@ -213,8 +223,9 @@ def test_the_journal_can_be_moved_or_turned_off(tmp_path: Path) -> None:
         runner.ioloop.close()
     off = _runner(tmp_path, SIDECAR_JOURNAL="off")
     try:
-        before = list(off.observers)  # other observers (metrics) are not the journal's
-        assert attach(off) is None and off.observers == before
+        assert off.observers  # other observers (metrics), none of them a journal
+        assert _journal(off) is None
+        assert not any(isinstance(o, Recorder) for o in off.observers)
     finally:
         off.ioloop.close()
     assert not (tmp_path / ".sidecar").exists()
@@ -226,10 +237,10 @@ def test_an_unusable_journal_directory_is_a_warning_not_a_failure(tmp_path: Path
     blocker.write_text("not a directory")
     runner = _runner(tmp_path, SIDECAR_JOURNAL_DIR=str(blocker / "journal"))
     try:
-        before = list(runner.observers)
         with caplog.at_level(logging.WARNING, "sidecar.journal"):
-            assert attach(runner) is None
-        assert runner.observers == before
+            rec = _journal(runner)
+        assert rec is not None and not rec.active  # it records nothing
+        runner.feed(ev.UpstreamFinished())  # and the sidecar goes on
         assert "running without a journal" in caplog.text
     finally:
         runner.ioloop.close()

@@ -13,7 +13,7 @@ from unit_driver import Driver, fid, of, remote_body
 
 from sidecar.core import effects as fx
 from sidecar.core import events as ev
-from sidecar.shell.metrics import Metrics, MetricsObserver, StorageMetrics
+from sidecar.shell.metrics import AdapterMetrics, Metrics, MetricsObserver
 
 A, B = fid("a"), fid("b")
 
@@ -137,7 +137,7 @@ def test_no_label_is_a_fragment_id() -> None:
 
 def test_storage_hooks_count_requests_bytes_and_reachability() -> None:
     metrics = Metrics()
-    hooks = StorageMetrics(metrics)
+    hooks = AdapterMetrics(metrics)
     hooks.request("GetObject", "200", 0.01)
     hooks.request("PutObject", "503", 0.01)
     assert hooks.reachable is False
@@ -198,7 +198,7 @@ def test_a_pause_reason_once_seen_stays_at_0() -> None:
 
 def test_label_children_are_looked_up_once_per_label_set() -> None:
     metrics = Metrics()
-    hooks = StorageMetrics(metrics)
+    hooks = AdapterMetrics(metrics)
     calls = []
     labels = metrics.s3_requests.labels
     metrics.s3_requests.labels = lambda *values: calls.append(values) or labels(*values)

@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from sidecar.core.effects import DownloadFile, UploadFile
 from sidecar.shell.fsmodes import DATA_DIR
+from sidecar.shell.hooks import NO_HOOKS
 from sidecar.shell.io import minio_private, multipart, transfers
 from sidecar.shell.io.errors import UnsafePath, is_transient
 from sidecar.shell.io.retries import Tries
@@ -41,11 +42,15 @@ def settings(volume: Path, **kw: Any) -> Any:
     return SimpleNamespace(**values)
 
 
-@pytest.fixture
-def adapter(tmp_path: Path):
+def make_adapter(tmp_path: Path, hooks: Any = NO_HOOKS) -> Storage:
     volume = tmp_path / "volume"
     volume.mkdir()
-    s = Storage(settings(volume), lambda e: None)
+    return Storage(settings(volume), lambda e: None, hooks)
+
+
+@pytest.fixture
+def adapter(tmp_path: Path):
+    s = make_adapter(tmp_path)
     yield s
     s.shutdown()
 
@@ -128,9 +133,9 @@ def test_the_count_is_the_most_attempts_of_any_request():
     assert tries.count == 3
 
 
-def test_the_retry_hook_names_the_operation(adapter: Storage):
+def test_the_retry_hook_names_the_operation(tmp_path: Path):
     retried: list[str] = []
-    adapter.hooks = SimpleNamespace(retry=retried.append)  # type: ignore[assignment]
+    adapter = make_adapter(tmp_path, SimpleNamespace(retry=retried.append))
     adapter.transfers.policy = adapter.transfers.policy.copy(wait=wait_none())
 
     def put_whole() -> None:
@@ -138,6 +143,7 @@ def test_the_retry_hook_names_the_operation(adapter: Storage):
     with pytest.raises(S3Error):
         Tries(adapter.transfers.policy)(put_whole)
     assert retried == ["upload"] * (adapter.s.storage_attempts - 1)
+    adapter.shutdown()
 
 
 @pytest.mark.parametrize("transfer", ["download", "upload"])
@@ -168,15 +174,19 @@ def test_every_retry_line_names_the_bucket_the_key_and_the_fragment(
     assert all(r.fragment == fragment for r in caplog.records)  # a JSON field too
 
 
-def test_hooks_set_after_construction_see_every_request_and_transfer(adapter: Storage):
-    """Metrics replace ``storage.hooks`` once the adapter is built: the client's counting
-    pool and the transfers report to the new ones (nothing listens on the endpoint)."""
+def test_the_hooks_given_at_construction_see_every_request_and_transfer(tmp_path: Path):
+    """The metrics are given to the adapter when it is built: the client's counting pool
+    and the transfers both report to them (nothing listens on the endpoint)."""
     seen: list[tuple] = []
-    adapter.hooks = SimpleNamespace(  # type: ignore[assignment]
+    adapter = make_adapter(tmp_path, SimpleNamespace(
         request=lambda op, result, secs: seen.append((op, result)),
-        transfer=lambda direction, size, secs: seen.append((direction, size)))
-    with pytest.raises(urllib3.exceptions.HTTPError):
-        adapter.transfers.get("in-b", "iterum_data/x.txt", os.path.join(adapter.volume, "x"))
+        transfer=lambda direction, size, secs: seen.append((direction, size))))
+    try:
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            adapter.transfers.get("in-b", "iterum_data/x.txt",
+                                  os.path.join(adapter.volume, "x"))
+    finally:
+        adapter.shutdown()
     assert seen == [("GetObject", "error"), ("download", 0)]
 
 

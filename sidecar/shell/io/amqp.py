@@ -38,6 +38,7 @@ from ...core.events import (
     PublishRejected,
     QueueInspected,
 )
+from ..hooks import NO_HOOKS, BrokerHooks
 from ..tls import amqp_parameters
 from .queues import Queues
 from .reconnect import Backoff, describe
@@ -57,7 +58,7 @@ class Broker:
 
     def __init__(self, url: str, ioloop: Any, post: Callable[[Event], None], input_queue: str,
                  predeclare: tuple[str, ...] = (), retry_seconds: float = 180.0,
-                 tls_files: tuple[str, str, str] = ("", "", "")):
+                 tls_files: tuple[str, str, str] = ("", "", ""), hooks: BrokerHooks = NO_HOOKS):
         # amqps://: verify the broker against SIDECAR_AMQP_CA_FILE, present the client
         # certificate SIDECAR_AMQP_CERT_FILE/KEY_FILE (tls_files: ca, cert, key)
         self.params = amqp_parameters(url, *tls_files)
@@ -75,8 +76,7 @@ class Broker:
         self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
         self.returned: set[int] = set()
         self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
-        # metrics (sidecar/shell/metrics.py): result ("ack", "nack", "returned"), seconds
-        self.on_confirm: Callable[[str, float], None] = lambda _result, _seconds: None
+        self.hooks = hooks  # confirm latency for the metrics (sidecar/shell/metrics.py)
         self.next_tag = 0
         self.closing = False
         self.on_closed: Callable[[], None] | None = None
@@ -342,7 +342,7 @@ class Broker:
             returned = tag in self.returned
             self.returned.discard(tag)
             sent = self.sent_at.pop(tag, now)
-            self.on_confirm("returned" if returned else "ack" if ok else "nack", now - sent)
+            self.hooks.on_confirm("returned" if returned else "ack" if ok else "nack", now - sent)
             if ok and not returned:
                 self.post(PublishConfirmed(entry[0]))
             else:

@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from ...core.events import Event, Fatal, UpstreamFinished
+from ..hooks import NO_HOOKS, ManagerHooks
 
 log = logging.getLogger("sidecar.manager")
 DUMMY_POLLS = 5  # the original's dummy checker says "not finished" five times (§9.3)
@@ -33,14 +34,15 @@ class ManagerError(Exception):
 
 
 class UpstreamChecker:
-    def __init__(self, settings: Any, post: Callable[[Event], None]):
+    def __init__(self, settings: Any, post: Callable[[Event], None],
+                 hooks: ManagerHooks = NO_HOOKS):
         self.url = settings.upstream_url
         self.dummy = settings.dummy_manager
         self.interval = settings.manager_poll_interval
         self.budget = settings.manager_retry_seconds
         self.post = post
         self.stopped = threading.Event()
-        self.on_retry: Callable[[], None] = lambda: None  # metrics (sidecar/shell/metrics.py)
+        self.hooks = hooks  # retries counted by the metrics (sidecar/shell/metrics.py)
         self.session = requests.Session()
         self.thread = threading.Thread(target=self._run, name="upstream-checker", daemon=True)
 
@@ -98,4 +100,4 @@ class UpstreamChecker:
     def _before_sleep(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
         log.warning("upstream check failed (%s); retrying", err, extra={"error": str(err)})
-        self.on_retry()
+        self.hooks.retry("manager")

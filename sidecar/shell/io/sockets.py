@@ -26,6 +26,7 @@ from pika.adapters.select_connection import PollEvents
 
 from ...core.events import Connected, Disconnected, Event, FrameReceived, FrameRejected
 from ...core.protocol import FrameDecoder, FrameTooLarge, frame
+from ..hooks import NO_HOOKS, SocketHooks
 
 log = logging.getLogger("sidecar.sockets")
 READ_CHUNK = 1 << 18
@@ -52,7 +53,8 @@ class SocketServer:
     """Listens on tts.sock and fts.sock; posts Connected/Disconnected/FrameReceived."""
 
     def __init__(self, ioloop: Any, post: Callable[[Event], None], max_frame: int,
-                 mode: int = 0o660, peer_uid: int | None = None):
+                 mode: int = 0o660, peer_uid: int | None = None,
+                 hooks: SocketHooks = NO_HOOKS):
         self.ioloop = ioloop
         self.post = post
         self.max_frame = max_frame
@@ -60,8 +62,7 @@ class SocketServer:
         self.peer_uid = peer_uid
         self.listeners: dict[int, tuple[socket.socket, str, str]] = {}
         self.conns: dict[int, Connection] = {}
-        # metrics (sidecar/shell/metrics.py): a connection refused, by channel ("tts"/"fts")
-        self.on_refused: Callable[[str], None] = lambda _channel: None
+        self.hooks = hooks  # refused connections counted by sidecar/shell/metrics.py
 
     def listen(self, path: str, channel: str) -> None:
         if self.peer_uid is not None and not hasattr(socket, "SO_PEERCRED"):
@@ -131,7 +132,7 @@ class SocketServer:
         log.warning("connection to %s.sock refused: the peer (pid %d) runs as uid %d, "
                     "SIDECAR_PEER_UID allows only uid %d", channel, pid, uid, self.peer_uid,
                     extra={"code": "peer-refused"})
-        self.on_refused(channel)
+        self.hooks.on_refused(channel)
         return False
 
     def _on_io(self, conn: Connection, events: int) -> None:

@@ -28,11 +28,12 @@ from ...core.effects import DeleteFiles, DownloadFile, UploadFile
 from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from .. import tls
 from ..fsmodes import DATA_DIR, make_dirs
+from ..hooks import NO_HOOKS, StorageHooks
 from . import minio_private
 from .errors import classify, describe, misconfiguration
 from .retries import BeforeSleep, Tries, announce, config_policy, transfer_policy
 from .s3ops import CountingPoolManager
-from .transfers import CHUNK, StorageHooks, Transfers, delete_files
+from .transfers import CHUNK, Transfers, delete_files
 from .workers import Call, WorkerPool
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Storage:
     """The adapter: stages the transfers the core asks for, hands them to the pool, turns
     each outcome into one event for the loop; deletes at once."""
 
-    def __init__(self, settings: Any, post: Callable[[Event], None]):
+    def __init__(self, settings: Any, post: Callable[[Event], None],
+                 hooks: StorageHooks = NO_HOOKS):
         self.s = settings
         self.post = post
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
@@ -63,7 +65,7 @@ class Storage:
         transfers = Transfers(client, direct, streamed, policy,
                               os.path.realpath(settings.data_volume_path),
                               max(settings.part_size, MIN_PART_SIZE),
-                              settings.minio_output_bucket, self.closing)
+                              settings.minio_output_bucket, self.closing, hooks)
         self.transfers = transfers
         self.pool = WorkerPool(settings.storage_workers, "storage")
         # Transfers asked for by the event being handled, by fragment, until flush().
@@ -73,12 +75,8 @@ class Storage:
 
     @property
     def hooks(self) -> StorageHooks:
-        """Metrics and readiness (request/transfer/retry): the transfers call them."""
+        """Metrics and readiness (request/transfer/retry), given at construction."""
         return self.transfers.hooks
-
-    @hooks.setter
-    def hooks(self, hooks: StorageHooks) -> None:
-        self.transfers.hooks = hooks
 
     @property
     def volume(self) -> str:

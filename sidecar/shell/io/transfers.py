@@ -26,6 +26,7 @@ from tenacity import RetryCallState, Retrying
 
 from ...core.effects import DeleteFiles
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
+from ..hooks import NO_HOOKS, StorageHooks
 from . import integrity, multipart
 from .errors import UnsafePath, describe
 from .retries import Tries
@@ -37,20 +38,6 @@ log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
 
 
-class StorageHooks:
-    """What the adapter reports for metrics and readiness (sidecar/shell/metrics.py replaces
-    these no-ops). Called from worker threads: implementations must be thread-safe."""
-
-    def request(self, operation: str, result: str, seconds: float) -> None:
-        """One HTTP request to S3: ``result`` is the status code, or "error"."""
-
-    def transfer(self, direction: str, size: int, seconds: float) -> None:
-        """One attempt to move a file ("download" or "upload"); size 0 if it failed."""
-
-    def retry(self, operation: str) -> None:
-        """A transient failure of "download", "upload" or "bucket" will be retried."""
-
-
 class Transfers:
     """The S3 side of the storage adapter, called from its workers. ``direct``: the lean
     GET and single PUT (s3direct.py), or None for minio's own; ``streamed``: minio's
@@ -59,7 +46,7 @@ class Transfers:
 
     def __init__(self, client: Minio, direct: DirectS3 | None, streamed: bool,
                  policy: Retrying, volume: str, part_size: int, output_bucket: str,
-                 closing: threading.Event):
+                 closing: threading.Event, hooks: StorageHooks = NO_HOOKS):
         self.client = client
         self.direct = direct
         self.streamed = streamed
@@ -68,7 +55,7 @@ class Transfers:
         self.part_size = part_size
         self.output_bucket = output_bucket
         self.closing = closing
-        self.hooks = StorageHooks()
+        self.hooks = hooks  # metrics and readiness (sidecar/shell/metrics.py)
         self._bucket_lock = threading.Lock()
         self.bucket_ready = False
 
