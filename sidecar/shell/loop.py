@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pika.adapters.select_connection import IOLoop
 
@@ -131,7 +131,7 @@ class Runner:
         return self.ioloop.call_later(delay, callback)
 
     def remove_timeout(self, handle: object) -> None:
-        self.ioloop.remove_timeout(handle)
+        self.ioloop.remove_timeout(cast(Any, handle))  # the handle call_later gave out
 
     def post(self, event: Event) -> None:
         """Thread-safe: hand an event from a worker thread to the loop."""
