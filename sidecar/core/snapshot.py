@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, OrderedDict, deque
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from states import INTAKE, IntakeState
 
@@ -39,6 +39,9 @@ class Composed(Protocol):
 
     @property
     def parts(self) -> Parts: ...
+
+
+M = TypeVar("M", bound=Tracked)
 
 
 class SnapshotError(ValueError):
@@ -155,7 +158,9 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     try:
         new = {k: v for k, v in data.items() if k not in _FLAGS}
         new["format"] = FORMAT
-        new["intake"] = _intake_of_flags(*(data[f] for f in _FLAGS), data["step"]["state"])
+        consuming, cancelling, pause_cancel, ended, up, adopting = (data[f] for f in _FLAGS)
+        new["intake"] = _intake_of_flags(consuming, cancelling, pause_cancel, ended, up,
+                                         adopting, data["step"]["state"])
     except (KeyError, TypeError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return new
@@ -183,7 +188,7 @@ def _tracked(m: Tracked) -> dict[str, Any]:
             "stuck_reported": m.stuck_reported}
 
 
-def _restore_tracked(cls: type, d: dict[str, Any], **more: Any) -> Any:
+def _restore_tracked(cls: type[M], d: dict[str, Any], **more: Any) -> M:
     return cls(serial=d["serial"], state=d["state"],
                history=[(s, t) for s, t in d["history"]],
                stuck_reported=d["stuck_reported"], **more)
