@@ -93,7 +93,7 @@ class Core:
         """Consume one event; return the effects to perform, in order."""
         p = self.parts
         p.fx.begin(now)
-        if p.step.state != _EXITED:
+        if p.step.model.state != _EXITED:
             self._handlers[type(event)](event)
             _advance(p)
         return p.fx.out
@@ -270,16 +270,16 @@ def _on_tick(p: Parts, _: ev.Tick) -> None:
 
 def _advance(p: Parts) -> None:
     """After every event: dispatch, send the kill when due, exit when drained."""
-    if p.intake.state == _ENDED:  # no consumer, for good; the broker is there
+    if p.intake.model.state == _ENDED:  # no consumer, for good; the broker is there
         inputs.after_intake(p)
     p.intake.steer(p.link.orphaned)
     if p.link.ready:
         transformation.dispatch_ready(p)
     step = p.step
-    state = step.state
+    state = step.model.state
     if state == _INPUT_ENDED and not p.fragments.pending_dispatch():
         step.fire(StepEvent.SEND_KILL)
-        state = step.state
+        state = step.model.state
     if state in _KILLING:
         for conn in p.link.to_kill():
             p.fx.emit(fx.SendFrame(conn, KILL_FRAME))
@@ -294,15 +294,5 @@ def _advance(p: Parts) -> None:
             p.fx.emit(fx.DeleteFiles((), tuple(sorted(step.bucket_dirs))))
         p.fx.emit(fx.Exit(code, step.exit_reason or "done"))
         return
-    _watch_stuck(p)
-
-
-def _watch_stuck(p: Parts) -> None:
-    """Keep the "stuck" deadline at the first moment a fragment would be stuck."""
-    if not p.cfg.stuck_after:
-        return
-    due = p.fragments.stuck_due()
-    if due is None:
-        p.step.cancel("stuck")
-    else:
-        p.step.set_deadline("stuck", due)
+    if p.cfg.stuck_after:  # the "stuck" deadline: when the first fragment would be stuck
+        step.set_deadline("stuck", p.fragments.stuck_due())

@@ -12,7 +12,7 @@ from collections import Counter
 from states import InvalidTransition, Lifecycle
 
 from . import effects as fx
-from .models import Tracked, Transition, _fragment_of
+from .models import Tracked, Transition
 
 
 class Emitter:
@@ -35,19 +35,24 @@ class Emitter:
         self.counts[code] += 1
         self.out.append(fx.Log(level, code, message, fragment))
 
-    def fire(self, lc: Lifecycle, model: Tracked, trigger: str) -> str | None:
-        """Advance ``model`` and record it; the state it left, or None when refused (a bug
-        in the rules, logged: the core never crashes on one)."""
+    def fire(self, lc: Lifecycle, model: Tracked, trigger: str, fragment: str) -> str | None:
+        """Advance ``model`` (of fragment id ``fragment``, "" for the step) and record it;
+        the state it left, or None when refused (a bug in the rules, logged: the core never
+        crashes on one)."""
         source = model.state
         try:
             lc.fire(model, trigger)
         except InvalidTransition as err:
-            self.log("error", "invalid-transition", str(err), _fragment_of(model))
+            self.log("error", "invalid-transition", str(err), fragment)
             return None
-        self.record(lc.name, model, trigger, source)
+        # as ``record`` does, written out: this runs on every transition
+        model.history.append((model.state, self.now))
+        self.transitions.append(Transition(lc.name, model.serial, fragment, trigger, source,
+                                           model.state))
         return source
 
-    def record(self, machine: str, model: Tracked, trigger: str, source: str) -> None:
+    def record(self, machine: str, model: Tracked, trigger: str, source: str,
+               fragment: str) -> None:
         model.history.append((model.state, self.now))
-        self.transitions.append(Transition(machine, model.serial, _fragment_of(model), trigger,
-                                           source, model.state))
+        self.transitions.append(Transition(machine, model.serial, fragment, trigger, source,
+                                           model.state))

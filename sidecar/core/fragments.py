@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from states import INPUT, OUTPUT, Lifecycle
 
 from .emitter import Emitter
-from .models import _PRE_DISPATCH, _UNPROCESSED, Input, Output, _fragment_of, _terminal
+from .models import _PRE_DISPATCH, _UNPROCESSED, Input, Output, _terminal
 
 
 class Fragments:
@@ -108,7 +108,7 @@ class Fragments:
         else:
             self._outputs[model.serial] = model
         self._states[lc.name][model.state] += 1
-        self._fx.record(lc.name, model, "new", "")
+        self._fx.record(lc.name, model, "new", "", model.fragment_id)
         if self._stuck_after:
             self._rewatch(lc, model)
 
@@ -127,7 +127,7 @@ class Fragments:
                 inp.unrecorded.add(out.serial)
 
     def fire(self, lc: Lifecycle, model: Input | Output, trigger: str) -> None:
-        source = self._fx.fire(lc, model, trigger)
+        source = self._fx.fire(lc, model, trigger, model.fragment_id)
         if source is None:
             return
         counts = self._states[lc.name]
@@ -180,7 +180,7 @@ class Fragments:
             kind = "input" if isinstance(model, Input) else "output"
             self._fx.log("warning", f"stuck-{kind}-{model.state}",
                          f"{kind} fragment {model.state} for {now - since:.0f}s "
-                         f"(SIDECAR_STUCK_AFTER={self._stuck_after:g}s)", _fragment_of(model))
+                         f"(SIDECAR_STUCK_AFTER={self._stuck_after:g}s)", model.fragment_id)
 
     def stuck(self) -> list[Input | Output]:
         """The fragments reported stuck that are still in the state they were stuck in."""

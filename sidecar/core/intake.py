@@ -8,6 +8,8 @@ Every intake transition is fired here, with the consumer effect it implies
 
 from __future__ import annotations
 
+from typing import Final
+
 from states import BROKER_UP, CANCELLING, INTAKE, InvalidTransition
 from states import IntakeEvent as IE
 from states import IntakeState as IS
@@ -26,7 +28,9 @@ class IntakeControl:
     def __init__(self, cfg: CoreConfig, fx: Emitter):
         self._cfg = cfg
         self._fx = fx
-        self._intake = Intake()
+        # The model of states.INTAKE: a plain attribute, never rebound (Final), read on
+        # every event (a property would double the cost of that read).
+        self.model: Final[Intake] = Intake()
         self._volume_free: int | None = None
         self._volume_low = False
         self._paused: tuple[str, ...] = ()  # why consuming is paused, if it is
@@ -34,24 +38,20 @@ class IntakeControl:
     # --- read-only views ---
 
     @property
-    def model(self) -> Intake:
-        return self._intake
-
-    @property
     def state(self) -> str:
-        return self._intake.state
+        return self.model.state
 
     @property
     def broker_up(self) -> bool:
-        return self._intake.state in BROKER_UP
+        return self.model.state in BROKER_UP
 
     @property
     def consuming(self) -> bool:
-        return self._intake.state in _WITH_CONSUMER
+        return self.model.state in _WITH_CONSUMER
 
     @property
     def cancelling(self) -> bool:
-        return self._intake.state in CANCELLING
+        return self.model.state in CANCELLING
 
     @property
     def paused(self) -> tuple[str, ...]:
@@ -70,7 +70,7 @@ class IntakeControl:
     def fire(self, trigger: str) -> None:
         """Advance the intake; a refused transition is logged, like the fragments'."""
         try:
-            INTAKE.fire(self._intake, trigger)
+            INTAKE.fire(self.model, trigger)
         except InvalidTransition as err:
             self._fx.log("error", "invalid-transition", str(err))
 
@@ -108,14 +108,14 @@ class IntakeControl:
         self.fire(IE.RECONNECTED)
 
     def stop_adopting(self) -> None:
-        if self._intake.state == IS.ADOPTING:
+        if self.model.state == IS.ADOPTING:
             self.fire(IE.STOP_ADOPTING)
             self._fx.emit(fx.StopConsuming())
 
     def consumer_stopped(self) -> str | None:
         """Our basic.cancel is confirmed: the state it was in flight in, or None for a
         stray confirmation (the shell posts one per cancel)."""
-        state = self._intake.state
+        state = self.model.state
         if state not in CANCELLING:
             return None
         self.fire(IE.CONSUMER_STOPPED)
@@ -123,16 +123,16 @@ class IntakeControl:
 
     def consumer_cancelled(self) -> None:
         """The broker cancelled our consumer (the queue was deleted?)."""
-        if self._intake.state in _WITH_CONSUMER:
+        if self.model.state in _WITH_CONSUMER:
             self.fire(IE.CONSUMER_CANCELLED)
 
     def lost(self) -> None:
-        if self._intake.state in BROKER_UP:
+        if self.model.state in BROKER_UP:
             self.fire(IE.BROKER_LOST)
 
     def end(self) -> None:
         """No more intake, for good (end of the input, or stopping)."""
-        state = self._intake.state
+        state = self.model.state
         if state in _ENDED:
             return
         self.fire(IE.END)  # a pause's cancel in flight now ends the input
@@ -171,7 +171,7 @@ class IntakeControl:
         the unacked ones stay ours. A resume waits for the cancel's confirmation, so the
         consumer tag is never reused while the broker still knows it.
         """
-        state = self._intake.state
+        state = self.model.state
         if state == _CONSUMING:
             if not (self._volume_low or orphaned):
                 return  # the usual case, after every event: no reason to pause
@@ -195,7 +195,7 @@ class IntakeControl:
 
     def load(self, state: str, paused: tuple[str, ...], volume_free: int | None,
              volume_low: bool) -> None:
-        self._intake = Intake(state)
+        self.model.state = state
         self._paused = paused
         self._volume_free = volume_free
         self._volume_low = volume_low

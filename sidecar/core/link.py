@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence, Set
+from typing import Final
 
 
 class Link:
     def __init__(self) -> None:
         self._ready: deque[int] = deque()  # downloaded inputs waiting for a tts connection
+        # The same deque, read-only for others; an attribute, not a property: the core
+        # checks it after every event. Never rebound (Final), so load() refills it in place.
+        self.ready: Final[Sequence[int]] = self._ready
         self._tts: list[int] = []
         self._fts: set[int] = set()
         self._killed: set[int] = set()  # tts connections that got the kill
@@ -18,10 +22,6 @@ class Link:
         self._rr = 0  # round robin over the tts connections
 
     # --- read-only views ---
-
-    @property
-    def ready(self) -> Sequence[int]:
-        return self._ready
 
     @property
     def tts(self) -> Sequence[int]:
@@ -109,5 +109,7 @@ class Link:
 
     def load(self, ready: deque[int], tts: list[int], fts: set[int], killed: set[int],
              kill_received: bool, orphaned: bool, rr: int) -> None:
-        self._ready, self._tts, self._fts, self._killed = ready, tts, fts, killed
+        self._ready.clear()
+        self._ready.extend(ready)
+        self._tts, self._fts, self._killed = tts, fts, killed
         self._kill_received, self._orphaned, self._rr = kill_received, orphaned, rr

@@ -4,6 +4,7 @@ exit, and what it removes from the volume at exit."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
+from typing import Final
 
 from states import STEP
 
@@ -14,7 +15,9 @@ from .models import Tracked
 class Step:
     def __init__(self, fx: Emitter):
         self._fx = fx
-        self._step = Tracked(serial=0, state=STEP.initial)
+        # The model of states.STEP. A plain attribute, never rebound (Final): the core reads
+        # its state on every event, and a property would double the cost of that read.
+        self.model: Final[Tracked] = Tracked(serial=0, state=STEP.initial)
         self._deadlines: dict[str, float] = {}  # name -> time; insertion order is kept
         self._exit_code: int | None = None
         self._exit_reason = ""
@@ -24,12 +27,8 @@ class Step:
     # --- read-only views ---
 
     @property
-    def model(self) -> Tracked:
-        return self._step
-
-    @property
     def state(self) -> str:
-        return self._step.state
+        return self.model.state
 
     @property
     def deadlines(self) -> Mapping[str, float]:
@@ -57,10 +56,14 @@ class Step:
     # --- changes ---
 
     def fire(self, trigger: str) -> None:
-        self._fx.fire(STEP, self._step, trigger)
+        self._fx.fire(STEP, self.model, trigger, "")
 
-    def set_deadline(self, name: str, at: float) -> None:
-        self._deadlines[name] = at
+    def set_deadline(self, name: str, at: float | None) -> None:
+        """Due at ``at`` (kept in place if already set); None: not due any more."""
+        if at is None:
+            self._deadlines.pop(name, None)
+        else:
+            self._deadlines[name] = at
 
     def cancel(self, name: str) -> None:
         self._deadlines.pop(name, None)
@@ -96,6 +99,9 @@ class Step:
 
     def load(self, step: Tracked, deadlines: dict[str, float], exit_code: int | None,
              exit_reason: str, upstream_finished: bool, bucket_dirs: set[str]) -> None:
-        self._step, self._deadlines = step, deadlines
+        m = self.model
+        m.serial, m.state, m.history, m.stuck_reported = (step.serial, step.state, step.history,
+                                                          step.stuck_reported)
+        self._deadlines = deadlines
         self._exit_code, self._exit_reason = exit_code, exit_reason
         self._upstream_finished, self._bucket_dirs = upstream_finished, bucket_dirs
