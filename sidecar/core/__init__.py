@@ -92,11 +92,11 @@ class Core:
     def handle(self, event: ev.Event, now: float) -> list[fx.Effect]:
         """Consume one event; return the effects to perform, in order."""
         p = self.parts
-        p.fx.begin(now)
+        out = p.fx.begin(now)
         if p.step.model.state != _EXITED:
             self._handlers[type(event)](event)
             _advance(p)
-        return p.fx.out
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """The complete state as JSON-ready data (see sidecar/core/snapshot.py)."""

@@ -22,11 +22,12 @@ class Emitter:
         self.out: list[fx.Effect] = []
         self.transitions: list[Transition] = []
 
-    def begin(self, now: float) -> None:
-        """A new event: fresh lists (the caller keeps the last ones), the clock moves."""
-        self.now = now
-        self.out = []
-        self.transitions = []
+    def begin(self, now: float) -> list[fx.Effect]:
+        """A new event: fresh lists (the caller keeps the last ones), the clock moves; the
+        list the effects of this event go to."""
+        out: list[fx.Effect] = []
+        self.now, self.out, self.transitions = now, out, []
+        return out
 
     def emit(self, effect: fx.Effect) -> None:
         self.out.append(effect)
