@@ -295,4 +295,6 @@ def _advance(p: Parts) -> None:
         p.fx.emit(fx.Exit(code, step.exit_reason or "done"))
         return
     if p.cfg.stuck_after:  # the "stuck" deadline: when the first fragment would be stuck
-        step.set_deadline("stuck", p.fragments.stuck_due())
+        due = p.fragments.stuck_due()
+        if step.deadlines.get("stuck") != due:  # often the same: spare the call
+            step.set_deadline("stuck", due)

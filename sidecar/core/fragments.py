@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
+from typing import Final
 
 from states import INPUT, OUTPUT, Lifecycle
 
@@ -24,6 +25,10 @@ class Fragments:
         self._stuck_after = stuck_after
         self._inputs: dict[int, Input] = {}
         self._outputs: dict[int, Output] = {}
+        # The same dicts, read-only for others. Attributes, not properties: the rules read
+        # them on most events. Never rebound (Final), so load() refills them in place.
+        self.inputs: Final[Mapping[int, Input]] = self._inputs
+        self.outputs: Final[Mapping[int, Output]] = self._outputs
         self._by_fragment: dict[str, int] = {}
         self._states: dict[str, Counter[str]] = {lc.name: Counter() for lc in (INPUT, OUTPUT)}
         self._serial = 0
@@ -34,14 +39,6 @@ class Fragments:
         self._entered: OrderedDict[Input | Output, None] = OrderedDict()
 
     # --- read-only views (the rules, the snapshot and observers) ---
-
-    @property
-    def inputs(self) -> Mapping[int, Input]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Mapping[int, Output]:
-        return self._outputs
 
     @property
     def by_fragment(self) -> Mapping[str, int]:
@@ -191,8 +188,10 @@ class Fragments:
 
     def load(self, inputs: list[Input], outputs: list[Output], by_fragment: dict[str, int],
              states: dict[str, Counter[str]], serial: int) -> None:
-        self._inputs = {i.serial: i for i in inputs}
-        self._outputs = {o.serial: o for o in outputs}
+        self._inputs.clear()
+        self._inputs.update((i.serial, i) for i in inputs)
+        self._outputs.clear()
+        self._outputs.update((o.serial, o) for o in outputs)
         self._by_fragment = by_fragment
         self._states = states
         self._serial = serial

@@ -19,6 +19,9 @@ class Step:
         # its state on every event, and a property would double the cost of that read.
         self.model: Final[Tracked] = Tracked(serial=0, state=STEP.initial)
         self._deadlines: dict[str, float] = {}  # name -> time; insertion order is kept
+        # The same dict, read-only for others; an attribute (read after every event), never
+        # rebound (Final), so load() refills it in place.
+        self.deadlines: Final[Mapping[str, float]] = self._deadlines
         self._exit_code: int | None = None
         self._exit_reason = ""
         self._upstream_finished = False
@@ -29,10 +32,6 @@ class Step:
     @property
     def state(self) -> str:
         return self.model.state
-
-    @property
-    def deadlines(self) -> Mapping[str, float]:
-        return self._deadlines
 
     @property
     def exit_code(self) -> int | None:
@@ -102,6 +101,7 @@ class Step:
         m = self.model
         m.serial, m.state, m.history, m.stuck_reported = (step.serial, step.state, step.history,
                                                           step.stuck_reported)
-        self._deadlines = deadlines
+        self._deadlines.clear()
+        self._deadlines.update(deadlines)
         self._exit_code, self._exit_reason = exit_code, exit_reason
         self._upstream_finished, self._bucket_dirs = upstream_finished, bucket_dirs
