@@ -103,6 +103,9 @@ class Names:
     comparison, a class attribute about twice an instance one.
     """
 
+    # The values in the order written. The lifecycles below read it directly: ``names``
+    # makes each table an instance, but a type checker still sees the class (whose
+    # ``__iter__`` needs an instance), so ``tuple(InputState)`` would not check.
     _values: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[str]:
@@ -224,7 +227,7 @@ _ALIVE = (In.RECEIVED, In.DOWNLOADED, In.DISPATCHED, In.PROCESSED, In.UPLOADED, 
 
 INPUT = Lifecycle(
     name="input",
-    states=tuple(In),
+    states=In._values,
     initial=In.RECEIVED,
     terminal=frozenset({In.ACKED, In.DEAD_LETTERED, In.REQUEUED}),
     transitions=(
@@ -253,7 +256,7 @@ Out, OutEv = OutputState, OutputEvent
 
 OUTPUT = Lifecycle(
     name="output",
-    states=tuple(Out),
+    states=Out._values,
     initial=Out.RECEIVED,
     terminal=frozenset({Out.RECORDED, Out.FAILED}),
     transitions=(
@@ -268,7 +271,7 @@ S, SE = StepState, StepEvent
 
 STEP = Lifecycle(
     name="step",
-    states=tuple(S),
+    states=S._values,
     initial=S.STARTING,
     terminal=frozenset({S.EXITED}),
     transitions=(
@@ -305,7 +308,7 @@ CANCELLING = frozenset({C.PAUSING, C.ENDING, C.ADOPTION_ENDING})
 
 INTAKE = Lifecycle(
     name="intake",
-    states=tuple(C),
+    states=C._values,
     initial=C.STARTING,
     terminal=frozenset(),
     transitions=(

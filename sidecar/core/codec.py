@@ -17,9 +17,9 @@ import hashlib
 import typing
 from typing import Any
 
-from . import Transition
 from . import effects as fx
 from . import events as ev
+from .models import Transition
 
 
 class CodecError(ValueError):

@@ -1,50 +1,169 @@
-"""Intake control and stuck fragments (docs/operations.md): pause consuming while the
-transformation is away or the volume is nearly full; report fragments too long in one
-state.
+"""Intake: the consumer on the input queue and the broker connection it lives on
+(``states.INTAKE``, docs/reliability.md), and intake control (docs/operations.md): pause
+consuming while the transformation is away or the volume is nearly full.
+
+Every intake transition is fired here, with the consumer effect it implies
+(StartConsuming, StopConsuming); the rules say when, this says how.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict
+from typing import Final
 
-from states import InputState
+from states import BROKER_UP, CANCELLING, INTAKE, InvalidTransition
 from states import IntakeEvent as IE
 from states import IntakeState as IS
 
 from . import effects as fx
-from . import events as ev
-from .base import CoreBase
-from .models import Input, Output, _fragment_of, _terminal
+from .emitter import Emitter
+from .models import CoreConfig, Intake
 
+_ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})  # no more `end`
+_WITH_CONSUMER = (IS.CONSUMING, IS.ADOPTING)
 # Compared on every event: module constants, cheaper than a look-up in the table.
 _CONSUMING = IS.CONSUMING
 
 
-class IntakeRules(CoreBase):
-    def _on_volume_space(self, e: ev.VolumeSpace) -> None:
-        self.volume_free = e.free_bytes
-        limit = self.cfg.volume_min_free
+class IntakeControl:
+    def __init__(self, cfg: CoreConfig, fx: Emitter):
+        self._cfg = cfg
+        self._fx = fx
+        # The model of states.INTAKE: a plain attribute, never rebound (Final), read on
+        # every event (a property would double the cost of that read).
+        self.model: Final[Intake] = Intake()
+        self._volume_free: int | None = None
+        self._volume_low = False
+        self._paused: tuple[str, ...] = ()  # why consuming is paused, if it is
+
+    # --- read-only views ---
+
+    @property
+    def state(self) -> str:
+        return self.model.state
+
+    @property
+    def broker_up(self) -> bool:
+        return self.model.state in BROKER_UP
+
+    @property
+    def consuming(self) -> bool:
+        return self.model.state in _WITH_CONSUMER
+
+    @property
+    def cancelling(self) -> bool:
+        return self.model.state in CANCELLING
+
+    @property
+    def paused(self) -> tuple[str, ...]:
+        return self._paused
+
+    @property
+    def volume_free(self) -> int | None:
+        return self._volume_free
+
+    @property
+    def volume_low(self) -> bool:
+        return self._volume_low
+
+    # --- the machine ---
+
+    def fire(self, trigger: str) -> None:
+        """Advance the intake; a refused transition is logged, like the fragments'."""
+        try:
+            INTAKE.fire(self.model, trigger)
+        except InvalidTransition as err:
+            self._fx.log("error", "invalid-transition", str(err))
+
+    def open(self, orphaned: bool) -> None:
+        """The broker is ready for the first time: consume, unless a reason holds it."""
+        reasons = self._pause_reasons(orphaned)
+        if reasons:
+            self._paused = reasons
+            self.fire(IE.HOLD)
+            self._fx.log("warning", "intake-paused", "not consuming yet: " + ", ".join(reasons))
+        else:
+            self.fire(IE.CONSUME)
+            self._fx.emit(fx.StartConsuming(self._cfg.prefetch))
+
+    def reopen(self, orphaned: bool) -> None:
+        """The broker is back while the input goes on: consume again, unless paused."""
+        reasons = self._pause_reasons(orphaned)
+        if reasons:
+            self._paused = reasons
+            self.fire(IE.HOLD)
+        else:
+            self._paused = ()
+            self.fire(IE.CONSUME)
+            self._fx.emit(fx.StartConsuming(self._cfg.prefetch))
+
+    def adopt(self) -> None:
+        """The input had ended, but a loss put our unacked deliveries back in the queue:
+        consume once more, only to take them back (and ask how many are there)."""
+        self.fire(IE.ADOPT)
+        self._fx.emit(fx.StartConsuming(self._cfg.prefetch))
+        self._fx.emit(fx.InspectQueue())
+
+    def reconnected(self) -> None:
+        """Back after the end, with nothing to take back: stays ended."""
+        self.fire(IE.RECONNECTED)
+
+    def stop_adopting(self) -> None:
+        if self.model.state == IS.ADOPTING:
+            self.fire(IE.STOP_ADOPTING)
+            self._fx.emit(fx.StopConsuming())
+
+    def consumer_stopped(self) -> str | None:
+        """Our basic.cancel is confirmed: the state it was in flight in, or None for a
+        stray confirmation (the shell posts one per cancel)."""
+        state = self.model.state
+        if state not in CANCELLING:
+            return None
+        self.fire(IE.CONSUMER_STOPPED)
+        return state
+
+    def consumer_cancelled(self) -> None:
+        """The broker cancelled our consumer (the queue was deleted?)."""
+        if self.model.state in _WITH_CONSUMER:
+            self.fire(IE.CONSUMER_CANCELLED)
+
+    def lost(self) -> None:
+        if self.model.state in BROKER_UP:
+            self.fire(IE.BROKER_LOST)
+
+    def end(self) -> None:
+        """No more intake, for good (end of the input, or stopping)."""
+        state = self.model.state
+        if state in _ENDED:
+            return
+        self.fire(IE.END)  # a pause's cancel in flight now ends the input
+        if state in _WITH_CONSUMER:
+            self._fx.emit(fx.StopConsuming())
+
+    # --- intake control (docs/operations.md) ---
+
+    def volume_space(self, free_bytes: int) -> None:
+        self._volume_free = free_bytes
+        limit = self._cfg.volume_min_free
         if not limit:
             return
-        if not self.volume_low and e.free_bytes < limit:
-            self.volume_low = True
-            self._log("warning", "volume-low",
-                      f"{e.free_bytes} bytes free on the volume, below "
-                      f"SIDECAR_VOLUME_MIN_FREE ({limit})")
-        elif self.volume_low and e.free_bytes >= limit + limit // 4:
-            self.volume_low = False
-            self._log("info", "volume-ok", f"{e.free_bytes} bytes free on the volume again")
+        if not self._volume_low and free_bytes < limit:
+            self._volume_low = True
+            self._fx.log("warning", "volume-low",
+                         f"{free_bytes} bytes free on the volume, below "
+                         f"SIDECAR_VOLUME_MIN_FREE ({limit})")
+        elif self._volume_low and free_bytes >= limit + limit // 4:
+            self._volume_low = False
+            self._fx.log("info", "volume-ok", f"{free_bytes} bytes free on the volume again")
 
-    def _pause_reasons(self) -> tuple[str, ...]:
+    def _pause_reasons(self, orphaned: bool) -> tuple[str, ...]:
         reasons = []
-        if self.orphaned and self.cfg.pause_when_orphaned:
+        if orphaned and self._cfg.pause_when_orphaned:
             reasons.append("transformation-absent")
-        if self.volume_low:
+        if self._volume_low:
             reasons.append("volume-low")
         return tuple(reasons)
 
-    def _steer_intake(self) -> None:
+    def steer(self, orphaned: bool) -> None:
         """Pause consuming (basic.cancel) while the transformation is gone or the volume is
         nearly full; resume (basic.qos + basic.consume) when neither holds any more.
 
@@ -52,86 +171,31 @@ class IntakeRules(CoreBase):
         the unacked ones stay ours. A resume waits for the cancel's confirmation, so the
         consumer tag is never reused while the broker still knows it.
         """
-        state = self.intake.state
+        state = self.model.state
         if state == _CONSUMING:
-            if not (self.volume_low or self.orphaned):
+            if not (self._volume_low or orphaned):
                 return  # the usual case, after every event: no reason to pause
         elif state != IS.PAUSED and state != IS.PAUSING:
             return  # not started, ended, or the broker is away
-        reasons = self._pause_reasons()
+        reasons = self._pause_reasons(orphaned)
         if reasons:
-            self.paused = reasons
+            self._paused = reasons
             if state == IS.CONSUMING:
-                self._log("warning", "intake-paused",
-                          "stopped consuming: " + ", ".join(reasons))
-                self._intake_fire(IE.PAUSE)
-                self._emit(fx.StopConsuming())
+                self._fx.log("warning", "intake-paused",
+                             "stopped consuming: " + ", ".join(reasons))
+                self.fire(IE.PAUSE)
+                self._fx.emit(fx.StopConsuming())
         elif state == IS.PAUSED:
-            self.paused = ()
-            self._intake_fire(IE.CONSUME)
-            self._log("info", "intake-resumed", "consuming again")
-            self._emit(fx.StartConsuming(self.cfg.prefetch))
+            self._paused = ()
+            self.fire(IE.CONSUME)
+            self._fx.log("info", "intake-resumed", "consuming again")
+            self._fx.emit(fx.StartConsuming(self._cfg.prefetch))
 
-    def _after_intake(self) -> None:
-        """Nothing more can be delivered here: what waited for a delivery is settled.
+    # --- restore ---
 
-        A void input that finished waits no longer (its delivery went to another consumer,
-        whose outputs have the same ids); the killed predecessor's knowledge and leftovers
-        are no use any more.
-        """
-        waiting = [i for i in self.inputs.values() if not i.tag and i.state == InputState.PUBLISHED]
-        for inp in waiting:
-            self._release(inp)
-        if waiting:
-            self._log("info", "released", f"{len(waiting)} input(s) finished here after the "
-                      "broker connection was lost were not delivered here again (another "
-                      "consumer had them); their outputs are published with the same ids")
-        self.resume_inputs.clear()
-        self.resume_outputs.clear()
-        if self.leftovers:
-            files = tuple(p for f, _ in self.leftovers.values() for p in f)
-            dirs = tuple(d for _, ds in self.leftovers.values() for d in ds)
-            self.leftovers.clear()
-            self._emit(fx.DeleteFiles(files, dirs))
-
-    def _tracked(self) -> itertools.chain[Input | Output]:
-        return itertools.chain(self.inputs.values(), self.outputs.values())
-
-    def _watch_stuck(self) -> None:
-        """Keep the "stuck" deadline at the first moment a fragment would be stuck."""
-        if not self.cfg.stuck_after:
-            return
-        oldest = next(iter(self._entered), None)
-        if oldest is None:
-            self.deadlines.pop("stuck", None)
-        else:
-            self.deadlines["stuck"] = oldest.history[-1][1] + self.cfg.stuck_after
-
-    def rebuild_stuck_watch(self) -> None:
-        """Derive what the watch waits on from the models (a core restored from a snapshot).
-
-        The clock never runs backwards, so ordering by the time each model entered its
-        state is the order in which they would have been moved to the end.
-        """
-        waiting = [m for m in self._tracked()
-                   if m.stuck_reported != len(m.history) and not _terminal(m)]
-        waiting.sort(key=lambda m: m.history[-1][1])
-        self._entered = OrderedDict.fromkeys(waiting) if self.cfg.stuck_after else OrderedDict()
-
-    def _report_stuck(self) -> None:
-        for model in self._tracked():
-            since = model.history[-1][1]
-            if (model.stuck_reported == len(model.history) or _terminal(model)
-                    or self.now - since < self.cfg.stuck_after):
-                continue
-            model.stuck_reported = len(model.history)
-            self._entered.pop(model, None)
-            kind = "input" if isinstance(model, Input) else "output"
-            self._log("warning", f"stuck-{kind}-{model.state}",
-                      f"{kind} fragment {model.state} for {self.now - since:.0f}s "
-                      f"(SIDECAR_STUCK_AFTER={self.cfg.stuck_after:g}s)", _fragment_of(model))
-
-    def stuck(self) -> list[Input | Output]:
-        """The fragments reported stuck that are still in the state they were stuck in."""
-        return [m for m in self._tracked()
-                if m.stuck_reported == len(m.history) and not _terminal(m)]
+    def load(self, state: str, paused: tuple[str, ...], volume_free: int | None,
+             volume_low: bool) -> None:
+        self.model.state = state
+        self._paused = paused
+        self._volume_free = volume_free
+        self._volume_low = volume_low

@@ -131,11 +131,3 @@ class PendingPublish:
 
 def _terminal(model: Input | Output) -> bool:
     return model.state in (INPUT.terminal if isinstance(model, Input) else OUTPUT.terminal)
-
-
-def _fragment_of(model: Tracked) -> str:
-    if isinstance(model, Input):
-        return model.fragment_id
-    if isinstance(model, Output):
-        return model.fragment_id
-    return ""

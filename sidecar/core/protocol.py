@@ -15,7 +15,7 @@ import posixpath
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 ID_LENGTH = 64
 HEADER = struct.Struct("<I")
@@ -55,7 +55,7 @@ def valid_bucket(bucket: Any) -> str:
     return bucket
 
 
-def is_fragment_id(value: Any) -> bool:
+def is_fragment_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == ID_LENGTH
 
 
@@ -86,7 +86,7 @@ class RemoteFile:
 class RemoteFragment:
     fragment_id: str
     files: tuple[RemoteFile, ...]
-    predecessors: list | None  # forwarded as received (null stays null, as in Go)
+    predecessors: list[str] | None  # forwarded as received (null stays null, as in Go)
     custom: Any
 
 
@@ -277,7 +277,7 @@ def parse_frame(payload: bytes) -> OutputFragment | DoneWith | Kill:
                          "frame is neither an output fragment, a done_with nor a kill")
 
 
-def _output(files: list, meta: Any) -> OutputFragment:
+def _output(files: list[Any], meta: Any) -> OutputFragment:
     """An output fragment; a bad file entry becomes ``problem`` so that the core can still
     hold back the predecessors' acks (the output must not vanish with its inputs acked)."""
     if meta is None:
@@ -298,7 +298,7 @@ def _output(files: list, meta: Any) -> OutputFragment:
                           meta.get("custom"), problem)
 
 
-def _output_files(files: list) -> tuple[list[LocalFile], str]:
+def _output_files(files: list[Any]) -> tuple[list[LocalFile], str]:
     local: list[LocalFile] = []
     problem = ""
     for entry in files:
@@ -308,7 +308,7 @@ def _output_files(files: list) -> tuple[list[LocalFile], str]:
             problem = problem or "each output file needs a string path"
             continue
         try:
-            safe_relative(name, "output file name")
+            name = safe_relative(name, "output file name")
         except InvalidMessage as err:
             problem = problem or str(err)
             name = str(name)

@@ -1,7 +1,7 @@
 """A complete, JSON-serialisable picture of the core's state, and the way back.
 
 ``snapshot(core)`` captures everything ``Core.handle`` depends on, so that
-``restore(config, snapshot(core))`` continues exactly where ``core`` is: fed the same
+``Core.restore(config, snapshot(core))`` continues exactly where ``core`` is: fed the same
 events with the same clock readings, both make the same transitions and effects. The
 journal starts every segment with one (a checkpoint), so replay can begin at any segment,
 and a restarted sidecar can later resume from one.
@@ -15,21 +15,33 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, OrderedDict, deque
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from states import INTAKE, IntakeState
 
-from . import Core, CoreConfig, Input, Output, PendingPublish, Tracked, codec
-from .models import Intake
+from . import codec
+from .models import CoreConfig, Input, Output, PendingPublish, Tracked
+from .parts import Parts
 from .protocol import LocalFile, RemoteFile, RemoteFragment
 
 # 2: intake-control and stuck-detection state (issue 6); 3: broker_up, resume; 4: the
 # intake's state (states.INTAKE) instead of its six flags. Format 3 is still read (upgrade).
 FORMAT = 4
 
-# Core attributes that are not state: the config (written separately), per-call scratch,
+# Component attributes that are not state: the wiring (config, emitter), per-call scratch,
 # and indexes rebuilt from the state on restore (index_keys, the stuck watch's _entered).
-NOT_STATE = frozenset({"cfg", "_out", "transitions", "_handlers", "index_keys", "_entered"})
+NOT_STATE = frozenset({"cfg", "fx", "out", "transitions", "index_keys", "entered",
+                       "stuck_after", "step_name"})
+
+
+class Composed(Protocol):
+    """A core: what ``sidecar.core.Core`` is to this module (which cannot import it)."""
+
+    @property
+    def parts(self) -> Parts: ...
+
+
+M = TypeVar("M", bound=Tracked)
 
 
 class SnapshotError(ValueError):
@@ -56,87 +68,79 @@ def config_from_json(data: dict[str, Any]) -> CoreConfig:
 # --- the core ----------------------------------------------------------------------------
 
 
-def snapshot(core: Core) -> dict[str, Any]:
+def snapshot(core: Parts | Composed) -> dict[str, Any]:
+    p = core if isinstance(core, Parts) else core.parts
+    frags, link, step, intake, restart = p.fragments, p.link, p.step, p.intake, p.restart
     return {
         "format": FORMAT,
-        "now": core.now,
-        "step": _tracked(core.step),
-        "inputs": [_input(i) for i in core.inputs.values()],
-        "outputs": [_output(o) for o in core.outputs.values()],
-        "by_fragment": dict(core.by_fragment),
-        "publishes": [[pid, _publish(p)] for pid, p in core.publishes.items()],
-        "ready": list(core.ready),
-        "tts": list(core.tts),
-        "fts": sorted(core.fts),
-        "killed": sorted(core.killed),
-        "kill_received": core.kill_received,
-        "orphaned": core.orphaned,
-        "upstream_finished": core.upstream_finished,
-        "deadlines": dict(core.deadlines),
-        "output_index": [[list(key), n] for key, n in core.output_index.items()],
-        "bucket_dirs": sorted(core.bucket_dirs),
-        "counts": dict(core.counts),
-        "states": {name: dict(c) for name, c in core.states.items()},
-        "exit_code": core.exit_code,
-        "exit_reason": core.exit_reason,
-        "serial": core._serial,
-        "publish_id": core._publish_id,
-        "rr": core._rr,
-        "volume_free": core.volume_free,
-        "volume_low": core.volume_low,
-        "paused": list(core.paused),
-        "intake": core.intake.state,
+        "now": p.fx.now,
+        "step": _tracked(step.model),
+        "inputs": [_input(i) for i in frags.inputs.values()],
+        "outputs": [_output(o) for o in frags.outputs.values()],
+        "by_fragment": dict(frags.by_fragment),
+        "publishes": [[pid, _publish(pp)] for pid, pp in p.publisher.publishes.items()],
+        "ready": list(link.ready),
+        "tts": list(link.tts),
+        "fts": sorted(link.fts),
+        "killed": sorted(link.killed),
+        "kill_received": link.kill_received,
+        "orphaned": link.orphaned,
+        "upstream_finished": step.upstream_finished,
+        "deadlines": dict(step.deadlines),
+        "output_index": [[list(key), n] for key, n in p.ids.output_index.items()],
+        "bucket_dirs": sorted(step.bucket_dirs),
+        "counts": dict(p.fx.counts),
+        "states": {name: dict(c) for name, c in frags.states.items()},
+        "exit_code": step.exit_code,
+        "exit_reason": step.exit_reason,
+        "serial": frags.serial,
+        "publish_id": p.publisher.publish_id,
+        "rr": link.rr,
+        "volume_free": intake.volume_free,
+        "volume_low": intake.volume_low,
+        "paused": list(intake.paused),
+        "intake": intake.state,
         "resume_inputs": [[fid, digest, list(outs)]
-                          for fid, (digest, outs) in core.resume_inputs.items()],
+                          for fid, (digest, outs) in restart.resume_inputs.items()],
         "resume_outputs": [[fid, stage, queue, codec.bytes_out(descriptor)]
-                           for fid, (stage, queue, descriptor) in core.resume_outputs.items()],
+                           for fid, (stage, queue, descriptor)
+                           in restart.resume_outputs.items()],
         "leftovers": [[fid, list(files), list(dirs)]
-                      for fid, (files, dirs) in core.leftovers.items()],
+                      for fid, (files, dirs) in restart.leftovers.items()],
     }
 
 
-def restore(config: CoreConfig, data: dict[str, Any]) -> Core:
+def restore_into(p: Parts, data: dict[str, Any]) -> None:
+    """Give the components of a new core the state of ``data`` (any format read)."""
     data = upgrade(data)
-    core = Core(config)
     try:
-        core.now = data["now"]
-        core.step = _restore_tracked(Tracked, data["step"])
-        core.inputs = {i.serial: i for i in map(_restore_input, data["inputs"])}
-        core.outputs = {o.serial: o for o in map(_restore_output, data["outputs"])}
-        core.by_fragment = dict(data["by_fragment"])
-        core.publishes = {pid: _restore_publish(p) for pid, p in data["publishes"]}
-        core.ready = deque(data["ready"])
-        core.tts = list(data["tts"])
-        core.fts = set(data["fts"])
-        core.killed = set(data["killed"])
-        core.kill_received = data["kill_received"]
-        core.orphaned = data["orphaned"]
-        core.upstream_finished = data["upstream_finished"]
-        core.deadlines = dict(data["deadlines"])
-        core.output_index = OrderedDict((tuple(key), n) for key, n in data["output_index"])
-        core.index_keys = rebuild_index_keys(core.output_index)
-        core.bucket_dirs = set(data["bucket_dirs"])
-        core.counts = Counter(data["counts"])
-        core.states = {name: Counter(c) for name, c in data["states"].items()}
-        core.exit_code = data["exit_code"]
-        core.exit_reason = data["exit_reason"]
-        core._serial = data["serial"]
-        core._publish_id = data["publish_id"]
-        core._rr = data["rr"]
-        core.volume_free = data["volume_free"]
-        core.volume_low = data["volume_low"]
-        core.paused = tuple(data["paused"])
-        core.intake = Intake(_INTAKE_STATES[data["intake"]])
-        core.resume_inputs = {fid: (digest, tuple(outs))
-                              for fid, digest, outs in data["resume_inputs"]}
-        core.resume_outputs = {fid: (stage, queue, codec.bytes_in(descriptor))
-                               for fid, stage, queue, descriptor in data["resume_outputs"]}
-        core.leftovers = {fid: (tuple(files), tuple(dirs))
-                          for fid, files, dirs in data["leftovers"]}
-        core.rebuild_stuck_watch()  # derived from the models, like index_keys
+        _restore(p, data)
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
-    return core
+
+
+def _restore(p: Parts, data: dict[str, Any]) -> None:
+    p.fx.now = data["now"]
+    p.fx.counts = Counter(data["counts"])
+    p.step.load(_restore_tracked(Tracked, data["step"]), dict(data["deadlines"]),
+                data["exit_code"], data["exit_reason"], data["upstream_finished"],
+                set(data["bucket_dirs"]))
+    p.fragments.load([_restore_input(i) for i in data["inputs"]],
+                     [_restore_output(o) for o in data["outputs"]],
+                     dict(data["by_fragment"]),
+                     {name: Counter(c) for name, c in data["states"].items()},
+                     data["serial"])  # and the stuck watch, derived from the models
+    p.publisher.load({pid: _restore_publish(pp) for pid, pp in data["publishes"]},
+                     data["publish_id"])
+    p.link.load(deque(data["ready"]), list(data["tts"]), set(data["fts"]),
+                set(data["killed"]), data["kill_received"], data["orphaned"], data["rr"])
+    p.ids.load(OrderedDict((tuple(key), n) for key, n in data["output_index"]))
+    p.intake.load(_INTAKE_STATES[data["intake"]], tuple(data["paused"]),
+                  data["volume_free"], data["volume_low"])
+    p.restart.learn({fid: (digest, tuple(outs)) for fid, digest, outs in data["resume_inputs"]},
+                    {fid: (stage, queue, codec.bytes_in(descriptor))
+                     for fid, stage, queue, descriptor in data["resume_outputs"]},
+                    {fid: (tuple(files), tuple(dirs)) for fid, files, dirs in data["leftovers"]})
 
 
 _INTAKE_STATES = {s: s for s in INTAKE.states}  # KeyError for an unknown one
@@ -154,7 +158,9 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     try:
         new = {k: v for k, v in data.items() if k not in _FLAGS}
         new["format"] = FORMAT
-        new["intake"] = _intake_of_flags(*(data[f] for f in _FLAGS), data["step"]["state"])
+        consuming, cancelling, pause_cancel, ended, up, adopting = (data[f] for f in _FLAGS)
+        new["intake"] = _intake_of_flags(consuming, cancelling, pause_cancel, ended, up,
+                                         adopting, data["step"]["state"])
     except (KeyError, TypeError) as err:
         raise SnapshotError(f"invalid snapshot: {type(err).__name__}: {err}") from None
     return new
@@ -174,15 +180,6 @@ def _intake_of_flags(consuming: bool, cancelling: bool, _pause_cancel: bool, end
     return s.PAUSING if cancelling else s.CONSUMING if consuming else s.PAUSED
 
 
-def rebuild_index_keys(output_index: OrderedDict[tuple[str, ...], int]
-                       ) -> dict[str, set[tuple[str, ...]]]:
-    keys: dict[str, set[tuple[str, ...]]] = {}
-    for key in output_index:
-        for p in set(key):
-            keys.setdefault(p, set()).add(key)
-    return keys
-
-
 # --- the models --------------------------------------------------------------------------
 
 
@@ -191,7 +188,7 @@ def _tracked(m: Tracked) -> dict[str, Any]:
             "stuck_reported": m.stuck_reported}
 
 
-def _restore_tracked(cls: type, d: dict[str, Any], **more: Any) -> Any:
+def _restore_tracked(cls: type[M], d: dict[str, Any], **more: Any) -> M:
     return cls(serial=d["serial"], state=d["state"],
                history=[(s, t) for s, t in d["history"]],
                stuck_reported=d["stuck_reported"], **more)

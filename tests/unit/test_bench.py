@@ -121,7 +121,7 @@ def test_s3_counter_counts_operations_and_connections_but_not_the_bench() -> Non
 def test_profile_summary_charges_samples_to_their_owner(tmp_path: Path) -> None:
     stacks = tmp_path / "stacks.txt"
     stacks.write_text(
-        "thread (1): MainThread;run (sidecar/shell/loop.py);handle (sidecar/core/base.py);"
+        "thread (1): MainThread;run (sidecar/shell/loop.py);handle (sidecar/core/__init__.py);"
         "encode (json/encoder.py) 30\n"
         "thread (2): storage_0;_get (sidecar/shell/io/storage.py);urlopen (urllib3/poolmanager.py)"
         ";readinto (socket.py) 60\n"

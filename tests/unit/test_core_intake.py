@@ -50,11 +50,12 @@ def test_every_state_or_trigger_named_in_the_code_exists() -> None:
 
 
 def fired_in_the_core() -> set[str]:
-    """The triggers given to ``_intake_fire`` in sidecar/core (by position in the source)."""
+    """The triggers given to the intake's ``fire`` in sidecar/core (by position in the
+    source; the lifecycles' ``fire`` calls take a lifecycle first, never an IntakeEvent)."""
     calls = {(f"{p.relative_to(ROOT)}:{node.lineno}", node.args[0].col_offset)
              for p in (ROOT / "sidecar" / "core").glob("*.py")
              for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Call)
-             and isinstance(node.func, ast.Attribute) and node.func.attr == "_intake_fire"}
+             and isinstance(node.func, ast.Attribute) and node.func.attr == "fire" and node.args}
     fired = {getattr(table, node.attr) for where, node, table in name_references("sidecar/core")
              if table is IntakeEvent and (where, node.col_offset) in calls}
     assert len(fired) <= len(calls)
@@ -74,8 +75,8 @@ def test_a_transition_not_in_the_table_raises() -> None:
 
 def test_the_core_logs_a_refused_intake_transition_and_goes_on(drv: Driver) -> None:
     drv.start()
-    drv.core._intake_fire(IntakeEvent.ADOPT)  # only after the input ended, broker away
-    log = drv.core._out[-1]
+    drv.core.parts.intake.fire(IntakeEvent.ADOPT)  # only after the input ended, broker away
+    log = drv.core.parts.fx.out[-1]
     assert (log.level, log.code) == ("error", "invalid-transition")
     assert drv.core.intake.state == IntakeState.CONSUMING
 

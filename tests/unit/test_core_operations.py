@@ -101,8 +101,8 @@ def watched_by_scanning(core: Core) -> list:
 
 def assert_watch_consistent(core: Core) -> None:
     watched = watched_by_scanning(core)
-    assert set(core._entered) == set(watched)
-    entered = [m.history[-1][1] for m in core._entered]
+    assert set(core.parts.fragments.entered) == set(watched)
+    entered = [m.history[-1][1] for m in core.parts.fragments.entered]
     assert entered == sorted(entered), "the first one is the oldest"
     due = min((m.history[-1][1] for m in watched), default=None)
     expected = None if due is None else due + core.cfg.stuck_after

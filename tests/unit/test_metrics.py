@@ -187,10 +187,11 @@ def test_a_scrape_reads_the_view_of_the_last_event_never_the_core() -> None:
 def test_a_pause_reason_once_seen_stays_at_0() -> None:
     drv = Observed()
     drv.start()
-    drv.core.paused = ("broker-busy",)  # a reason not known in advance
+    # a reason not known in advance (the intake control's own field: no rule sets it)
+    drv.core.parts.intake._paused = ("broker-busy",)
     drv.observer(ev.Tick(), drv.clock, [], [])  # as after an event that paused intake
     assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 1
-    drv.core.paused = ()
+    drv.core.parts.intake._paused = ()
     drv.observer(ev.Tick(), drv.clock, [], [])
     assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 0
     assert drv.value("iterum_sidecar_intake_paused", reason="volume-low") == 0
