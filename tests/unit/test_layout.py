@@ -10,7 +10,8 @@ is as much a dependency as one at the top), relative imports resolved. The rules
   imports nothing of ``sidecar``;
 - ``sidecar.shell`` (the loop and the adapters) imports nothing of the tools or the CLI;
 - no import cycle among the project's modules;
-- no module over 400 lines.
+- no module over 400 lines;
+- ``Core`` is a composition of components, not a stack of mixins.
 """
 
 from __future__ import annotations
@@ -25,27 +26,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sidecar", "states")
 MAX_LINES = 400
-
-# Violations that other work in flight removes (issue 11: the core rewritten out of its
-# mixins, storage.py and config.py split). They are listed exactly so that anything new
-# fails; once those branches are merged the integrator empties this, and an entry that no
-# longer happens fails too, so the list cannot outlive its reason.
-KNOWN_UNTIL_MERGED: dict[str, set[frozenset[str] | str]] = {
-    # import cycles, each as the set of modules in one strongly connected component
-    "cycles": {
-        # the rules import the package (for Core's types), snapshot and codec import it
-        # back for the models; the core helper's rewrite untangles them
-        frozenset({
-            "sidecar.core", "sidecar.core.base", "sidecar.core.broker", "sidecar.core.codec",
-            "sidecar.core.inputs", "sidecar.core.intake", "sidecar.core.outputs",
-            "sidecar.core.resume", "sidecar.core.snapshot", "sidecar.core.stream",
-            "sidecar.core.transformation",
-        }),
-    },
-    # modules over MAX_LINES, by path
-    "long": {
-    },
-}
 
 # What the pure core must not import: the other layers, and anything that does I/O, reads
 # the clock or draws chance (the core is fed `now` and effects carry the I/O out).
@@ -194,20 +174,18 @@ def modules() -> dict[str, Module]:
 
 
 def test_no_import_cycle(modules: dict[str, Module]) -> None:
-    found = set(cycles(graph(modules)))
-    known = KNOWN_UNTIL_MERGED["cycles"]
-    new = [sorted(c) for c in found - known]
-    assert not new, f"import cycles: {new}"
-    stale = [sorted(c) for c in known - found if isinstance(c, frozenset)]
-    assert not stale, f"gone (or changed): remove from KNOWN_UNTIL_MERGED: {stale}"
+    assert [sorted(c) for c in cycles(graph(modules))] == []
 
 
 def test_no_module_over_400_lines(modules: dict[str, Module]) -> None:
-    found = long_modules(modules)
-    known = KNOWN_UNTIL_MERGED["long"]
-    assert not {p: n for p, n in found.items() if p not in known}, found
-    stale = sorted(str(p) for p in known if p not in found)
-    assert not stale, f"no longer over {MAX_LINES} lines: remove from KNOWN_UNTIL_MERGED: {stale}"
+    assert long_modules(modules) == {}
+
+
+def test_the_core_is_composed_not_a_stack_of_mixins(modules: dict[str, Module]) -> None:
+    """``Core`` has no base class: its parts are components it holds (sidecar/core/parts.py)."""
+    [core] = [node for node in modules["sidecar.core"].tree.body
+              if isinstance(node, ast.ClassDef) and node.name == "Core"]
+    assert core.bases == []
 
 
 def test_the_core_is_pure(modules: dict[str, Module]) -> None:
