@@ -26,7 +26,7 @@ log = logging.getLogger("sidecar.http")
 HEARTBEAT_LIMIT = 60.0  # /healthz fails when the loop has published nothing for this long
 # Operators, the demo and the test harness find the port in this line (SIDECAR_HTTP_PORT=auto)
 LISTENING = "http: /metrics /healthz /readyz /debug/fragments on port %d%s"
-LISTENING_PORT = re.compile(r"http: /metrics /healthz /readyz /debug/fragments on port (\d+)")
+LISTENING_PORT = re.compile(re.escape(LISTENING.partition("%d")[0]) + r"(\d+)")
 STOP_TIMEOUT = 5.0  # seconds stop() waits for the server thread (a daemon: never blocks exit)
 
 
