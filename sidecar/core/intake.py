@@ -18,7 +18,8 @@ from . import effects as fx
 from .emitter import Emitter
 from .models import CoreConfig, Intake
 
-_ENDED = frozenset({IS.ENDING, IS.ENDED, IS.ADOPTION_ENDING, IS.ENDED_BROKER_DOWN})  # no more `end`
+# The states the table has no `end` from: the intake has ended, or is ending, already.
+_ENDED = frozenset(s for s in INTAKE.states if (s, IE.END) not in INTAKE.next_state)
 _WITH_CONSUMER = (IS.CONSUMING, IS.ADOPTING)
 # Compared on every event: module constants, cheaper than a look-up in the table.
 _CONSUMING = IS.CONSUMING
