@@ -48,7 +48,7 @@ class Snapshot:
     step: str = "starting"
     broker: bool = False
     transformation: bool = False
-    consuming: bool = False
+    intake: str = "starting"  # states.INTAKE: the consumer and its broker connection
     paused: tuple[str, ...] = ()
     volume_free: int | None = None
     volume_low: bool = False
@@ -77,7 +77,7 @@ class Board:
             "volume": not s.volume_low,
         }
         ready = all(checks.values())
-        body = {"ready": ready, "checks": checks, "step": s.step,
+        body = {"ready": ready, "checks": checks, "step": s.step, "intake": s.intake,
                 "paused": list(s.paused), "stuck": sum(f.stuck for f in s.fragments)}
         return ready, body
 
@@ -90,6 +90,7 @@ class Board:
         now = self.clock()
         return {
             "step": s.step,
+            "intake": s.intake,
             "snapshot_age": round(now - s.taken, 3),
             "paused": list(s.paused),
             "volume_free_bytes": s.volume_free,

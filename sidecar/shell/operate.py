@@ -149,6 +149,6 @@ def snapshot(core: Core, now: float, totals: dict[str, int]) -> Snapshot:
     counts = {name: {state: n for state, n in c.items() if n} for name, c in core.states.items()}
     return Snapshot(
         taken=now, step=core.step.state, broker=core.broker_up,
-        transformation=bool(core.tts or core.fts), consuming=core.consuming,
+        transformation=bool(core.tts or core.fts), intake=core.intake.state,
         paused=core.paused, volume_free=core.volume_free, volume_low=core.volume_low,
         fragments=fragments, counts=counts, totals=totals)

@@ -108,6 +108,7 @@ def test_metrics_probes_and_debug_of_a_running_sidecar(pipeline: Pipeline) -> No
             "input acked") == 3 and r, what="totals in /debug/fragments")
     assert status == 200
     assert debug["step"] == "consuming" and debug["in_flight"] == []
+    assert debug["intake"] == "consuming"
     finish(pipeline, sidecar, transformation)
 
 

@@ -132,6 +132,7 @@ def test_readyz_fails_while_the_volume_is_nearly_full(server, board, clock) -> N
     doc = json.loads(body)
     assert status == 503
     assert doc["checks"]["volume"] is False and doc["paused"] == ["volume-low"]
+    assert doc["intake"] == "pausing"  # the consumer's cancel is on its way
 
 
 def test_debug_fragments_lists_state_and_age(server, board, clock) -> None:
@@ -140,7 +141,7 @@ def test_debug_fragments_lists_state_and_age(server, board, clock) -> None:
     status, content_type, body = get(server, "/debug/fragments")
     assert (status, content_type) == (200, "application/json")
     doc = json.loads(body)
-    assert doc["step"] == "consuming"
+    assert doc["step"] == "consuming" and doc["intake"] == "consuming"
     assert doc["totals"] == {"input acked": 3}
     assert doc["counts"]["input"] == {"dispatched": 1, "received": 1}
     by_id = {f["fragment_id"]: f for f in doc["in_flight"]}
