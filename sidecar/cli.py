@@ -129,7 +129,23 @@ def run_from_environment() -> int:
     return code
 
 
+def without_unused_imports() -> None:
+    """Keep out of the run what its libraries would load for nothing (issue 14).
+
+    minio's package imports MinioAdmin, whose payload encryption imports pycryptodome;
+    pycryptodome binds its C code through cffi when cffi is importable, and cffi then
+    parses C declarations with a pure-Python parser at import: ~1.8 MiB of the run's
+    memory and some 30 ms of its start-up, for code the sidecar never calls. Without cffi
+    pycryptodome uses its documented fallback, ctypes. ``None`` in ``sys.modules`` makes
+    ``import cffi`` fail (the import system's documented way); argon2, minio's other such
+    import, loads only its compiled ``_cffi_backend``, which this does not touch.
+    """
+    if "cffi" not in sys.modules:
+        sys.modules["cffi"] = None  # type: ignore[assignment]
+
+
 def _run() -> int:
+    without_unused_imports()
     from .shell import config
 
     try:
