@@ -135,8 +135,9 @@ def failure_name(err: urllib3.exceptions.HTTPError) -> str:
     """What failed, named as the log has named it: a timeout, a redirect loop, or any
     other connection failure (refused, reset, dropped mid-answer) as ConnectionError."""
     reason = getattr(err, "reason", None) or err  # MaxRetryError keeps the cause here
-    if isinstance(reason, urllib3.exceptions.TimeoutError):
+    exc = urllib3.exceptions
+    if isinstance(reason, exc.TimeoutError) and not isinstance(reason, exc.NewConnectionError):
         return f"Timeout ({type(reason).__name__})"
-    if isinstance(err, urllib3.exceptions.MaxRetryError) and reason is err:
+    if isinstance(reason, exc.ResponseError):  # RETRY gives up only on redirects
         return "TooManyRedirects"
     return f"ConnectionError ({type(reason).__name__})"
