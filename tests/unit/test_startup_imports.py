@@ -1,12 +1,12 @@
 """What a run imports (issue 14: start-up CPU and memory): only what every run uses.
 
 A fresh interpreter does what ``iterum-sidecar run`` does up to its I/O (the CLI module,
-the configuration loaded from a manager's environment, the Runner built with its observers
-by ``operate.build``), then reports ``sys.modules``. What only some runs or other commands need is imported where it
-is used, so it must not be there: the tools (demo, replay, debugger, graph, ...), rich,
-OpenLineage (SIDECAR_OPENLINEAGE is off here), ``requests`` (the manager check goes
-through urllib3, which the S3 client loads anyway). No timing is asserted: what is not
-imported costs nothing, on any machine.
+the configuration loaded from a manager's environment, the Runner built with its
+observers by ``operate.build``), then reports ``sys.modules``. What only some runs or
+other commands need is imported where it is used, so it must not be there: the tools
+(demo, replay, debugger, graph, ...), rich, OpenLineage (SIDECAR_OPENLINEAGE is off here),
+``requests`` (the manager check goes through urllib3, which the S3 client loads anyway).
+No timing is asserted: what is not imported costs nothing, on any machine.
 """
 
 from __future__ import annotations
