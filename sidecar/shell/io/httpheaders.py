@@ -21,10 +21,12 @@ from __future__ import annotations
 import email.parser
 import http.client
 import re
-from http.client import _read_headers  # type: ignore[attr-defined]  # limits, EOF
 from typing import Any
 
 _ORIGINAL = http.client.parse_headers
+# http.client's own reader of the header lines (its line-length and count limits), private:
+# without it (another Python) ``install`` leaves http.client as it is
+_read_headers = getattr(http.client, "_read_headers", None)
 # header lines, each name as the email parser's headerRE accepts it (printable ASCII but
 # ":"), each value without its leading blanks (compat32's header_source_parse)
 _BLOCK = re.compile(r"(?:[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r\n)*\r\n")
@@ -34,7 +36,8 @@ _NESTED = re.compile("multipart|message", re.IGNORECASE)
 
 def parse_headers(fp: Any, _class: type = http.client.HTTPMessage) -> http.client.HTTPMessage:
     """``http.client.parse_headers``, without the email parser for plain header lines."""
-    lines = _read_headers(fp)  # http.client's own reader: its line and count limits
+    assert _read_headers is not None  # installed only with it
+    lines = _read_headers(fp)
     message = _plain(lines) if _class is http.client.HTTPMessage else None
     if message is None:
         text = b"".join(lines).decode("iso-8859-1")
@@ -61,7 +64,8 @@ def _plain(lines: list[bytes]) -> http.client.HTTPMessage | None:
 
 def install() -> None:
     """Use ``parse_headers`` for every response from now on (idempotent)."""
-    http.client.parse_headers = parse_headers  # type: ignore[assignment]
+    if _read_headers is not None:
+        http.client.parse_headers = parse_headers  # type: ignore[assignment]
 
 
 def uninstall() -> None:
