@@ -29,7 +29,7 @@ from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUpl
 from .. import tls
 from ..fsmodes import DATA_DIR, make_dirs
 from ..hooks import NO_HOOKS, StorageHooks
-from . import minio_private
+from . import httpheaders, minio_private
 from .errors import classify, describe, misconfiguration
 from .retries import BeforeSleep, Tries, announce, config_policy, transfer_policy
 from .s3ops import CountingPoolManager
@@ -51,6 +51,7 @@ class Storage:
         self.s = settings
         self.post = post
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
+        httpheaders.install()  # S3's answers parsed without the email package (issue 14)
         # reads ``transfers`` (assigned below) when called: metrics may replace the hooks
         client, http, streamed = _client(
             settings, lambda op, result, secs: transfers.hooks.request(op, result, secs))
