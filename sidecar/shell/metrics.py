@@ -236,14 +236,17 @@ class MetricsObserver(Observer):
     def _view(self) -> None:
         """Publish what the state gauges show (about 1 µs: two small dict copies)."""
         m, core = self.m, self.core
-        if core.paused != m.view.paused:
-            m.pause_reasons.extend(r for r in core.paused if r not in m.pause_reasons)
+        paused = core.paused
+        if paused != m.view.paused:
+            m.pause_reasons.extend(r for r in paused if r not in m.pause_reasons)
         m.view = StateView({name: dict(c) for name, c in core.states.items()},
-                           bool(core.tts or core.fts), core.paused, core.step.state)
+                           bool(core.tts or core.fts), paused, core.step.state)
 
     def _forget(self) -> None:
         """Drop the clock readings of fragments forgotten without a final transition (a
         duplicate delivery's copy), once they outnumber the tracked ones."""
+        if len(self.entered) <= 64:  # the bound below is at least 64
+            return
         core = self.core
         tracked = len(core.inputs) + len(core.outputs)
         if len(self.entered) > 2 * tracked + 64:
