@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import hashlib
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from . import effects as fx
@@ -170,6 +171,8 @@ def encode_transition(t: Transition) -> list[Any]:
 
 
 # --- compiled encoders -----------------------------------------------------------------
+
+_Encoder = Callable[[Any], dict[str, Any]]
 #
 # The journal encodes every event and effect the core handles, on the loop thread: a loop
 # over the fields with getattr per field costs about three times a dict display built by
@@ -178,7 +181,7 @@ def encode_transition(t: Transition) -> list[Any]:
 # compiled encoder against the field-by-field definition.
 
 
-def _compile(cls: type, value_of: Any) -> Any:
+def _compile(cls: type, value_of: Callable[[type, str, bool], str]) -> _Encoder:
     """A function ``obj -> {"kind": ..., field: value_of(name, is_bytes), ...}``."""
     items = [f'"kind": {cls.__name__!r}']
     for name, is_bytes in _FIELDS[cls]:
@@ -188,8 +191,9 @@ def _compile(cls: type, value_of: Any) -> Any:
     source = f"def encode(o):\n    return {{{', '.join(items)}}}\n"
     namespace: dict[str, Any] = {"bytes_out": bytes_out, "_short_bytes": _short_bytes,
                                  "_lists": _lists}
-    exec(source, namespace)  # noqa: S102 - text made above from field names only
-    return namespace["encode"]
+    exec(source, namespace)  # the text is made above from field names only
+    encoder: _Encoder = namespace["encode"]
+    return encoder
 
 
 def _event_value(_cls: type, name: str, is_bytes: bool) -> str:
@@ -204,5 +208,5 @@ def _effect_value(cls: type, name: str, is_bytes: bool) -> str:
     return f"o.{name}"
 
 
-_ENCODERS: dict[type, Any] = {c: _compile(c, _event_value) for c in _KINDS.values()}
-_EFFECT_ENCODERS: dict[type, Any] = {c: _compile(c, _effect_value) for c in EFFECTS.values()}
+_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _event_value) for c in _KINDS.values()}
+_EFFECT_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _effect_value) for c in EFFECTS.values()}
