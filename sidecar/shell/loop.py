@@ -170,13 +170,15 @@ class Runner:
                 self._event = type(current).__name__
                 now = self.clock()
                 effects = self.core.handle(current, now)
+                transitions = self.core.transitions
                 for observer in self.observers:
-                    observer(current, now, effects, self.core.transitions)
-                for t in self.core.transitions:
+                    observer(current, now, effects, transitions)
+                for t in transitions:
                     if t.dest in _FINAL:
                         self.totals[f"{t.machine} {t.dest}"] += 1
+                performers = self._performers
                 for effect in effects:
-                    self._performers[type(effect)](effect)
+                    performers[type(effect)](effect)
                 self.storage.flush()  # the transfers this event asked for, one item a fragment
             self._reschedule()
         finally:
