@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import hashlib
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from . import effects as fx
@@ -77,6 +78,11 @@ def bytes_in(value: Any) -> bytes:
 
 def encode(obj: ev.Event | fx.Effect) -> dict[str, Any]:
     """An event or effect as a JSON-ready dict (tuples stay tuples; json writes arrays)."""
+    return _ENCODERS[type(obj)](obj)
+
+
+def _encode_slowly(obj: ev.Event | fx.Effect) -> dict[str, Any]:
+    """What ``encode`` returns, field by field (the definition ``_ENCODERS`` compiles)."""
     out: dict[str, Any] = {"kind": type(obj).__name__}
     for name, is_bytes in _FIELDS[type(obj)]:
         value = getattr(obj, name)
@@ -130,6 +136,16 @@ def digest(value: bytes) -> dict[str, Any]:
 def encode_effect(effect: fx.Effect) -> dict[str, Any]:
     """The recorded form, already JSON-shaped (arrays as lists), so that what replay reads
     back from a line compares equal to a fresh encoding without conversion."""
+    return _EFFECT_ENCODERS[type(effect)](effect)
+
+
+def _short_bytes(value: bytes) -> str | dict[str, Any]:
+    return bytes_out(value) if len(value) <= SHORT_BYTES else digest(value)
+
+
+def _encode_effect_slowly(effect: fx.Effect) -> dict[str, Any]:
+    """What ``encode_effect`` returns, field by field (the definition the compiled
+    encoders in ``_EFFECT_ENCODERS`` follow)."""
     out: dict[str, Any] = {"kind": type(effect).__name__}
     tuples = _TUPLES[type(effect)]
     for name, is_bytes in _FIELDS[type(effect)]:
@@ -150,4 +166,47 @@ def _lists(value: Any) -> Any:
 
 def encode_transition(t: Transition) -> list[Any]:
     """Compact: [machine, serial, fragment id prefix, trigger, source, dest]."""
-    return [t.machine, t.serial, t.fragment[:FRAGMENT_PREFIX], t.trigger, t.source, t.dest]
+    machine, serial, fragment, trigger, source, dest = t  # unpacking: no attribute lookups
+    return [machine, serial, fragment[:FRAGMENT_PREFIX], trigger, source, dest]
+
+
+# --- compiled encoders -----------------------------------------------------------------
+
+_Encoder = Callable[[Any], dict[str, Any]]
+#
+# The journal encodes every event and effect the core handles, on the loop thread: a loop
+# over the fields with getattr per field costs about three times a dict display built by
+# a function made for the class (as ``dataclasses`` makes ``__init__``). The text below
+# only names fields and the helpers above; ``tests/unit/test_codec.py`` checks each
+# compiled encoder against the field-by-field definition.
+
+
+def _compile(cls: type, value_of: Callable[[type, str, bool], str]) -> _Encoder:
+    """A function ``obj -> {"kind": ..., field: value_of(name, is_bytes), ...}``."""
+    items = [f'"kind": {cls.__name__!r}']
+    for name, is_bytes in _FIELDS[cls]:
+        if not name.isidentifier():  # pragma: no cover - dataclass fields always are
+            raise RuntimeError(f"{cls.__name__}.{name}")
+        items.append(f"{name!r}: {value_of(cls, name, is_bytes)}")
+    source = f"def encode(o):\n    return {{{', '.join(items)}}}\n"
+    namespace: dict[str, Any] = {"bytes_out": bytes_out, "_short_bytes": _short_bytes,
+                                 "_lists": _lists}
+    exec(source, namespace)  # the text is made above from field names only
+    encoder: _Encoder = namespace["encode"]
+    return encoder
+
+
+def _event_value(_cls: type, name: str, is_bytes: bool) -> str:
+    return f"bytes_out(o.{name})" if is_bytes else f"o.{name}"
+
+
+def _effect_value(cls: type, name: str, is_bytes: bool) -> str:
+    if is_bytes:
+        return f"_short_bytes(o.{name})"
+    if name in _TUPLES[cls]:
+        return f"_lists(o.{name})"
+    return f"o.{name}"
+
+
+_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _event_value) for c in _KINDS.values()}
+_EFFECT_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _effect_value) for c in EFFECTS.values()}

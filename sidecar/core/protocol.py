@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from .jsontext import compact_encoder
+
 ID_LENGTH = 64
 HEADER = struct.Struct("<I")
 KILL = {"status": "complete"}  # §16.2: what we send, and what we accept back
@@ -178,8 +180,12 @@ def encode_lineage(step: str, descriptor: bytes) -> bytes:
     return b'{"transformation_step":' + dumps(step) + b',"description":' + descriptor + b"}"
 
 
+_compact = compact_encoder(ensure_ascii=False)
+
+
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` as UTF-8."""
+    return _compact(value).encode("utf-8")
 
 
 # --- LocalFragmentDesc (socket) --------------------------------------------------------

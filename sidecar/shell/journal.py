@@ -43,7 +43,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -53,6 +53,7 @@ from .. import __version__
 from ..core import Core, Transition, codec
 from ..core import effects as fx
 from ..core import events as ev
+from ..core.jsontext import compact_encoder
 from ..core.snapshot import config_to_json
 from .fsmodes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from .hooks import Loop, Observer
@@ -67,25 +68,9 @@ FLUSH_INTERVAL = 0.25
 WRITE_BUFFER = 1 << 20
 
 
-def _compact_encoder() -> Callable[[Any], str]:
-    """``json.dumps(obj, separators=(",", ":"))``, the same text, at half the cost per line.
-
-    ``JSONEncoder.encode`` builds a new C encoder (``c_make_encoder``) for every call, about
-    2.5 of the 5 µs a journal line takes: build it once, with the arguments ``encode`` would
-    pass it (no circular check, ASCII output). Without the C accelerator (not CPython), the
-    plain encoder.
-    """
-    encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has it
-        return encoder.encode
-    chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
-                  encoder.key_separator, encoder.item_separator, encoder.sort_keys,
-                  encoder.skipkeys, encoder.allow_nan)
-    return lambda obj: "".join(chunks(obj, 0))
-
-
-_dumps = _compact_encoder()
+# json.dumps(obj, separators=(",", ":")): the same text at half the cost per line (the C
+# encoder is built once, not per line).
+_dumps = compact_encoder()
 
 log = logging.getLogger("sidecar.journal")
 

@@ -78,7 +78,8 @@ class Runner:
         self._handling_signals = False  # run() installed _on_signal
         self._busy = False
         self._timer: Any = None
-        self._timer_at: float | None = None
+        self._timer_at: float | None = None  # the deadline the timer was armed for
+        self._due: float | None = None  # the core's next deadline after the last event
         self._started = clock()
         # Recent errors the core logged (message -> code): an exit whose reason was already
         # logged refers to it instead of printing it a second time (§16.11: one error line).
@@ -169,23 +170,33 @@ class Runner:
                 self._event = type(current).__name__
                 now = self.clock()
                 effects = self.core.handle(current, now)
+                transitions = self.core.transitions
                 for observer in self.observers:
-                    observer(current, now, effects, self.core.transitions)
-                for t in self.core.transitions:
+                    observer(current, now, effects, transitions)
+                for t in transitions:
                     if t.dest in _FINAL:
                         self.totals[f"{t.machine} {t.dest}"] += 1
+                performers = self._performers
                 for effect in effects:
-                    self._performers[type(effect)](effect)
+                    performers[type(effect)](effect)
                 self.storage.flush()  # the transfers this event asked for, one item a fragment
             self._reschedule()
         finally:
             self._busy = False
 
     def _reschedule(self) -> None:
-        deadline = self.core.next_deadline()
+        """Keep a loop timer for the core's next deadline. A deadline that moved later
+        (the stuck watch's moves on nearly every event: its oldest fragment changed state)
+        or went away keeps the armed timer: when it fires, ``_tick`` arms the next one
+        instead of feeding a Tick, so a busy loop does not cancel and re-make a timer per
+        event, and a Tick is still fed only once a deadline is due."""
+        deadline = self._due = self.core.next_deadline()
         if deadline == self._timer_at:
             return
         if self._timer is not None:
+            assert self._timer_at is not None
+            if deadline is None or deadline > self._timer_at:
+                return  # the armed timer fires first
             self.ioloop.remove_timeout(self._timer)
             self._timer = None
         self._timer_at = deadline
@@ -202,7 +213,11 @@ class Runner:
         self.broker.publish(e.publish_id, e.queue, e.body, e.message_id, headers)
 
     def _tick(self) -> None:
+        armed_for, due = self._timer_at, self._due
         self._timer = self._timer_at = None
+        if due != armed_for and (due is None or due > self.clock()):
+            self._reschedule()  # armed for a deadline that moved later (or went): not due
+            return
         self.feed(Tick())
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -40,6 +40,8 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 CONFIRM_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 LIFECYCLES = {lc.name: lc for lc in (INPUT, OUTPUT)}
+_TERMINAL = {name: frozenset(lc.terminal) for name, lc in LIFECYCLES.items()}
+_STEP, _INPUT = STEP.name, INPUT.name
 PAUSE_REASONS = ("transformation-absent", "volume-low")  # always shown, 0 when not paused
 
 
@@ -206,24 +208,25 @@ class MetricsObserver(Observer):
             self._forget()
 
     def _transition(self, t: Transition, now: float) -> None:
-        if t.machine == STEP.name:
+        machine, serial, _, trigger, source, dest = t  # unpacking: no attribute look-ups
+        if machine == _STEP:
             return  # the step_state gauge reads the view
-        if t.trigger == "new":
-            if t.machine == INPUT.name:
-                self.born[t.serial] = now
+        if trigger == "new":
+            if machine == _INPUT:
+                self.born[serial] = now
         else:
-            since = self.entered.get(t.serial)
+            since = self.entered.get(serial)
             if since is not None:
-                self.state_seconds[t.machine, t.source].observe(now - since)
-        self.state_entries[t.machine, t.dest].inc()
-        if t.dest in LIFECYCLES[t.machine].terminal:
-            self.fragments[t.machine, t.dest].inc()
-            self.entered.pop(t.serial, None)
-            born = self.born.pop(t.serial, None)
+                self.state_seconds[machine, source].observe(now - since)
+        self.state_entries[machine, dest].inc()
+        if dest in _TERMINAL[machine]:
+            self.fragments[machine, dest].inc()
+            self.entered.pop(serial, None)
+            born = self.born.pop(serial, None)
             if born is not None:
-                self.latency[t.dest].observe(now - born)
+                self.latency[dest].observe(now - born)
         else:
-            self.entered[t.serial] = now
+            self.entered[serial] = now
 
     def _log(self, e: fx.Log) -> None:
         self.logs[e.level, e.code].inc()
@@ -236,14 +239,17 @@ class MetricsObserver(Observer):
     def _view(self) -> None:
         """Publish what the state gauges show (about 1 µs: two small dict copies)."""
         m, core = self.m, self.core
-        if core.paused != m.view.paused:
-            m.pause_reasons.extend(r for r in core.paused if r not in m.pause_reasons)
+        paused = core.paused
+        if paused != m.view.paused:
+            m.pause_reasons.extend(r for r in paused if r not in m.pause_reasons)
         m.view = StateView({name: dict(c) for name, c in core.states.items()},
-                           bool(core.tts or core.fts), core.paused, core.step.state)
+                           bool(core.tts or core.fts), paused, core.step.state)
 
     def _forget(self) -> None:
         """Drop the clock readings of fragments forgotten without a final transition (a
         duplicate delivery's copy), once they outnumber the tracked ones."""
+        if len(self.entered) <= 64:  # the bound below is at least 64
+            return
         core = self.core
         tracked = len(core.inputs) + len(core.outputs)
         if len(self.entered) > 2 * tracked + 64:

@@ -97,3 +97,19 @@ def test_transitions_name_their_fragment_by_a_prefix() -> None:
 def test_decode_refuses_what_is_not_an_event_or_effect(bad: dict) -> None:
     with pytest.raises(codec.CodecError):
         codec.decode(bad)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_the_compiled_encoders_give_what_the_field_by_field_definition_gives(
+        cls: type, data: st.DataObject) -> None:
+    obj = data.draw(instances(cls))
+    expected = codec._encode_slowly(obj)
+    actual = codec.encode(obj)
+    assert actual == expected and list(actual) == list(expected)  # same keys, same order
+    assert json.dumps(actual) == json.dumps(expected)
+    if cls.__name__ in codec.EFFECTS:
+        expected = codec._encode_effect_slowly(obj)
+        actual = codec.encode_effect(obj)
+        assert json.dumps(actual) == json.dumps(expected)
+        assert actual == expected  # lists where the slow form has lists

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.core import protocol as p
+from sidecar.core.jsontext import compact_encoder
 from sidecar.core.protocol import InvalidMessage
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -449,3 +450,20 @@ def test_output_id_differs_per_predecessor_set() -> None:
     ids = {p.output_id("s", preds, 0) for preds in ([], [A], [B], [A, B], [A, A], [A, B, C])}
     assert len(ids) == 6
     assert len({p.output_id("s", [A], i) for i in range(100)}) == 100
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(doc=_JSON)
+def test_the_compact_encoders_write_what_json_dumps_writes(doc: object) -> None:
+    for ascii_only in (True, False):
+        expected = json.dumps(doc, separators=(",", ":"), ensure_ascii=ascii_only)
+        assert compact_encoder(ensure_ascii=ascii_only)(doc) == expected
+    assert p.dumps(doc) == json.dumps(doc, separators=(",", ":"),
+                                      ensure_ascii=False).encode("utf-8")
