@@ -368,11 +368,7 @@ def run(ctx: Context, sc: Scenario) -> dict[str, Any]:
                 st.stop(5)
         if arrivals is not None:
             arrivals.stop()
-        for q in ("input", "output", "lineage", "dead"):
-            broker.delete(names[q])
-        broker.close()
-        for bucket in (names["input_bucket"], names["output_bucket"]):
-            _remove_bucket(s3, bucket)
+        remove_run(broker, s3, names)
         if sc.file_bytes >= MIB or not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
 
@@ -447,6 +443,15 @@ def _put_inputs(s3: Any, bucket: str, sc: Scenario) -> list[str]:
                       part_size=64 * MIB)
         keys.append(key)
     return keys
+
+
+def remove_run(broker: Any, s3: Any, names: dict[str, str]) -> None:
+    """A run's queues and buckets (run_names), and the broker connection."""
+    for q in ("input", "output", "lineage", "dead"):
+        broker.delete(names[q])
+    broker.close()
+    for bucket in (names["input_bucket"], names["output_bucket"]):
+        _remove_bucket(s3, bucket)
 
 
 def _remove_bucket(s3: Any, bucket: str) -> None:

@@ -48,11 +48,11 @@ from .scenario import (
     Scenario,
     Step,
     _put_inputs,
-    _remove_bucket,
     _sidecar_env,
     _transformation_env,
     descriptor,
     random_id,
+    remove_run,
     run_names,
 )
 
@@ -297,11 +297,7 @@ def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
         st.stop(5)
         if arrivals is not None:
             arrivals.stop()
-        for q in ("input", "output", "lineage", "dead"):
-            broker.delete(names[q])
-        broker.close()
-        for bucket in (names["input_bucket"], names["output_bucket"]):
-            _remove_bucket(s3, bucket)
+        remove_run(broker, s3, names)
         shutil.rmtree(root, ignore_errors=True)
 
 
