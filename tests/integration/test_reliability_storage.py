@@ -79,7 +79,8 @@ def test_a_download_outage_longer_than_the_budget_requeues_then_completes(
     sidecar.wait_for_log(r"\[requeued-storage-unavailable\] download failed: "
                          r"ServiceUnavailable.*after 3 attempts", timeout=30)
     sidecar.wait_for_log(r"\[redelivered\]", timeout=30)  # and comes back
-    assert outage.hits >= 4
+    # ... and its download is tried again (logged before that GET reaches S3: wait for it)
+    assert wait_until(lambda: outage.hits >= 4, timeout=30), outage.hits
     assert trans.record().get("received", []) == []  # nothing half-downloaded reached it
 
     s3.clear_faults()  # S3 recovers
