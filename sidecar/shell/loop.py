@@ -79,7 +79,6 @@ class Runner:
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None  # the deadline the timer was armed for
-        self._due: float | None = None  # the core's next deadline after the last event
         self._started = clock()
         # Recent errors the core logged (message -> code): an exit whose reason was already
         # logged refers to it instead of printing it a second time (§16.11: one error line).
@@ -190,7 +189,7 @@ class Runner:
         or went away keeps the armed timer: when it fires, ``_tick`` arms the next one
         instead of feeding a Tick, so a busy loop does not cancel and re-make a timer per
         event, and a Tick is still fed only once a deadline is due."""
-        deadline = self._due = self.core.next_deadline()
+        deadline = self.core.next_deadline()
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -213,7 +212,7 @@ class Runner:
         self.broker.publish(e.publish_id, e.queue, e.body, e.message_id, headers)
 
     def _tick(self) -> None:
-        armed_for, due = self._timer_at, self._due
+        armed_for, due = self._timer_at, self.core.next_deadline()  # only feed changes it
         self._timer = self._timer_at = None
         if due != armed_for and (due is None or due > self.clock()):
             self._reschedule()  # armed for a deadline that moved later (or went): not due
