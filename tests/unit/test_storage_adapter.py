@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from sidecar.core.effects import DownloadFile, UploadFile
 from sidecar.shell.fsmodes import DATA_DIR
-from sidecar.shell.hooks import NO_HOOKS
+from sidecar.shell.hooks import NO_HOOKS, NoHooks
 from sidecar.shell.io import minio_private, multipart, transfers
 from sidecar.shell.io.errors import UnsafePath, is_transient
 from sidecar.shell.io.retries import Tries
@@ -135,7 +135,12 @@ def test_the_count_is_the_most_attempts_of_any_request():
 
 def test_the_retry_hook_names_the_operation(tmp_path: Path):
     retried: list[str] = []
-    adapter = make_adapter(tmp_path, SimpleNamespace(retry=retried.append))
+
+    class Retries(NoHooks):  # the other hooks stay no-ops
+        def retry(self, operation: str) -> None:
+            retried.append(operation)
+
+    adapter = make_adapter(tmp_path, Retries())
     adapter.transfers.policy = adapter.transfers.policy.copy(wait=wait_none())
 
     def put_whole() -> None:

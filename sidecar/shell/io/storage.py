@@ -51,10 +51,9 @@ class Storage:
         self.s = settings
         self.post = post
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
+        self.hooks = hooks  # metrics and readiness (request/transfer/retry)
         httpheaders.install()  # S3's answers parsed without the email package (issue 14)
-        # reads ``transfers`` (assigned below) when called: metrics may replace the hooks
-        client, http, streamed = _client(
-            settings, lambda op, result, secs: transfers.hooks.request(op, result, secs))
+        client, http, streamed = _client(settings, hooks.request)
         direct = None
         if streamed and settings.s3_small_objects == "direct":
             from .s3direct import DirectS3  # imported only when selected
@@ -62,22 +61,16 @@ class Storage:
             # GETs and single PUTs on minio's pool without its per-request work (fix 11)
             direct = DirectS3(client, http.report)
         policy = transfer_policy(settings.storage_attempts, settings.storage_backoff_max,
-                                 self.closing, lambda state: announce(state, self.hooks))
-        transfers = Transfers(client, direct, streamed, policy,
-                              os.path.realpath(settings.data_volume_path),
-                              max(settings.part_size, MIN_PART_SIZE),
-                              settings.minio_output_bucket, self.closing, hooks)
-        self.transfers = transfers
+                                 self.closing, lambda state: announce(state, hooks))
+        self.transfers = Transfers(client, direct, streamed, policy,
+                                   os.path.realpath(settings.data_volume_path),
+                                   max(settings.part_size, MIN_PART_SIZE),
+                                   settings.minio_output_bucket, self.closing, hooks)
         self.pool = WorkerPool(settings.storage_workers, "storage")
         # Transfers asked for by the event being handled, by fragment, until flush().
         self._staged: dict[tuple[str, int], list[Call]] = {}
         self._report_lock = threading.Lock()
         self._fatal_reported = False
-
-    @property
-    def hooks(self) -> StorageHooks:
-        """Metrics and readiness (request/transfer/retry), given at construction."""
-        return self.transfers.hooks
 
     @property
     def volume(self) -> str:
