@@ -151,7 +151,7 @@ def _encode_effect_slowly(effect: fx.Effect) -> dict[str, Any]:
     for name, is_bytes in _FIELDS[type(effect)]:
         value = getattr(effect, name)
         if is_bytes:
-            value = bytes_out(value) if len(value) <= SHORT_BYTES else digest(value)
+            value = _short_bytes(value)
         elif name in tuples:
             value = _lists(value)
         out[name] = value

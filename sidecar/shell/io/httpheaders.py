@@ -38,19 +38,18 @@ def parse_headers(fp: Any, _class: type = http.client.HTTPMessage) -> http.clien
     """``http.client.parse_headers``, without the email parser for plain header lines."""
     assert _read_headers is not None  # installed only with it
     lines = _read_headers(fp)
-    message = _plain(lines) if _class is http.client.HTTPMessage else None
+    text = b"".join(lines).decode("iso-8859-1")
+    message = _plain(text, len(lines)) if _class is http.client.HTTPMessage else None
     if message is None:
-        text = b"".join(lines).decode("iso-8859-1")
         return email.parser.Parser(_class=_class).parsestr(text)
     return message
 
 
-def _plain(lines: list[bytes]) -> http.client.HTTPMessage | None:
-    """The message of a block of ``Name: value`` CRLF lines ended by an empty CRLF line,
-    as the email parser (policy compat32) builds it; None for any other block."""
-    text = b"".join(lines).decode("iso-8859-1")
+def _plain(text: str, lines: int) -> http.client.HTTPMessage | None:
+    """The message of a block of ``lines`` ``Name: value`` CRLF lines ended by an empty
+    CRLF line, as the email parser (policy compat32) builds it; None for any other block."""
     # nothing str.splitlines (the feed parser's splitter) takes for another line break
-    if not _BLOCK.fullmatch(text) or len(text.splitlines()) != len(lines):
+    if not _BLOCK.fullmatch(text) or len(text.splitlines()) != lines:
         return None
     headers = _HEADER.findall(text)
     for name, value in headers:
