@@ -48,9 +48,14 @@ synthetic_run(n, observe)
 
 def instructions(repo: Path, kind: str, fragments: int) -> int:
     program = PROGRAM.format(bench=str(repo / "bench"), repo=str(repo))
+    return collected(program, kind, str(fragments))
+
+
+def collected(program: str, *args: str) -> int:
+    """The instructions callgrind counts in ``python -c program *args``."""
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, "-c", program, kind, str(fragments)],
+         sys.executable, "-c", program, *args],
         capture_output=True, text=True, check=True)
     m = re.search(r"Collected : (\d+)", done.stderr)
     if m is None:
