@@ -4,15 +4,13 @@ letter (§16.1) or give back, and the cleanup of its local files.
 
 from __future__ import annotations
 
-import posixpath
-
 from states import INPUT, InputEvent, InputState
 
 from . import effects as fx
 from . import events as ev
 from .models import _UNPROCESSED, Input, PendingPublish
 from .parts import Parts
-from .protocol import input_dirs, local_input_path
+from .protocol import input_layout
 
 # Compared on every progress check: module constants, cheaper than look-ups in the table.
 _PROCESSED, _UPLOADED, _PUBLISHED = InputState.PROCESSED, InputState.UPLOADED, InputState.PUBLISHED
@@ -21,10 +19,8 @@ _PROCESSED, _UPLOADED, _PUBLISHED = InputState.PROCESSED, InputState.UPLOADED, I
 def start_downloads(p: Parts, inp: Input) -> None:
     desc = inp.desc
     assert desc is not None
-    volume = p.cfg.volume
-    inp.paths = tuple(local_input_path(volume, desc, f) for f in desc.files)
-    inp.dirs = input_dirs(volume, desc)
-    p.step.add_bucket_dirs(posixpath.join(volume, f.bucket) for f in desc.files)
+    inp.paths, inp.dirs, bucket_dirs = input_layout(p.cfg.volume, desc)
+    p.step.add_bucket_dirs(bucket_dirs)
     inp.downloads_left = len(desc.files)
     for i, (f, dest) in enumerate(zip(desc.files, inp.paths, strict=True)):
         p.fx.emit(fx.DownloadFile(inp.serial, i, f.bucket, f.path, dest))

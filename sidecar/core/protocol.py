@@ -9,15 +9,16 @@ zero-file output as ``"files": null`` (a nil slice), so a Go peer upstream sends
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
-from .jsontext import compact_encoder
+from .jsontext import compact_encoder, loads
 
 ID_LENGTH = 64
 HEADER = struct.Struct("<I")
@@ -34,6 +35,7 @@ class InvalidMessage(ValueError):
 
 # --- names and paths -----------------------------------------------------------------
 
+_BAD_PARTS = frozenset(("..", ".", ""))
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -45,8 +47,7 @@ def safe_relative(name: Any, what: str = "name") -> str:
         raise InvalidMessage("unsafe-name", f"{what} {name!r} contains NUL")
     if name.startswith("/"):
         raise InvalidMessage("unsafe-name", f"{what} {name!r} is absolute")
-    parts = name.split("/")
-    if any(part in ("..", ".", "") for part in parts):
+    if not _BAD_PARTS.isdisjoint(name.split("/")):
         raise InvalidMessage("unsafe-name", f"{what} {name!r} has an empty, '.' or '..' part")
     return name
 
@@ -71,21 +72,28 @@ def inside(root: str, path: str) -> bool:
     """Lexically, is ``path`` strictly below ``root``? (symlinks are checked at the I/O edge)"""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
         return False
-    return posixpath.normpath(path).startswith(posixpath.normpath(root).rstrip("/") + "/")
+    return posixpath.normpath(path).startswith(_below(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _below(root: str) -> str:
+    """What every path strictly below ``root`` starts with (the volume's, once)."""
+    return posixpath.normpath(root).rstrip("/") + "/"
 
 
 # --- RemoteFragmentDesc (RabbitMQ) -----------------------------------------------------
+# The parsed messages are named tuples, not frozen dataclasses: a few are made for every
+# fragment on the loop thread, and a frozen dataclass's ``__init__`` costs a call of
+# ``object.__setattr__`` per field (models.Transition says the same).
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteFile:
+class RemoteFile(NamedTuple):
     name: str
     path: str  # the object key inside bucket
     bucket: str
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteFragment:
+class RemoteFragment(NamedTuple):
     fragment_id: str
     files: tuple[RemoteFile, ...]
     predecessors: list[str] | None  # forwarded as received (null stays null, as in Go)
@@ -95,7 +103,7 @@ class RemoteFragment:
 def parse_remote(body: bytes) -> RemoteFragment:
     """Validate a RemoteFragmentDesc body; raise InvalidMessage with the reason."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidMessage("invalid-json", f"body is not JSON: {err}") from None
     if not isinstance(data, dict):
@@ -151,15 +159,31 @@ def local_input_path(volume: str, fragment: RemoteFragment, f: RemoteFile) -> st
 
 def input_dirs(volume: str, fragment: RemoteFragment) -> tuple[str, ...]:
     """Directories the sidecar created for this input, deepest first, for cleanup."""
+    return input_layout(volume, fragment)[1]
+
+
+def input_layout(volume: str, fragment: RemoteFragment
+                 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Where an input goes on the volume: its files' ``local_input_path``s, its
+    ``input_dirs``, and the bucket directories they are in (one per file). Joined step by
+    step (``posixpath.join`` joins its arguments one after another), each part once."""
+    paths: list[str] = []
+    buckets: list[str] = []
     dirs: set[str] = set()
     for f in fragment.files:
-        top = posixpath.join(volume, f.bucket, fragment.fragment_id)
-        d = posixpath.dirname(posixpath.join(top, f.name))
-        while d != top and d.startswith(top):
-            dirs.add(d)
-            d = posixpath.dirname(d)
+        bucket_dir = posixpath.join(volume, f.bucket)
+        top = posixpath.join(bucket_dir, fragment.fragment_id)
+        path = posixpath.join(top, f.name)
+        paths.append(path)
+        buckets.append(bucket_dir)
         dirs.add(top)
-    return tuple(sorted(dirs, key=lambda d: (-d.count("/"), d)))
+        if "/" in f.name:  # a name with directories: each one below ``top`` too
+            d = posixpath.dirname(path)
+            while d != top and d.startswith(top):
+                dirs.add(d)
+                d = posixpath.dirname(d)
+    deepest_first = sorted(dirs, key=lambda d: (-d.count("/"), d)) if len(dirs) > 1 else dirs
+    return tuple(paths), tuple(deepest_first), tuple(buckets)
 
 
 def encode_remote(fragment_id: str, files: list[RemoteFile], predecessors: list[str],
@@ -238,14 +262,12 @@ class FrameDecoder:
 # --- messages from the transformation (fts.sock, §4.4) ----------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
+class LocalFile(NamedTuple):
     name: str
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutputFragment:
+class OutputFragment(NamedTuple):
     files: tuple[LocalFile, ...]
     predecessors: tuple[str, ...]
     predecessors_given: bool  # False when missing, null or empty (§16.14)
@@ -254,8 +276,7 @@ class OutputFragment:
     problem: str = ""  # why the output cannot be uploaded as it is, if it cannot
 
 
-@dataclass(frozen=True, slots=True)
-class DoneWith:
+class DoneWith(NamedTuple):
     fragment_id: str
 
 
@@ -267,7 +288,7 @@ class Kill:
 def parse_frame(payload: bytes) -> OutputFragment | DoneWith | Kill:
     """Classify one frame in the original's order: output fragment, done_with, kill."""
     try:
-        data = json.loads(payload)
+        data = loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidMessage("invalid-json", f"frame is not JSON: {err}") from None
     if not isinstance(data, dict):
