@@ -52,6 +52,9 @@ _EXITING = (StepState.TRANSFORMATION_DONE, StepState.STOPPING)  # exit once drai
 # Compared on every event: module constants, cheaper than a look-up in the table.
 _EXITED, _ENDED, _INPUT_ENDED = StepState.EXITED, IS.ENDED, StepState.INPUT_ENDED
 _TRANSFORMATION_DONE = StepState.TRANSFORMATION_DONE
+# Nothing to wind down in these (the usual ones): no kill, no exit, no fts_close due yet.
+_RUNNING = frozenset({StepState.STARTING, StepState.CONSUMING, StepState.DRAINING_QUEUE,
+                      StepState.EXITED})
 
 
 def _rules(p: Parts) -> dict[type, Callable[[Any], None]]:
@@ -270,11 +273,23 @@ def _on_tick(p: Parts, _: ev.Tick) -> None:
 
 def _advance(p: Parts) -> None:
     """After every event: dispatch, send the kill when due, exit when drained."""
-    if p.intake.model.state == _ENDED:  # no consumer, for good; the broker is there
+    intake, link, step = p.intake, p.link, p.step
+    if intake.model.state == _ENDED:  # no consumer, for good; the broker is there
         inputs.after_intake(p)
-    p.intake.steer(p.link.orphaned)
-    if p.link.ready:
+    intake.steer(link.orphaned)
+    if link.ready:
         transformation.dispatch_ready(p)
+    if step.model.state not in _RUNNING and _wind_down(p):
+        return
+    if p.cfg.stuck_after:  # the "stuck" deadline: when the first fragment would be stuck
+        due = p.fragments.stuck_due()
+        if step.deadlines.get("stuck") != due:  # often the same: spare the call
+            step.set_deadline("stuck", due)
+
+
+def _wind_down(p: Parts) -> bool:
+    """The end of the step: the kill once nothing waits for dispatch, the exit once
+    drained. True when it exited."""
     step = p.step
     state = step.model.state
     if state == _INPUT_ENDED and not p.fragments.pending_dispatch():
@@ -293,8 +308,5 @@ def _advance(p: Parts) -> None:
         if step.bucket_dirs:
             p.fx.emit(fx.DeleteFiles((), tuple(sorted(step.bucket_dirs))))
         p.fx.emit(fx.Exit(code, step.exit_reason or "done"))
-        return
-    if p.cfg.stuck_after:  # the "stuck" deadline: when the first fragment would be stuck
-        due = p.fragments.stuck_due()
-        if step.deadlines.get("stuck") != due:  # often the same: spare the call
-            step.set_deadline("stuck", due)
+        return True
+    return False

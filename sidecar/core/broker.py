@@ -58,10 +58,10 @@ def _on_broker_back(p: Parts) -> None:
 
 
 def on_delivered(p: Parts, e: ev.Delivered) -> None:
-    if p.intake.state in _ADOPTING:
+    if p.intake.model.state in _ADOPTING:
         _adopt_only(p, e)
         return
-    if p.step.state not in _INTAKE_OPEN:
+    if p.step.model.state not in _INTAKE_OPEN:
         p.fx.emit(fx.Nack(e.tag, requeue=True))
         p.fx.log("info", "delivery-returned", "intake is closed; delivery requeued")
         return

@@ -58,7 +58,7 @@ class Intake:
     state: str = INTAKE.initial
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tracked:
     """Common to the three kinds of state-machine models."""
 
@@ -68,7 +68,7 @@ class Tracked:
     stuck_reported: int = 0  # len(history) when last reported stuck: once per state entry
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Input(Tracked):
     tag: int = 0
     body: bytes = b""
@@ -88,7 +88,7 @@ class Input(Tracked):
         return self.desc.fragment_id if self.desc else ""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Output(Tracked):
     fragment_id: str = ""
     files: tuple[Any, ...] = ()
@@ -118,8 +118,9 @@ class Transition(NamedTuple):
     dest: str
 
 
-@dataclass(frozen=True)
-class PendingPublish:
+class PendingPublish(NamedTuple):
+    """A named tuple (see ``Transition``): two are made for every output."""
+
     kind: str  # "descriptor", "lineage" or "dead_letter"
     owner: int
     queue: str

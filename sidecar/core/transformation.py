@@ -61,8 +61,8 @@ def on_disconnected(p: Parts, e: ev.Disconnected) -> None:
 
 
 def dispatch_ready(p: Parts) -> None:
-    link, inputs = p.link, p.fragments.inputs
-    while link.can_dispatch and p.step.state not in _NO_DISPATCH:
+    link, inputs, step = p.link, p.fragments.inputs, p.step.model
+    while link.can_dispatch and step.state not in _NO_DISPATCH:
         inp = inputs.get(link.next_ready())
         if inp is not None and inp.state == InputState.DOWNLOADED:
             _send_fragment(p, inp, InputEvent.DISPATCH)
