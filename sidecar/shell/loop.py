@@ -63,6 +63,8 @@ class Runner:
                                         settings.amqp_key_file), hooks=hooks)
         self.storage = Storage(settings, self.post, hooks)
         self.checker = UpstreamChecker(settings, self.post, hooks)
+        # derived by a property that formats it: read once, not on every publish
+        self._dead_letter_queue = settings.dead_letter_queue
         self.observers = tuple(observers)  # a tuple: the fan-out on every event iterates it
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
@@ -204,7 +206,7 @@ class Runner:
 
     def _publish(self, e: fx.Publish) -> None:
         headers = e.headers
-        if e.queue == self.s.dead_letter_queue:
+        if e.queue == self._dead_letter_queue:
             # The core has no wall clock; the time a dead letter was made is an I/O fact
             # (shown by `iterum-sidecar dead-letters list`).
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
