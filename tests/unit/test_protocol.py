@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import posixpath
 import random
 import re
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.core import protocol as p
-from sidecar.core.jsontext import compact_encoder
+from sidecar.core.jsontext import compact_encoder, loads
 from sidecar.core.protocol import InvalidMessage
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -181,6 +183,33 @@ def test_local_paths_are_per_fragment_and_dirs_deepest_first() -> None:
         f"/vol/{BUCKET}/{A}/a/b/c.txt", f"/vol/{BUCKET}/{A}/d.txt"]
     assert p.input_dirs("/vol", frag) == (
         f"/vol/{BUCKET}/{A}/a/b", f"/vol/{BUCKET}/{A}/a", f"/vol/{BUCKET}/{A}")
+
+
+_PATH_PART = st.sampled_from(["a", "b", "..", ".", "", "/", "x/y", "//", "c/"])
+
+
+@given(volume=st.sampled_from(["/vol", "/vol/", "/", "/v/w", ""]),
+       fragment_id=st.lists(_PATH_PART, max_size=4).map(lambda s: ("".join(s) + A)[:64]),
+       names=st.lists(st.lists(_PATH_PART, min_size=1, max_size=4).map("".join), max_size=3),
+       bucket=st.sampled_from([BUCKET, "b/c", "/abs", "b/"]))
+def test_input_layout_is_the_paths_dirs_and_bucket_dirs_joined_one_by_one(
+        volume: str, fragment_id: str, names: list[str], bucket: str) -> None:
+    """input_layout joins part by part; the same as posixpath.join of all the parts, and
+    the directories as a walk up from each file to its fragment's directory."""
+    frag = p.RemoteFragment(fragment_id, tuple(p.RemoteFile(n, "k", bucket) for n in names),
+                            None, None)
+    paths, dirs, buckets = p.input_layout(volume, frag)
+    assert paths == tuple(posixpath.join(volume, bucket, fragment_id, n) for n in names)
+    assert buckets == tuple(posixpath.join(volume, bucket) for _ in names)
+    expected: set[str] = set()
+    for path in paths:
+        top = posixpath.join(volume, bucket, fragment_id)
+        d = posixpath.dirname(path)
+        while d != top and d.startswith(top):
+            expected.add(d)
+            d = posixpath.dirname(d)
+        expected.add(top)
+    assert dirs == tuple(sorted(expected, key=lambda d: (-d.count("/"), d)))
 
 
 @pytest.mark.parametrize(("path", "inside"), [
@@ -467,3 +496,20 @@ def test_the_compact_encoders_write_what_json_dumps_writes(doc: object) -> None:
         assert compact_encoder(ensure_ascii=ascii_only)(doc) == expected
     assert p.dumps(doc) == json.dumps(doc, separators=(",", ":"),
                                       ensure_ascii=False).encode("utf-8")
+
+
+def _outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return ("value", parse(data))
+    except (ValueError, UnicodeDecodeError) as err:
+        return (type(err), str(err))
+
+
+@given(data=_JSON.map(lambda doc: json.dumps(doc).encode())
+       | st.binary(max_size=12).map(lambda b: b"{" + b)
+       | st.sampled_from([b"{", b"{\x00}", "{}".encode("utf-16"),
+                          "{}".encode("utf-16-le"), b'{"a":"\xed\xa0\x80"}',
+                          b"\xef\xbb\xbf{}", b"{\xff}", b'{"a":1}x', b""]))
+def test_loads_gives_what_json_loads_gives(data: bytes) -> None:
+    """The same value, or the same error, as json.loads (which detects the encoding)."""
+    assert _outcome(loads, data) == _outcome(json.loads, data)
