@@ -505,7 +505,8 @@ def _outcome(parse: Callable[[bytes], object], data: bytes) -> object:
         return (type(err), str(err))
 
 
-@given(data=_JSON.map(lambda doc: json.dumps(doc).encode())
+@given(data=st.dictionaries(st.text(max_size=8), st.none() | st.integers() | st.text(),
+                           max_size=3).map(lambda doc: json.dumps(doc).encode())
        | st.binary(max_size=12).map(lambda b: b"{" + b)
        | st.sampled_from([b"{", b"{\x00}", "{}".encode("utf-16"),
                           "{}".encode("utf-16-le"), b'{"a":"\xed\xa0\x80"}',
