@@ -42,6 +42,7 @@ from ...core.events import (
 )
 from ..hooks import NO_HOOKS, BrokerHooks
 from ..tls import amqp_parameters
+from . import pika_sends
 from .queues import Queues
 from .reconnect import Backoff, describe
 
@@ -94,6 +95,7 @@ class Broker:
     # --- connection ------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
+        pika_sends.install()  # one send per loop turn, not per frame (or pika as it is)
         self._backoff.start(time.monotonic())
         self.reconnecting = True
         self._open()
