@@ -43,6 +43,7 @@ from ...core.events import (
 from ..hooks import NO_HOOKS, BrokerHooks
 from ..tls import amqp_parameters
 from . import pika_sends
+from .acks import Acks
 from .queues import Queues
 from .reconnect import Backoff, describe
 
@@ -77,6 +78,7 @@ class Broker:
         self.publish_ch: Channel | None = None
         self.consumer_tag = f"{input_queue}-consumer-{random.randrange(1 << 31)}"
         self.queues = Queues(refused=self._declare_failed)  # the declared queues
+        self.acks = Acks()  # the consuming channel's outstanding deliveries
         # confirm sequence number -> (publish id, queue, message id, body, monotonic time of
         # the publish), in the order published
         self.unconfirmed: OrderedDict[int, Unconfirmed] = OrderedDict()
@@ -158,6 +160,7 @@ class Broker:
 
     def _on_consume_channel(self, gen: int, ch: Channel) -> None:
         self.consume_ch = ch
+        self.acks.clear()  # the delivery tags start again on a new channel
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_cancel_callback(
             self._guarded(gen, lambda _frame: self.post(ConsumerCancelledByBroker())))
@@ -201,6 +204,8 @@ class Broker:
     def _lost(self, problem: str) -> None:
         """Forget everything of this connection, tell the core (once per outage), retry."""
         old = self.conn
+        self._send_acks(self.acks.release())  # if the consuming channel is still open
+        self.acks.clear()
         self.generation += 1  # the old connection's callbacks are void from now on
         self.consume_ch = self.publish_ch = None
         self.queues.clear()
@@ -218,6 +223,7 @@ class Broker:
         self._retry(problem)
 
     def close(self, on_closed: Callable[[], None]) -> None:
+        self._send_acks(self.acks.release())  # the exit may come while acks are held
         self.closing = True
         self.on_closed = on_closed
         if self._retry_timer is not None:
@@ -275,15 +281,19 @@ class Broker:
 
         def on_message(_ch: Channel, method: Basic.Deliver, _props: Any, body: bytes) -> None:
             # a delivery always has its tag; pika's stubs type the field Optional
-            assert method.delivery_tag is not None
-            if gen == self.generation and not self.closing:  # self._current(gen), inlined
-                self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
+            tag = method.delivery_tag
+            assert tag is not None
+            if gen == self.generation:
+                self.acks.delivered(tag)  # outstanding on the channel, posted or not
+                if not self.closing:
+                    self.post(Delivered(tag, body, bool(method.redelivered)))
 
         ch.basic_qos(prefetch_count=prefetch, callback=self._guarded(
             gen, lambda _f: ch.basic_consume(self.input_queue, on_message, auto_ack=False,
                                              consumer_tag=self.consumer_tag)))
 
     def stop_consuming(self) -> None:
+        self._send_acks(self.acks.release())  # in the order the core gave them
         ch = self._channel()
         if ch is not None:
             gen = self.generation
@@ -299,14 +309,26 @@ class Broker:
                 gen, lambda f: self.post(QueueInspected(f.method.message_count))))
 
     def ack(self, tag: int) -> None:
+        if self.acks.take(tag):
+            return  # sent when the confirm frame that led to it is handled
         ch = self._channel()
         if ch is not None:
+            self.acks.settled(tag)
             ch.basic_ack(tag)
 
     def nack(self, tag: int, requeue: bool) -> None:
+        self._send_acks(self.acks.release())  # in the order the core gave them
         ch = self._channel()
         if ch is not None:
+            self.acks.settled(tag)
             ch.basic_nack(tag, requeue=requeue)
+
+    def _send_acks(self, sends: list[tuple[int, bool]]) -> None:
+        """Acks released by ``self.acks`` (sidecar/shell/io/acks.py)."""
+        ch = self._channel() if sends else None
+        if ch is not None:
+            for tag, multiple in sends:
+                ch.basic_ack(tag, multiple)
 
     # --- publishing ------------------------------------------------------------------
 
@@ -345,12 +367,19 @@ class Broker:
         up to its sequence number."""
         if gen != self.generation or self.closing:
             return  # of a connection given up: the core sends those publishes again
-        method, unconfirmed = frame.method, self.unconfirmed
+        method = frame.method
         last: int = method.delivery_tag
         # multiple: every publish up to ``last`` (unconfirmed is in sequence order)
-        tags = list(takewhile(last.__ge__, unconfirmed)) if method.multiple else [last]
-        ok, now = type(method) is Basic.Ack, monotonic()
-        on_confirm, post = self.hooks.on_confirm, self.post
+        tags = list(takewhile(last.__ge__, self.unconfirmed)) if method.multiple else [last]
+        holding = self.acks.hold()  # the acks these confirms lead to: sent together
+        try:
+            self._settle(tags, type(method) is Basic.Ack, monotonic())
+        finally:
+            if holding:
+                self._send_acks(self.acks.stop())
+
+    def _settle(self, tags: list[int], ok: bool, now: float) -> None:
+        unconfirmed, on_confirm, post = self.unconfirmed, self.hooks.on_confirm, self.post
         for tag in tags:
             entry = unconfirmed.pop(tag, None)
             if entry is None:
