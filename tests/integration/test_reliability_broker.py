@@ -80,21 +80,29 @@ def no_exception_of_ours(logs: str) -> bool:
 
 
 def check_acks(proxy: AmqpProxy) -> int:
-    """Per connection and channel, every ack names a tag delivered on it, at most once (a
-    tag of a lost channel is never acked on a new one). Returns the number of acks."""
+    """Per connection and channel, every ack names a tag delivered on it, and settles each
+    at most once (a tag of a lost channel is never acked on a new one). A multiple ack (the
+    acks of one confirm frame, sidecar/shell/io/acks.py) settles every tag delivered on its
+    channel up to its own that was not settled before, in the order the frames were sent.
+    Returns the number of deliveries acked."""
     delivered = defaultdict(set)
     for f in proxy.frames("basic.deliver", B2C):
         delivered[(f.conn, f.channel)].add(f.delivery_tag)
     acks = 0
     seen = set()
-    for name in ("basic.ack", "basic.nack", "basic.reject"):
-        for f in proxy.frames(name, C2B):
-            key = (f.conn, f.channel, f.delivery_tag)
-            assert f.delivery_tag in delivered[(f.conn, f.channel)], f"{name} of unknown {key}"
-            assert key not in seen, f"{key} settled twice"
-            assert not f.multiple
-            seen.add(key)
-            acks += name == "basic.ack"
+    settles = ("basic.ack", "basic.nack", "basic.reject")
+    for f in proxy.frames(direction=C2B):  # in the order sent
+        if f.name not in settles:
+            continue
+        channel, key = (f.conn, f.channel), (f.conn, f.channel, f.delivery_tag)
+        assert f.delivery_tag in delivered[channel], f"{f.name} of unknown {key}"
+        assert key not in seen, f"{key} settled twice"
+        covered = {key}
+        if f.multiple:
+            assert f.name == "basic.ack", f"multiple {f.name}"
+            covered |= {(*channel, t) for t in delivered[channel] if t < f.delivery_tag} - seen
+        seen |= covered
+        acks += len(covered) if f.name == "basic.ack" else 0
     return acks
 
 

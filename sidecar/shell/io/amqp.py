@@ -20,6 +20,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
+from itertools import takewhile
+from time import monotonic
 from typing import Any
 
 import pika
@@ -40,10 +42,13 @@ from ...core.events import (
 )
 from ..hooks import NO_HOOKS, BrokerHooks
 from ..tls import amqp_parameters
+from . import pika_sends
+from .acks import Acks
 from .queues import Queues
 from .reconnect import Backoff, describe
 
 log = logging.getLogger("sidecar.amqp")
+Unconfirmed = tuple[int, str, "str | None", bytes, float]
 
 
 class Broker:
@@ -73,9 +78,11 @@ class Broker:
         self.publish_ch: Channel | None = None
         self.consumer_tag = f"{input_queue}-consumer-{random.randrange(1 << 31)}"
         self.queues = Queues(refused=self._declare_failed)  # the declared queues
-        self.unconfirmed: OrderedDict[int, tuple[int, str, str | None, bytes]] = OrderedDict()
+        self.acks = Acks()  # the consuming channel's outstanding deliveries
+        # confirm sequence number -> (publish id, queue, message id, body, monotonic time of
+        # the publish), in the order published
+        self.unconfirmed: OrderedDict[int, Unconfirmed] = OrderedDict()
         self.returned: set[int] = set()
-        self.sent_at: dict[int, float] = {}  # delivery tag -> monotonic time of the publish
         self.hooks = hooks  # confirm latency for the metrics (sidecar/shell/metrics.py)
         self.next_tag = 0
         self.closing = False
@@ -85,10 +92,12 @@ class Broker:
         self.reconnecting = False  # between a loss (or the start) and the next BrokerReady
         self._backoff = Backoff(retry_seconds)
         self._retry_timer: Any = None
+        self._props = pika.BasicProperties(content_type="application/json", delivery_mode=2)
 
     # --- connection ------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
+        pika_sends.install()  # one send per loop turn, not per frame (or pika as it is)
         self._backoff.start(time.monotonic())
         self.reconnecting = True
         self._open()
@@ -151,6 +160,7 @@ class Broker:
 
     def _on_consume_channel(self, gen: int, ch: Channel) -> None:
         self.consume_ch = ch
+        self.acks.clear()  # the delivery tags start again on a new channel
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_cancel_callback(
             self._guarded(gen, lambda _frame: self.post(ConsumerCancelledByBroker())))
@@ -162,7 +172,7 @@ class Broker:
         self.publish_ch = ch
         ch.add_on_close_callback(lambda c, reason: self._on_channel_closed(gen, c, reason))
         ch.add_on_return_callback(self._on_return)
-        ch.confirm_delivery(self._guarded(gen, self._on_confirm),
+        ch.confirm_delivery(partial(self._on_confirm, gen),
                             callback=self._guarded(gen, lambda _f: self._declare_all(gen)))
 
     def _declare_all(self, gen: int) -> None:
@@ -194,12 +204,13 @@ class Broker:
     def _lost(self, problem: str) -> None:
         """Forget everything of this connection, tell the core (once per outage), retry."""
         old = self.conn
+        self._send_acks(self.acks.release())  # if the consuming channel is still open
+        self.acks.clear()
         self.generation += 1  # the old connection's callbacks are void from now on
         self.consume_ch = self.publish_ch = None
         self.queues.clear()
         self.unconfirmed.clear()
         self.returned.clear()
-        self.sent_at.clear()
         self.next_tag = 0
         if old is not None and old.is_open:
             old.close()  # a channel failed: drop the rest of the connection too
@@ -212,6 +223,7 @@ class Broker:
         self._retry(problem)
 
     def close(self, on_closed: Callable[[], None]) -> None:
+        self._send_acks(self.acks.release())  # the exit may come while acks are held
         self.closing = True
         self.on_closed = on_closed
         if self._retry_timer is not None:
@@ -269,15 +281,19 @@ class Broker:
 
         def on_message(_ch: Channel, method: Basic.Deliver, _props: Any, body: bytes) -> None:
             # a delivery always has its tag; pika's stubs type the field Optional
-            assert method.delivery_tag is not None
-            if self._current(gen):
-                self.post(Delivered(method.delivery_tag, body, bool(method.redelivered)))
+            tag = method.delivery_tag
+            assert tag is not None
+            if gen == self.generation:
+                self.acks.delivered(tag)  # outstanding on the channel, posted or not
+                if not self.closing:
+                    self.post(Delivered(tag, body, bool(method.redelivered)))
 
         ch.basic_qos(prefetch_count=prefetch, callback=self._guarded(
             gen, lambda _f: ch.basic_consume(self.input_queue, on_message, auto_ack=False,
                                              consumer_tag=self.consumer_tag)))
 
     def stop_consuming(self) -> None:
+        self._send_acks(self.acks.release())  # in the order the core gave them
         ch = self._channel()
         if ch is not None:
             gen = self.generation
@@ -293,59 +309,89 @@ class Broker:
                 gen, lambda f: self.post(QueueInspected(f.method.message_count))))
 
     def ack(self, tag: int) -> None:
+        if self.acks.take(tag):
+            return  # sent when the confirm frame that led to it is handled
         ch = self._channel()
         if ch is not None:
+            self.acks.settled(tag)
             ch.basic_ack(tag)
 
     def nack(self, tag: int, requeue: bool) -> None:
+        self._send_acks(self.acks.release())  # in the order the core gave them
         ch = self._channel()
         if ch is not None:
+            self.acks.settled(tag)
             ch.basic_nack(tag, requeue=requeue)
+
+    def _send_acks(self, sends: list[tuple[int, bool]]) -> None:
+        """Acks released by ``self.acks`` (sidecar/shell/io/acks.py)."""
+        ch = self._channel() if sends else None
+        if ch is not None:
+            for tag, multiple in sends:
+                ch.basic_ack(tag, multiple)
 
     # --- publishing ------------------------------------------------------------------
 
     def publish(self, publish_id: int, queue: str, body: bytes, message_id: str | None,
                 headers: tuple[tuple[str, str], ...]) -> None:
+        if queue in self.queues.declared:  # on this connection: the common case
+            self._publish(publish_id, queue, body, message_id, headers)
+            return
         self.ensure_queue(queue, lambda: self._publish(publish_id, queue, body, message_id,
                                                        headers))
 
     def _publish(self, publish_id: int, queue: str, body: bytes, message_id: str | None,
                  headers: tuple[tuple[str, str], ...]) -> None:
-        if not self.ready or self.publish_ch is None or not self.publish_ch.is_open:
+        ch = self.publish_ch
+        if not self.ready or ch is None or not ch.is_open:
             return  # lost: the core sends it again after the next BrokerReady
-        props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                     message_id=message_id, headers=dict(headers) or None)
-        self.publish_ch.basic_publish("", queue, body, props, mandatory=True)
+        # One properties object, refilled: basic_publish encodes it before it returns.
+        props = self._props
+        props.message_id = message_id
+        props.headers = dict(headers) if headers else None
+        ch.basic_publish("", queue, body, props, mandatory=True)
         self.next_tag += 1
-        self.unconfirmed[self.next_tag] = (publish_id, queue, message_id, body)
-        self.sent_at[self.next_tag] = time.monotonic()
+        self.unconfirmed[self.next_tag] = (publish_id, queue, message_id, body, monotonic())
 
     def _on_return(self, _ch: Channel, method: Basic.Return, props: Any, body: bytes) -> None:
         """mandatory=True: an unroutable message (its queue was deleted) comes back first."""
-        for tag, (_, queue, message_id, sent) in self.unconfirmed.items():
+        for tag, (_, queue, message_id, sent, _at) in self.unconfirmed.items():
             if tag not in self.returned and (queue, message_id, sent) == (
                     method.routing_key, props.message_id, body):
                 self.returned.add(tag)
                 log.error("message to %r returned: %s", queue, method.reply_text)
                 return
 
-    def _on_confirm(self, frame: Any) -> None:
+    def _on_confirm(self, gen: int, frame: Any) -> None:
+        """A Basic.Ack or Basic.Nack of the broker, for one publish or (multiple) for all
+        up to its sequence number."""
+        if gen != self.generation or self.closing:
+            return  # of a connection given up: the core sends those publishes again
         method = frame.method
-        ok = isinstance(method, Basic.Ack)
-        tags = ([t for t in self.unconfirmed if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
-        now = time.monotonic()
+        last: int = method.delivery_tag
+        # multiple: every publish up to ``last`` (unconfirmed is in sequence order)
+        tags = list(takewhile(last.__ge__, self.unconfirmed)) if method.multiple else [last]
+        holding = self.acks.hold()  # the acks these confirms lead to: sent together
+        try:
+            self._settle(tags, type(method) is Basic.Ack, monotonic())
+        finally:
+            if holding:
+                self._send_acks(self.acks.stop())
+
+    def _settle(self, tags: list[int], ok: bool, now: float) -> None:
+        unconfirmed, on_confirm, post = self.unconfirmed, self.hooks.on_confirm, self.post
         for tag in tags:
-            entry = self.unconfirmed.pop(tag, None)
+            entry = unconfirmed.pop(tag, None)
             if entry is None:
                 continue
-            returned = tag in self.returned
-            self.returned.discard(tag)
-            sent = self.sent_at.pop(tag, now)
-            self.hooks.on_confirm("returned" if returned else "ack" if ok else "nack", now - sent)
-            if ok and not returned:
-                self.post(PublishConfirmed(entry[0]))
+            if self.returned and tag in self.returned:
+                self.returned.discard(tag)
+                on_confirm("returned", now - entry[4])
+                post(PublishRejected(entry[0], "returned: no such queue"))
+            elif ok:
+                on_confirm("ack", now - entry[4])
+                post(PublishConfirmed(entry[0]))
             else:
-                self.post(PublishRejected(entry[0], "returned: no such queue" if returned
-                                          else "nack"))
+                on_confirm("nack", now - entry[4])
+                post(PublishRejected(entry[0], "nack"))
 
