@@ -24,8 +24,9 @@ as UTF-8 text when they are text). ``tr`` are the transitions the event caused (
 ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes fields as a
 digest (sidecar/core/codec.py): replay recomputes both and checks them.
 
-Recording is cheap on the loop thread: one ``json.dumps`` and a buffered ``write`` per
-event; the buffer is flushed by a timer on the loop, armed by the first write after a
+Recording is cheap on the loop thread: the line's text written directly by functions made
+for each event and effect class (sidecar/core/codec.py, the same text as ``json.dumps`` of
+the dicts) and a buffered ``write`` per event; the buffer is flushed by a timer on the loop, armed by the first write after a
 flush (so at most four times a second, and never while nothing is recorded), and at exit,
 never fsynced. A segment
 that reaches ``max_bytes`` is closed and a new one started (with a fresh checkpoint); only
@@ -71,6 +72,9 @@ WRITE_BUFFER = 1 << 20
 # json.dumps(obj, separators=(",", ":")): the same text at half the cost per line (the C
 # encoder is built once, not per line).
 _dumps = compact_encoder()
+
+_EVENT_TEXT, _EFFECT_TEXT = codec.EVENT_TEXT, codec.EFFECT_TEXT
+_transition_text = codec.transition_text
 
 log = logging.getLogger("sidecar.journal")
 
@@ -149,12 +153,13 @@ class Recorder(Observer):
         if self._file is None:
             return
         self.seq += 1
-        line = _dumps({
-            "seq": self.seq, "t": now, "event": codec.encode(event),
-            "tr": [codec.encode_transition(t) for t in transitions],
-            "fx": [codec.encode_effect(e) for e in effects],
-        }) + "\n"
-        self._write(line)
+        # the text of _dumps({"seq": ..., "t": now, "event": codec.encode(event), "tr":
+        # [codec.encode_transition(t) ...], "fx": [codec.encode_effect(e) ...]}), written
+        # without the dicts (sidecar/core/codec.py); repr(now) is json's float text
+        tr = ",".join([_transition_text(t) for t in transitions])
+        out = ",".join([_EFFECT_TEXT[type(e)](e) for e in effects])
+        self._write(f'{{"seq":{self.seq},"t":{now!r},"event":{_EVENT_TEXT[type(event)](event)},'
+                    f'"tr":[{tr}],"fx":[{out}]}}\n')
         if self.size >= self.max_bytes and self._file is not None:
             self._rotate()
 
