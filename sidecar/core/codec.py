@@ -241,11 +241,23 @@ def _short_bytes_text(value: bytes) -> str:
     return f'{{"sha256":"{hashlib.sha256(value).hexdigest()[:16]}","len":{len(value)}}}'
 
 
+# The text around serial and fragment of each (machine, trigger, source, dest): a state
+# table has a few dozen, so four of the five strings are escaped once, not per transition.
+_TRANSITION_PARTS: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+_TRANSITION_PARTS_MAX = 4096  # a bound for what is not a state table (tests' random names)
+
+
 def transition_text(t: Transition) -> str:
     """The JSON text of ``encode_transition(t)``."""
     machine, serial, fragment, trigger, source, dest = t
-    return (f"[{ascii_string(machine)},{serial:d},{ascii_string(fragment[:FRAGMENT_PREFIX])},"
-            f"{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
+    key = (machine, trigger, source, dest)
+    parts = _TRANSITION_PARTS.get(key)
+    if parts is None:
+        parts = (f"[{ascii_string(machine)},",
+                 f",{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
+        if len(_TRANSITION_PARTS) < _TRANSITION_PARTS_MAX:
+            _TRANSITION_PARTS[key] = parts
+    return f"{parts[0]}{serial:d},{ascii_string(fragment[:FRAGMENT_PREFIX])}{parts[1]}"
 
 
 def _compile_text(cls: type, bytes_function: str) -> _Text:

@@ -25,12 +25,12 @@ ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes f
 digest (sidecar/core/codec.py): replay recomputes both and checks them.
 
 Recording is cheap on the loop thread: the line's text written directly by functions made
-for each event and effect class (sidecar/core/codec.py, the same text as ``json.dumps`` of
-the dicts) and a buffered ``write`` per event; the buffer is flushed by a timer on the loop, armed by the first write after a
-flush (so at most four times a second, and never while nothing is recorded), and at exit,
-never fsynced. A segment
-that reaches ``max_bytes`` is closed and a new one started (with a fresh checkpoint); only
-the newest ``keep`` segments of the directory are kept. A write error (disk full) disables
+for each event and effect class (sidecar/core/codec.py: the text ``json.dumps`` would write
+for the dicts) and a buffered ``write`` per event. The buffer is flushed by a timer on the
+loop, armed by the first write after a flush (so at most four times a second, and never
+while nothing is recorded), and at exit, never fsynced. A segment that reaches
+``max_bytes`` is closed and a new one started (with a fresh checkpoint); only the newest
+``keep`` segments of the directory are kept. A write error (disk full) disables
 the journal with one warning: the sidecar itself never fails because of its journal.
 """
 
@@ -155,11 +155,11 @@ class Recorder(Observer):
         self.seq += 1
         # the text of _dumps({"seq": ..., "t": now, "event": codec.encode(event), "tr":
         # [codec.encode_transition(t) ...], "fx": [codec.encode_effect(e) ...]}), written
-        # without the dicts (sidecar/core/codec.py); repr(now) is json's float text
-        tr = ",".join([_transition_text(t) for t in transitions])
-        out = ",".join([_EFFECT_TEXT[type(e)](e) for e in effects])
-        self._write(f'{{"seq":{self.seq},"t":{now!r},"event":{_EVENT_TEXT[type(event)](event)},'
-                    f'"tr":[{tr}],"fx":[{out}]}}\n')
+        # without the dicts (sidecar/core/codec.py); repr(now) is json's text of a float
+        self._write(f'{{"seq":{self.seq},"t":{now!r},'
+                    f'"event":{_EVENT_TEXT[type(event)](event)},'
+                    f'"tr":[{",".join(map(_transition_text, transitions))}],'
+                    f'"fx":[{",".join([_EFFECT_TEXT[type(e)](e) for e in effects])}]}}\n')
         if self.size >= self.max_bytes and self._file is not None:
             self._rotate()
 
