@@ -156,10 +156,16 @@ class Recorder(Observer):
         # the text of _dumps({"seq": ..., "t": now, "event": codec.encode(event), "tr":
         # [codec.encode_transition(t) ...], "fx": [codec.encode_effect(e) ...]}), written
         # without the dicts (sidecar/core/codec.py); repr(now) is json's text of a float
-        self._write(f'{{"seq":{self.seq},"t":{now!r},'
+        try:
+            line = (f'{{"seq":{self.seq},"t":{now!r},'
                     f'"event":{_EVENT_TEXT[type(event)](event)},'
                     f'"tr":[{",".join(map(_transition_text, transitions))}],'
                     f'"fx":[{",".join([_EFFECT_TEXT[type(e)](e) for e in effects])}]}}\n')
+        except (TypeError, ValueError):  # a field not of its annotated type: json's way
+            line = _dumps({"seq": self.seq, "t": now, "event": codec.encode(event),
+                           "tr": [codec.encode_transition(t) for t in transitions],
+                           "fx": [codec.encode_effect(e) for e in effects]}) + "\n"
+        self._write(line)
         if self.size >= self.max_bytes and self._file is not None:
             self._rotate()
 
