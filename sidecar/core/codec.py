@@ -20,6 +20,7 @@ from typing import Any
 
 from . import effects as fx
 from . import events as ev
+from .jsontext import ascii_string, compact_encoder
 from .models import Transition
 
 
@@ -210,3 +211,79 @@ def _effect_value(cls: type, name: str, is_bytes: bool) -> str:
 
 _ENCODERS: dict[type, _Encoder] = {c: _compile(c, _event_value) for c in _KINDS.values()}
 _EFFECT_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _effect_value) for c in EFFECTS.values()}
+
+
+# --- the same, as JSON text ------------------------------------------------------------
+#
+# A journal line is the compact JSON of those dicts. Building the dicts and walking them
+# with the generic encoder cost two thirds of the journal; functions made for each class
+# (as above) write the text directly: one f-string per event or effect, the C string
+# escaper per str field, ``str`` of ints. ``tests/unit/test_codec.py`` checks that each
+# writes ``json.dumps(encode(obj), separators=(",", ":"))``, and the journal's tests that
+# lines are unchanged.
+
+_Text = Callable[[Any], str]
+_json = compact_encoder()
+_BOOLS = ("false", "true")
+
+
+def bytes_text(value: bytes) -> str:
+    """The JSON text of ``bytes_out(value)``."""
+    try:
+        return ascii_string(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        return '{"base64":"' + base64.b64encode(value).decode("ascii") + '"}'
+
+
+def _short_bytes_text(value: bytes) -> str:
+    if len(value) <= SHORT_BYTES:
+        return bytes_text(value)
+    return f'{{"sha256":"{hashlib.sha256(value).hexdigest()[:16]}","len":{len(value)}}}'
+
+
+# The text around serial and fragment of each (machine, trigger, source, dest): a state
+# table has a few dozen, so four of the five strings are escaped once, not per transition.
+_TRANSITION_PARTS: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+_TRANSITION_PARTS_MAX = 4096  # a bound for what is not a state table (tests' random names)
+
+
+def transition_text(t: Transition) -> str:
+    """The JSON text of ``encode_transition(t)``."""
+    machine, serial, fragment, trigger, source, dest = t
+    key = (machine, trigger, source, dest)
+    parts = _TRANSITION_PARTS.get(key)
+    if parts is None:
+        parts = (f"[{ascii_string(machine)},",
+                 f",{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
+        if len(_TRANSITION_PARTS) < _TRANSITION_PARTS_MAX:
+            _TRANSITION_PARTS[key] = parts
+    return f"{parts[0]}{serial:d},{ascii_string(fragment[:FRAGMENT_PREFIX])}{parts[1]}"
+
+
+def _compile_text(cls: type, bytes_function: str) -> _Text:
+    """A function ``obj -> f'{"kind":...,"field":<its JSON text>,...}'``."""
+    hints = typing.get_type_hints(cls)
+    parts = [f'{{{{"kind":"{cls.__name__}"']
+    for name, is_bytes in _FIELDS[cls]:
+        if not name.isidentifier():  # pragma: no cover - dataclass fields always are
+            raise RuntimeError(f"{cls.__name__}.{name}")
+        hint = hints[name]
+        value = (f"{bytes_function}(o.{name})" if is_bytes
+                 else f"ascii_string(o.{name})" if hint is str
+                 else f"o.{name}:d" if hint is int  # format(int): its repr, as json writes
+                 else f"_BOOLS[o.{name}]" if hint is bool
+                 else f"_json(o.{name})")
+        parts.append(f',"{name}":{{{value}}}')
+    parts.append("}}")
+    source = f"def text(o):\n    return f'{''.join(parts)}'\n"
+    namespace: dict[str, Any] = {"ascii_string": ascii_string, "bytes_text": bytes_text,
+                                 "_short_bytes_text": _short_bytes_text, "_json": _json,
+                                 "_BOOLS": _BOOLS}
+    exec(source, namespace)  # the text is made above from field and class names only
+    text: _Text = namespace["text"]
+    return text
+
+
+EVENT_TEXT: dict[type, _Text] = {c: _compile_text(c, "bytes_text") for c in EVENTS.values()}
+EFFECT_TEXT: dict[type, _Text] = {c: _compile_text(c, "_short_bytes_text")
+                                  for c in EFFECTS.values()}

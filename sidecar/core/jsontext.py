@@ -6,6 +6,9 @@ about half of what a short document costs. ``compact_encoder`` builds the C enco
 with the arguments ``iterencode`` would pass it (without the circular-reference check: the
 documents encoded here are trees), so it returns the same text. Without the C accelerator
 (not CPython), the plain encoder.
+
+``ascii_string`` is the encoder's own function for one string (``json.dumps(s)``), which
+the journal's text encoders (sidecar/core/codec.py) call per field.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ def compact_encoder(ensure_ascii: bool = True) -> Callable[[Any], str]:
         return "".join(chunks(obj, 0))
 
     return encode
+
+
+# json.dumps(s) for one str, without the encoder around it (C in CPython, Python elsewhere)
+ascii_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 _decode = json.JSONDecoder().decode  # what ``json.loads`` uses when given no options

@@ -24,12 +24,13 @@ as UTF-8 text when they are text). ``tr`` are the transitions the event caused (
 ids shortened to 12 characters) and ``fx`` the effects it returned, long bytes fields as a
 digest (sidecar/core/codec.py): replay recomputes both and checks them.
 
-Recording is cheap on the loop thread: one ``json.dumps`` and a buffered ``write`` per
-event; the buffer is flushed by a timer on the loop, armed by the first write after a
-flush (so at most four times a second, and never while nothing is recorded), and at exit,
-never fsynced. A segment
-that reaches ``max_bytes`` is closed and a new one started (with a fresh checkpoint); only
-the newest ``keep`` segments of the directory are kept. A write error (disk full) disables
+Recording is cheap on the loop thread: the line's text written directly by functions made
+for each event and effect class (sidecar/core/codec.py: the text ``json.dumps`` would write
+for the dicts) and a buffered ``write`` per event. The buffer is flushed by a timer on the
+loop, armed by the first write after a flush (so at most four times a second, and never
+while nothing is recorded), and at exit, never fsynced. A segment that reaches
+``max_bytes`` is closed and a new one started (with a fresh checkpoint); only the newest
+``keep`` segments of the directory are kept. A write error (disk full) disables
 the journal with one warning: the sidecar itself never fails because of its journal.
 """
 
@@ -71,6 +72,9 @@ WRITE_BUFFER = 1 << 20
 # json.dumps(obj, separators=(",", ":")): the same text at half the cost per line (the C
 # encoder is built once, not per line).
 _dumps = compact_encoder()
+
+_EVENT_TEXT, _EFFECT_TEXT = codec.EVENT_TEXT, codec.EFFECT_TEXT
+_transition_text = codec.transition_text
 
 log = logging.getLogger("sidecar.journal")
 
@@ -149,11 +153,18 @@ class Recorder(Observer):
         if self._file is None:
             return
         self.seq += 1
-        line = _dumps({
-            "seq": self.seq, "t": now, "event": codec.encode(event),
-            "tr": [codec.encode_transition(t) for t in transitions],
-            "fx": [codec.encode_effect(e) for e in effects],
-        }) + "\n"
+        # the text of _dumps({"seq": ..., "t": now, "event": codec.encode(event), "tr":
+        # [codec.encode_transition(t) ...], "fx": [codec.encode_effect(e) ...]}), written
+        # without the dicts (sidecar/core/codec.py); repr(now) is json's text of a float
+        try:
+            line = (f'{{"seq":{self.seq},"t":{now!r},'
+                    f'"event":{_EVENT_TEXT[type(event)](event)},'
+                    f'"tr":[{",".join(map(_transition_text, transitions))}],'
+                    f'"fx":[{",".join([_EFFECT_TEXT[type(e)](e) for e in effects])}]}}\n')
+        except (TypeError, ValueError):  # a field not of its annotated type: json's way
+            line = _dumps({"seq": self.seq, "t": now, "event": codec.encode(event),
+                           "tr": [codec.encode_transition(t) for t in transitions],
+                           "fx": [codec.encode_effect(e) for e in effects]}) + "\n"
         self._write(line)
         if self.size >= self.max_bytes and self._file is not None:
             self._rotate()

@@ -113,3 +113,24 @@ def test_the_compiled_encoders_give_what_the_field_by_field_definition_gives(
         actual = codec.encode_effect(obj)
         assert json.dumps(actual) == json.dumps(expected)
         assert actual == expected  # lists where the slow form has lists
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_the_text_encoders_write_the_compact_json_of_the_dicts(cls: type,
+                                                              data: st.DataObject) -> None:
+    obj = data.draw(instances(cls))
+    compact = {"separators": (",", ":")}
+    if cls.__name__ in codec.EVENTS:
+        assert codec.EVENT_TEXT[cls](obj) == json.dumps(codec.encode(obj), **compact)
+    else:
+        assert codec.EFFECT_TEXT[cls](obj) == json.dumps(codec.encode_effect(obj), **compact)
+
+
+@given(machine=st.text(), serial=st.integers(0, 2**40), fragment=st.text(),
+       names=st.tuples(st.text(), st.text(), st.text()))
+def test_the_transition_text_is_the_compact_json_of_its_list(
+        machine: str, serial: int, fragment: str, names: tuple[str, str, str]) -> None:
+    t = Transition(machine, serial, fragment, *names)
+    assert codec.transition_text(t) == json.dumps(codec.encode_transition(t),
+                                                  separators=(",", ":"))

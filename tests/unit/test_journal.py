@@ -266,3 +266,19 @@ def test_lines_are_encoded_as_compact_json_dumps_would(tmp_path: Path) -> None:
             assert _dumps(data) == json.dumps(data, separators=(",", ":")) == line
     odd = {"t": 0.1 + 0.2, "s": "é\u2028\"\\", "n": None, "b": (True, [False]), "e": {}}
     assert _dumps(odd) == json.dumps(odd, separators=(",", ":"))
+
+
+def test_a_field_not_of_its_annotated_type_is_still_recorded_as_json_writes_it(
+        tmp_path: Path) -> None:
+    """The text encoders trust the annotations; a value that does not fit falls back to the
+    dicts and json, so the line is still written (the sidecar never fails for its journal)."""
+    from sidecar.core import effects as fx
+    from sidecar.core.codec import encode_effect
+
+    _, rec = recorded_busy_run(tmp_path)
+    rec.begin()
+    odd = fx.Exit(None, "x")  # type: ignore[arg-type]  # code is an int
+    rec(ev.Tick(), 1.5, [odd], [])
+    rec.close()
+    last = lines(rec.path)[-1]
+    assert last["fx"] == [encode_effect(odd)] and last["event"] == {"kind": "Tick"}
