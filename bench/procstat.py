@@ -38,42 +38,56 @@ def threads_cpu(pid: int) -> dict[str, tuple[float, float]]:
     """(user, sys) CPU seconds of the main thread ("loop") and of all other live threads
     together ("workers"), from /proc/<pid>/task/*/stat."""
     out = {"loop": [0.0, 0.0], "workers": [0.0, 0.0]}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        raise ProcessLookupError(pid) from None
-    for tid in tids:
+    for tid in _tids(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue  # the thread ended
-        which = out["loop" if int(tid) == pid else "workers"]
+        which = out["loop" if tid == pid else "workers"]
         which[0] += int(fields[11]) / TICK
         which[1] += int(fields[12]) / TICK
     return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def switches(pid: int) -> dict[str, int]:
+    """Context switches (voluntary + involuntary) of the main thread ("loop") and of the
+    other live threads together ("workers"), from /proc/<pid>/task/*/status."""
+    out = {"loop": 0, "workers": 0}
+    for tid in _tids(pid):
+        out["loop" if tid == pid else "workers"] += _switches_of(pid, tid)
+    return out
 
 
 def sched(pid: int) -> tuple[float, int]:
     """(CPU seconds at nanosecond resolution, context switches) summed over the live
     threads, from /proc/<pid>/task/*/schedstat and status: for short windows such as the
     idle measurement, where /proc/<pid>/stat's 10 ms ticks are too coarse."""
-    cpu_ns, switches = 0, 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        raise ProcessLookupError(pid) from None
-    for tid in tids:
+    cpu_ns, switched = 0, 0
+    for tid in _tids(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 cpu_ns += int(f.read().split()[0])
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if "ctxt_switches:" in line:
-                        switches += int(line.split()[1])
         except (FileNotFoundError, ValueError, IndexError):
             continue
-    return cpu_ns / 1e9, switches
+        switched += _switches_of(pid, tid)
+    return cpu_ns / 1e9, switched
+
+
+def _tids(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+
+
+def _switches_of(pid: int, tid: int) -> int:
+    """A thread's context switches, voluntary and involuntary; 0 once it ended."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            return sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+    except (FileNotFoundError, ValueError, IndexError):
+        return 0
 
 
 def tree_cpu(pid: int) -> float:

@@ -2,6 +2,7 @@
 
     python -m bench whole [--fragments 1000] [--transformation pyterum,link]
                           [--s3 keepalive,close] [--floor-count 300] [--floor-repeat 3]
+                          [--env SIDECAR_STORAGE_WORKERS=4 ...]
 
 For each S3 style (``keepalive``: moto behind granian, which keeps connections open;
 ``close``: moto behind werkzeug, as ``moto_server`` serves it, which closes every
@@ -24,6 +25,13 @@ divided by the floor (the issue's goal: whole ÷ floor ≤ 1.5), and the 1-minut
 average at the start and end of every measurement. A figure is labelled "quiet" only if
 both readings were ≤ 0.5, otherwise "loaded (load X)" with the higher one; the end reading
 includes the bench's own processes, so the label errs towards "loaded".
+
+The window also has the sys time and the context switches per fragment (loop thread, other
+threads; /proc/<pid>/task/*/status), counts that move less with the load than CPU time.
+With ``BENCH_PERF_STAT=1`` (root, or a low ``perf_event_paranoid``) ``perf stat`` counts
+over the window the sidecar's system calls, futex calls (GIL and lock hand-offs between
+threads), context switches and CPU migrations. ``--env NAME=VALUE`` sets a sidecar
+variable for the measured runs (the floor is the bare client's either way).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -152,6 +162,10 @@ def _run_lines(r: dict[str, Any]) -> list[str]:
         f"{win['loop_ms_per_fragment']:.2f}, other threads {win['workers_ms_per_fragment']:.2f})"
         f"; ÷ floor {r.get('window_to_floor', float('nan')):.2f}; "
         f"{win['fragments_per_s']:.0f} fragments/s",
+        f"                  sys {win.get('sys_ms_per_fragment', float('nan')):.2f} ms/fragment; "
+        f"context switches/fragment: loop {win.get('loop_switches_per_fragment', 0):.1f}, "
+        f"other threads {win.get('workers_switches_per_fragment', 0):.1f}",
+        *[f"                  {k}: {v:.1f}" for k, v in win.items() if k.startswith("perf ")],
         f"  outside it      {w['cpu_s'] - win['cpu_s']:.2f} s CPU (start-up, idle, shutdown)",
         f"  start-up        'started' logged at {st['to_log_s']:.2f} s, consumer on the queue "
         f"at {st['to_consuming_s']:.2f} s, {st['cpu_s']:.2f} s CPU by then",
@@ -177,6 +191,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--s3", type=choice_list(tuple(STYLES)), default=list(STYLES),
                         help="keepalive (granian), close (werkzeug, closes every "
                         "connection like moto_server); default both")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a sidecar setting for the measured runs, e.g. "
+                        "SIDECAR_STORAGE_WORKERS=2 (repeatable)")
     parser.add_argument("--floor-count", type=int, default=300,
                         help="GETs and PUTs per floor measurement (default 300)")
     parser.add_argument("--floor-repeat", type=int, default=3,
@@ -202,7 +219,8 @@ def run_whole(args: argparse.Namespace) -> int:
             for name in args.transformation:
                 log(f"S3 {style}, transformation {name}: one sidecar, {args.fragments} "
                     "fragments, Popen to exit")
-                run = measured(partial(measure, ctx, name, args.fragments))
+                run = measured(partial(measure, ctx, name, args.fragments,
+                                       dict(kv.split("=", 1) for kv in args.env)))
                 run.update(ratios(run, out["floor"].get("cpu_ms")))
                 out["runs"].append(run)
     results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -242,11 +260,13 @@ def storage_floor(ctx: Context, count: int, repeat: int) -> dict[str, Any]:
     return {**floor_of(raw["best"]), "objects": count, "repeat": repeat}
 
 
-def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
-    """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments."""
+def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | None = None
+            ) -> dict[str, Any]:
+    """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments; ``env``: the
+    sidecar's settings beyond the defaults (``--env``)."""
     run_hash, step = random_id(32), "bench"
     names = run_names(run_hash, step)
-    sc = Scenario(f"whole-{transformation}", fragments=n,
+    sc = Scenario(f"whole-{transformation}", fragments=n, env=env or {},
                   transformation=str(SCRIPTS[transformation]))
     root = Path(tempfile.mkdtemp(prefix="whole-", dir=ctx.workdir))
     broker, s3 = Broker(ctx.broker_url), ctx.s3.client()
@@ -263,6 +283,7 @@ def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
         pid = st.sidecar.pid
         startup = wait_started(st, broker, names["input"])
         st.start_transformation(_transformation_env(st), script=sc.transformation)
+        counting = _perf_stat(pid) if os.environ.get("BENCH_PERF_STAT") else None
         before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
         for i in range(n):
             broker.publish(names["input"], descriptor([keys[i % len(keys)]],
@@ -270,13 +291,14 @@ def measure(ctx: Context, transformation: str, n: int) -> dict[str, Any]:
         t_last = arrivals.wait(n, 120 + 0.1 * n, st.check_alive)
         time.sleep(0.1)  # the acks follow the last lineage confirm
         after, s3_after = _window_reading(pid), ctx.s3.stats()
+        counts = _perf_counts(counting, n) if counting else {}
         t_term = time.monotonic()
         code = st.stop()
         shutdown_s = time.monotonic() - t_term
         if st.sidecar_rusage is None:
             raise RuntimeError("the sidecar was reaped before its rusage could be read")
         s3_whole = ctx.s3.stats()
-        window = _window(before, after, n, t_last - t0)
+        window = {**_window(before, after, n, t_last - t0), **counts}
         t_usage = st.transformation_rusage
         result: dict[str, Any] = {
             "transformation": transformation, "fragments": n, "exit_code": code,
@@ -323,17 +345,55 @@ def wait_started(st: Step, broker: Broker, queue: str, timeout: float = 30.0
     raise TimeoutError(f"the sidecar was not consuming after {timeout}s\n{st.log_tail()}")
 
 
+PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_futex", "context-switches",
+               "cpu-migrations")
+
+
+def _perf_stat(pid: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``perf stat`` on the sidecar's threads over the window (BENCH_PERF_STAT=1, root):
+    system calls, futex calls, context switches and migrations, counted by the kernel."""
+    out = tempfile.mktemp(prefix="perf-stat-")
+    proc = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS),
+                             "-p", str(pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the first publish
+    return proc, out
+
+
+def _perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int) -> dict[str, float]:
+    proc, out = counting
+    proc.send_signal(signal.SIGINT)
+    proc.wait(10)
+    counts: dict[str, float] = {}
+    for line in Path(out).read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].isdigit():
+            counts["perf " + fields[2] + " per fragment"] = int(fields[0]) / n
+    os.remove(out)
+    return counts
+
+
 def _window_reading(pid: int) -> dict[str, float]:
-    threads = procstat.threads_cpu(pid)
-    return {"cpu": procstat.sample(pid).cpu, "loop": sum(threads["loop"]),
-            "workers": sum(threads["workers"])}
+    threads, whole = procstat.threads_cpu(pid), procstat.sample(pid)
+    switches = procstat.switches(pid)
+    return {"cpu": whole.cpu, "sys": whole.system, "loop": sum(threads["loop"]),
+            "workers": sum(threads["workers"]), "loop_switches": switches["loop"],
+            "workers_switches": switches["workers"]}
 
 
 def _window(before: dict[str, float], after: dict[str, float], n: int, wall: float
             ) -> dict[str, float]:
     """The loaded-window figures of ``python -m bench`` (first publish → last lineage)."""
     cpu = after["cpu"] - before["cpu"]
+
+    def per_fragment(key: str) -> float:  # of the readings that have it (tests give fewer)
+        return (after.get(key, 0) - before.get(key, 0)) / n
+
     return {"cpu_s": cpu, "cpu_ms_per_fragment": 1000 * cpu / n,
+            "sys_ms_per_fragment": 1000 * per_fragment("sys"),
+            # voluntary + involuntary, of the threads alive at the end of the window
+            "loop_switches_per_fragment": per_fragment("loop_switches"),
+            "workers_switches_per_fragment": per_fragment("workers_switches"),
             "loop_ms_per_fragment": 1000 * (after["loop"] - before["loop"]) / n,
             "workers_ms_per_fragment": 1000 * (after["workers"] - before["workers"]) / n,
             "wall_s": wall, "fragments_per_s": n / wall if wall > 0 else float("nan")}

@@ -24,22 +24,25 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 def make_dirs(path: str, mode: int) -> None:
     """``path`` and its missing parents, each created with ``mode``; directories that
-    already exist are left as they are."""
-    missing: list[str] = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
+    already exist are left as they are. The directory is made first, its parents only if
+    that fails for want of them: one system call fewer per level than looking first (a
+    download's directory is new, its parent there)."""
+    directory = os.path.abspath(path)
+    try:
+        os.mkdir(directory, mode)
+    except FileExistsError:
+        return  # there already (or made meanwhile by another worker): leave it
+    except FileNotFoundError:
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            raise
+        make_dirs(parent, mode)
         try:
             os.mkdir(directory, mode)
         except FileExistsError:
-            continue  # made meanwhile (another worker): it is someone's, leave it
-        setgid = os.stat(directory).st_mode & stat.S_ISGID  # inherited from an fsGroup dir
-        os.chmod(directory, mode | setgid)  # the umask may have taken bits away
+            return
+    setgid = os.stat(directory).st_mode & stat.S_ISGID  # inherited from an fsGroup dir
+    os.chmod(directory, mode | setgid)  # the umask may have taken bits away
 
 
 def create_file(path: str, mode: int, flags: int = 0) -> int:

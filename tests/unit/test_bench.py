@@ -267,10 +267,15 @@ def test_reap_reads_the_childs_whole_life_and_popen_keeps_its_exit_code() -> Non
 
 
 def test_window_figures_split_by_thread() -> None:
-    before = {"cpu": 1.0, "loop": 0.6, "workers": 0.4}
-    after = {"cpu": 4.0, "loop": 2.1, "workers": 1.8}
+    before = {"cpu": 1.0, "sys": 0.2, "loop": 0.6, "workers": 0.4, "loop_switches": 100,
+              "workers_switches": 50}
+    after = {"cpu": 4.0, "sys": 1.2, "loop": 2.1, "workers": 1.8, "loop_switches": 5100,
+             "workers_switches": 12050}
     out = _window(before, after, 1000, 5.0)
     assert out["cpu_ms_per_fragment"] == pytest.approx(3.0)
+    assert out["sys_ms_per_fragment"] == pytest.approx(1.0)
+    assert out["loop_switches_per_fragment"] == pytest.approx(5.0)
+    assert out["workers_switches_per_fragment"] == pytest.approx(12.0)
     assert out["loop_ms_per_fragment"] == pytest.approx(1.5)
     assert out["workers_ms_per_fragment"] == pytest.approx(1.4)
     assert out["fragments_per_s"] == pytest.approx(200.0)

@@ -69,3 +69,55 @@ def test_the_multipart_operations_are_those_named() -> None:
                 "AbortMultipartUpload", "ListParts", "ListMultipartUploads"}
     assert named >= expected and expected == MULTIPART
 
+
+
+# --- the pool's connections: a small body goes with its header block ------------------
+
+
+class _Socket:
+    """Records what a connection sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def settimeout(self, timeout: object) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+
+def _sent(body: object, https: bool = False) -> list[bytes]:
+    from sidecar.shell.io.s3ops import CountingPoolManager
+
+    manager = CountingPoolManager("127.0.0.1:9", lambda *a: None)
+    pool = manager.connection_from_host("127.0.0.1", 9, "https" if https else "http")
+    conn = pool.ConnectionCls("127.0.0.1", 9)
+    conn.sock = _Socket()
+    conn.request("PUT", "/b/k", body=body, headers={"content-type": "text/plain"})
+    return conn.sock.sent
+
+
+@pytest.mark.parametrize("https", [False, True])
+def test_a_small_body_is_sent_with_its_header_block_in_one_send(https: bool) -> None:
+    sent = _sent(b"x" * 1024, https)
+    assert len(sent) == 1
+    head, _, body = sent[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"PUT /b/k HTTP/1.1\r\n") and b"\r\nContent-Length: 1024" in head
+    assert body == b"x" * 1024
+
+
+def test_a_large_body_or_a_stream_is_sent_after_the_header_block_as_before() -> None:
+    from sidecar.shell.io.s3ops import ONE_SEND_MAX
+
+    large = b"y" * (ONE_SEND_MAX + 1)
+    sent = _sent(large)
+    assert len(sent) == 2 and sent[0].endswith(b"\r\n\r\n") and sent[1] == large
+    streamed = _sent(iter([b"a", b"b"]))  # chunked: the header block, then each chunk
+    assert streamed[0].endswith(b"\r\n\r\n") and b"".join(streamed[1:]).endswith(b"0\r\n\r\n")
+
+
+def test_a_request_without_a_body_is_one_send_and_nothing_stays_held() -> None:
+    sent = _sent(None)
+    assert len(sent) == 1 and sent[0].endswith(b"\r\n\r\n")
+    assert _sent(b"") == sent  # an empty body: nothing to join

@@ -22,12 +22,16 @@ import hashlib
 import http.client
 import re
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import urllib3
 
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _KMS = ("aws:kms", "aws:kms:dsse")
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
 
 class IntegrityError(Exception):
@@ -65,7 +69,7 @@ class DownloadCheck:
         self._sha256 = hashlib.sha256()
         self.size = 0
 
-    def copy(self, response: Any, out: BinaryIO, chunk: int) -> str:
+    def copy(self, response: Any, out: Writer, chunk: int) -> str:
         """Stream ``response``'s body into ``out``, hashing it; check it; return its
         SHA-256. A body that ends before its Content-Length is an IntegrityError."""
         try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import minio
 import urllib3
 from minio.helpers import MIN_PART_SIZE
+from tenacity import RetryCallState
 
 from ...core.effects import DeleteFiles, DownloadFile, UploadFile
 from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
@@ -87,9 +88,10 @@ class Storage:
     def flush(self) -> None:
         """On the loop, after an event's effects: hand over the staged transfers, one work
         item per fragment and direction, its files in the order the core asked for them."""
-        for calls in self._staged.values():
-            self.pool.submit_all(calls)
-        self._staged.clear()
+        if self._staged:  # flushed after every event, most of which stage nothing
+            for calls in self._staged.values():
+                self.pool.submit_all(calls)
+            self._staged.clear()
 
     def delete(self, e: DeleteFiles) -> None:
         # On the loop thread, at once: a deletion queued for the pool is lost by a SIGKILL
@@ -102,7 +104,7 @@ class Storage:
 
     def download(self, e: DownloadFile, fragment: str = "") -> None:
         self._staged.setdefault(("download", e.input_id), []).append(
-            (functools.partial(self._download, fragment=fragment), (e,)))
+            (self._download, (e, fragment)))
 
     def _download(self, e: DownloadFile, fragment: str = "") -> None:
         tries = Tries(self.transfers.policy,
@@ -125,7 +127,7 @@ class Storage:
 
     def upload(self, e: UploadFile, fragment: str = "") -> None:
         self._staged.setdefault(("upload", e.output_id), []).append(
-            (functools.partial(self._upload, fragment=fragment), (e,)))
+            (self._upload, (e, fragment)))
 
     def _upload(self, e: UploadFile, fragment: str = "") -> None:
         retry_log = self._retry_log("upload", e.bucket, e.key, fragment)
@@ -158,9 +160,14 @@ class Storage:
         return True
 
     def _retry_log(self, transfer: str, bucket: str, key: str, fragment: str) -> BeforeSleep:
-        """The retry hook of one transfer: its lines name the object and the fragment."""
-        what = f" the {transfer} of {bucket}/{key}, fragment {fragment or '?'}"
-        return lambda state: announce(state, self.hooks, what, fragment)
+        """The retry hook of one transfer: its lines name the object and the fragment
+        (the text is made only if a retry comes: most transfers succeed at once)."""
+        return functools.partial(self._announce, transfer, bucket, key, fragment)
+
+    def _announce(self, transfer: str, bucket: str, key: str, fragment: str,
+                  state: RetryCallState) -> None:
+        announce(state, self.hooks, f" the {transfer} of {bucket}/{key}, fragment "
+                 f"{fragment or '?'}", fragment)
 
     # --- config files (§16.3) ----------------------------------------------------------
 

@@ -71,8 +71,11 @@ class Transfers:
                         else self.client.get_object(bucket, key))
             try:
                 check = integrity.DownloadCheck(response.headers)
-                with os.fdopen(_create_in_dirs(partial), "wb") as out:
+                out = _Sink(_create_in_dirs(partial))
+                try:
                     sha256 = check.copy(response, out, CHUNK)
+                finally:
+                    os.close(out.fd)
                 size = check.size
             finally:
                 response.close()
@@ -95,26 +98,28 @@ class Transfers:
         of the bytes sent (hashed as they are read). Retried per request (``tries``, by
         default the policy's): the whole PUT, or each request of a multipart upload."""
         tries = tries or Tries(self.policy)
-        with os.fdopen(self.open_source(source), "rb") as data:
-            size = os.fstat(data.fileno()).st_size
+        fd = self.open_source(source)
+        try:
+            size = os.fstat(fd).st_size
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
             if size <= self.part_size or not self.streamed:
-                etag, sha256 = tries(self.put_whole, bucket, key, data, size, content_type)
+                etag, sha256 = tries(self.put_whole, bucket, key, fd, size, content_type)
             else:
                 whole = integrity.RunningSha256()
-                etag = self.put_parts(bucket, key, data.fileno(), size, content_type, tries,
-                                      whole)
+                etag = self.put_parts(bucket, key, fd, size, content_type, tries, whole)
                 sha256 = whole.hexdigest()
+        finally:
+            os.close(fd)
         return size, etag or self.read_back_etag(bucket, key, tries), sha256
 
-    def put_whole(self, bucket: str, key: str, data: BinaryIO, size: int,
+    def put_whole(self, bucket: str, key: str, fd: int, size: int,
                   content_type: str) -> tuple[str, str]:
         """One PutObject attempt of a file up to the part size (of any size without the
         streamed multipart upload: minio's own, retried whole); its ETag and SHA-256."""
         started = time.monotonic()
         try:
-            data.seek(0)  # a retry sends the file again from its start
-            reader = integrity.HashingReader(data)
+            # read from the start (a retry sends the file again), without io's buffer
+            reader = integrity.HashingReader(cast(BinaryIO, _Source(fd)))
             etag: str | None
             if self.direct:  # the lean path (s3direct.py): the file is at most a part
                 body = reader.read(size)
@@ -216,6 +221,50 @@ def delete_files(e: DeleteFiles) -> None:
             os.rmdir(d)
         except OSError:
             pass  # not empty (shared by another fragment) or already gone
+
+
+class _Sink:
+    """A download's file, written with ``os.write``: no io buffer in between (the body
+    comes in chunks of up to 1 MiB) and none of the system calls ``os.fdopen`` makes."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        written = os.write(self.fd, data)
+        if written < len(data):  # rare for a file (a signal, a full disk): write the rest
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.fd, view):]
+
+
+class _Source:
+    """An output file read from its start with ``os.pread``, for one PUT attempt: no io
+    buffer, no seek. ``read(n)`` returns n bytes, fewer only at the end of the file."""
+
+    __slots__ = ("fd", "offset")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunks: list[bytes] = []
+        while size != 0:
+            # one read returns at most about 2 GiB (Linux), so a part may take several
+            data = os.pread(self.fd, size if 0 < size < _MAX_READ else _MAX_READ,
+                            self.offset)
+            if not data:
+                break
+            self.offset += len(data)
+            chunks.append(data)
+            size = max(size - len(data), 0) if size > 0 else size
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_MAX_READ = 1 << 30
 
 
 def _opened_path(fd: int, path: str) -> str:

@@ -29,8 +29,9 @@ class WorkerPool:
     def __init__(self, size: int, name: str):
         self._tasks: queue.SimpleQueue[Calls | None] = queue.SimpleQueue()
         self._closed = False
-        self._idle = 0  # workers waiting for a task: read without the lock, as a hint
-        self._idle_lock = threading.Lock()
+        # one entry per worker waiting for a task; its length is a hint. list.append and
+        # list.pop are atomic (the GIL): no lock to take twice per task
+        self._idle: list[None] = []
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -52,11 +53,9 @@ class WorkerPool:
 
     def _work(self) -> None:
         while True:
-            with self._idle_lock:
-                self._idle += 1
+            self._idle.append(None)
             task = self._tasks.get()
-            with self._idle_lock:
-                self._idle -= 1
+            self._idle.pop()
             if task is None:
                 return
             self._run(task)
