@@ -6,8 +6,8 @@ observers by ``operate.build``), then reports ``sys.modules``. What only some ru
 other commands need is imported where it is used, so it must not be there: the tools
 (demo, replay, debugger, graph, ...), rich, OpenLineage (SIDECAR_OPENLINEAGE is off here),
 ``requests`` (the manager check goes through urllib3, which the S3 client loads anyway),
-cffi and pycparser (pycryptodome, which minio's admin client loads, takes its ctypes back
-end: sidecar/shell/io/cryptobackend.py).
+minio's admin client with argon2, pycryptodome, cffi and pycparser (loaded only if
+something asks minio's package for its names: sidecar/shell/io/minio_package.py).
 No timing is asserted: what is not imported costs nothing, on any machine.
 """
 
@@ -33,9 +33,9 @@ print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))
 """
 # top-level packages (or modules) a run must not import
 NOT_IMPORTED = ("rich", "openlineage", "requests", "graphviz", "moto", "pyterum", "cffi",
-                "pycparser")
-# the project's modules only other commands use
-NOT_IMPORTED_PREFIXES = ("sidecar.tools",)
+                "pycparser", "Crypto", "argon2")
+# the project's modules only other commands use, minio's admin client
+NOT_IMPORTED_PREFIXES = ("sidecar.tools", "minio.minioadmin", "minio.crypto")
 
 
 def run_path_modules(env: dict[str, str]) -> set[str]:

@@ -1,7 +1,8 @@
 """pycryptodome's ctypes back end, chosen before minio loads it (issue 14: start-up cost).
 
-minio's package imports its admin client whatever one imports from it, and with it
-pycryptodome (``minio.crypto``), which the sidecar never calls. When cffi is importable,
+minio's package imports its admin client when its ``__init__`` runs (minio_package.py:
+only if something asks the package for a name), and with it pycryptodome
+(``minio.crypto``), which the sidecar never calls. When cffi is importable,
 pycryptodome's ``Crypto.Util._raw_api`` builds a cffi FFI and parses the C declarations of
 each native module it loads with pycparser, in pure Python: about a tenth of a run's
 start-up instructions and 1.4 MiB. Without cffi it uses ctypes, its other back end (the one
