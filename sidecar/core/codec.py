@@ -57,7 +57,6 @@ def _tuple_fields(cls: type) -> frozenset[str]:
 
 
 _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {c: _layout(c) for c in _KINDS.values()}
-_TUPLES: dict[type, frozenset[str]] = {c: _tuple_fields(c) for c in _KINDS.values()}
 _NAMES: dict[type, frozenset[str]] = {c: frozenset({"kind", *(n for n, _ in f)})
                                       for c, f in _FIELDS.items()}
 
@@ -209,8 +208,27 @@ def _effect_value(cls: type, name: str, is_bytes: bool) -> str:
     return f"o.{name}"
 
 
-_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _event_value) for c in _KINDS.values()}
-_EFFECT_ENCODERS: dict[type, _Encoder] = {c: _compile(c, _effect_value) for c in EFFECTS.values()}
+class _PerClass(dict[type, Any]):
+    """What is made for a class on its first use, not for every class at import (a run's
+    start-up pays for none: issue 14); a class outside ``classes`` is a KeyError."""
+
+    def __init__(self, classes: Any, make: Callable[[type], Any]):
+        super().__init__()
+        self._classes = frozenset(classes)
+        self._make = make
+
+    def __missing__(self, cls: type) -> Any:
+        if cls not in self._classes:
+            raise KeyError(cls)
+        made = self[cls] = self._make(cls)
+        return made
+
+
+_TUPLES: dict[type, frozenset[str]] = _PerClass(_KINDS.values(), _tuple_fields)
+_ENCODERS: dict[type, _Encoder] = _PerClass(_KINDS.values(),
+                                            lambda c: _compile(c, _event_value))
+_EFFECT_ENCODERS: dict[type, _Encoder] = _PerClass(EFFECTS.values(),
+                                                   lambda c: _compile(c, _effect_value))
 
 
 # --- the same, as JSON text ------------------------------------------------------------
@@ -284,6 +302,7 @@ def _compile_text(cls: type, bytes_function: str) -> _Text:
     return text
 
 
-EVENT_TEXT: dict[type, _Text] = {c: _compile_text(c, "bytes_text") for c in EVENTS.values()}
-EFFECT_TEXT: dict[type, _Text] = {c: _compile_text(c, "_short_bytes_text")
-                                  for c in EFFECTS.values()}
+EVENT_TEXT: dict[type, _Text] = _PerClass(EVENTS.values(),
+                                          lambda c: _compile_text(c, "bytes_text"))
+EFFECT_TEXT: dict[type, _Text] = _PerClass(EFFECTS.values(),
+                                           lambda c: _compile_text(c, "_short_bytes_text"))

@@ -5,7 +5,9 @@ the configuration loaded from a manager's environment, the Runner built with its
 observers by ``operate.build``), then reports ``sys.modules``. What only some runs or
 other commands need is imported where it is used, so it must not be there: the tools
 (demo, replay, debugger, graph, ...), rich, OpenLineage (SIDECAR_OPENLINEAGE is off here),
-``requests`` (the manager check goes through urllib3, which the S3 client loads anyway).
+``requests`` (the manager check goes through urllib3, which the S3 client loads anyway),
+minio's admin client with argon2, pycryptodome, cffi and pycparser (loaded only if
+something asks minio's package for its names: sidecar/shell/io/minio_package.py).
 No timing is asserted: what is not imported costs nothing, on any machine.
 """
 
@@ -30,9 +32,10 @@ build(config.load(json.loads(sys.argv[1])))  # as `run` does, up to the loop: no
 print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))
 """
 # top-level packages (or modules) a run must not import
-NOT_IMPORTED = ("rich", "openlineage", "requests", "graphviz", "moto", "pyterum")
-# the project's modules only other commands use
-NOT_IMPORTED_PREFIXES = ("sidecar.tools",)
+NOT_IMPORTED = ("rich", "openlineage", "requests", "graphviz", "moto", "pyterum", "cffi",
+                "pycparser", "Crypto", "argon2")
+# the project's modules only other commands use, minio's admin client
+NOT_IMPORTED_PREFIXES = ("sidecar.tools", "minio.minioadmin", "minio.crypto")
 
 
 def run_path_modules(env: dict[str, str]) -> set[str]:

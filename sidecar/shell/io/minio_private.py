@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import urllib3
-from minio import Minio, helpers
+from minio import helpers
+from minio.api import Minio
 from minio.credentials import Credentials
 
 

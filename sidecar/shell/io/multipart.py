@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from minio import Minio
+from minio.api import Minio
 from minio.datatypes import Part
 
 from . import minio_private as private

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from minio import Minio
+from minio.api import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from . import minio_private as private

@@ -20,8 +20,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import minio
 import urllib3
+from minio import __version__ as minio_version
+from minio.api import Minio
 from minio.helpers import MIN_PART_SIZE
 from tenacity import RetryCallState
 
@@ -193,7 +194,7 @@ class Storage:
 
 
 def _client(settings: Any, report: Callable[[str, str, float], None]
-            ) -> tuple[minio.Minio, CountingPoolManager, bool]:
+            ) -> tuple[Minio, CountingPoolManager, bool]:
     """The minio client on its own HTTP pool, which reports every request; and whether
     minio's private internals are as expected (the lean paths: s3direct.py, multipart.py)."""
     timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
@@ -209,5 +210,5 @@ def _client(settings: Any, report: Callable[[str, str, float], None]
     if problem is not None:
         log.warning("minio %s: its private internals are not as expected (%s); S3 "
                     "transfers use its public API only (slower; a multipart upload "
-                    "holds two parts in memory)", minio.__version__, problem)
+                    "holds two parts in memory)", minio_version, problem)
     return client, http, problem is None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from minio import Minio
+from minio.api import Minio
 from minio.error import S3Error
 from tenacity import RetryCallState, Retrying
 

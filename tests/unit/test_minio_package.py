@@ -1,0 +1,54 @@
+"""minio_package: the adapters load minio's client without its admin client; anything that
+asks the package for a name gets minio as it always was; when the package cannot be loaded
+this way (or is loaded already) it is imported as usual."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return out.stdout.split()
+
+
+def test_the_adapters_load_minio_without_its_admin_client() -> None:
+    assert run("""
+import importlib.metadata, sys
+import sidecar.shell.io.storage
+import minio
+print("minio.minioadmin" in sys.modules, "Crypto" in sys.modules,
+      minio.__version__ == importlib.metadata.version("minio"))
+""") == ["False", "False", "True"]
+
+
+def test_asking_the_package_for_a_name_runs_its_init_in_full() -> None:
+    assert run("""
+import sys
+import sidecar.shell.io.storage
+from minio import Minio, MinioAdmin, S3Error
+import minio.api, minio.error
+print(Minio is minio.api.Minio, S3Error is minio.error.S3Error, MinioAdmin.__name__,
+      sys.modules["Crypto.Util._raw_api"].backend, hasattr(sys.modules["minio"], "nothing"))
+""") == ["True", "True", "MinioAdmin", "ctypes", "False"]
+
+
+def test_a_minio_loaded_before_is_left_as_it_is() -> None:
+    assert run("""
+import minio
+from sidecar.shell.io import minio_package
+print(minio_package.register(), "minio.minioadmin" in __import__("sys").modules)
+""") == ["False", "True"]
+
+
+def test_a_package_that_cannot_load_this_way_is_imported_as_usual() -> None:
+    assert run("""
+import sys
+import sidecar.shell.io.minio_package as mp
+for name in [n for n in sys.modules if n.startswith("minio")]:
+    del sys.modules[name]
+mp.USED = ("minio.api", "minio.no_such_module")
+print(mp.register(), "minio.minioadmin" in sys.modules, sys.modules["minio"].Minio.__name__)
+""") == ["False", "True", "Minio"]
