@@ -52,3 +52,26 @@ for name in [n for n in sys.modules if n.startswith("minio")]:
 mp.USED = ("minio.api", "minio.no_such_module")
 print(mp.register(), "minio.minioadmin" in sys.modules, sys.modules["minio"].Minio.__name__)
 """) == ["False", "True", "Minio"]
+
+
+def test_threads_asking_first_at_once_all_get_the_name_and_the_init_runs_once() -> None:
+    assert run("""
+import sys, threading
+import sidecar.shell.io.storage
+runs, got = [], []
+package = sys.modules["minio"]
+spec_loader = package.__spec__.loader
+real = spec_loader.exec_module
+def counted(module):
+    runs.append(1)
+    real(module)
+spec_loader.exec_module = counted
+start = threading.Barrier(8)
+def ask():
+    start.wait()
+    got.append(package.MinioAdmin.__name__)
+threads = [threading.Thread(target=ask) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(runs), sorted(set(got)), len(got))
+""") == ["1", "['MinioAdmin']", "8"]

@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -59,15 +60,19 @@ def _package(before_init: Callable[[], object]) -> ModuleType:
     package.__version__ = importlib.metadata.version(NAME)  # type: ignore[attr-defined]
     loader = spec.loader
     ran = False
+    lock = threading.RLock()  # two threads asking first: one runs the __init__, once
 
     def __getattr__(name: str) -> Any:
         nonlocal ran
-        if ran or importlib.util.find_spec(f"{NAME}.{name}") is not None:
-            # a submodule (``from . import time``): the import system loads it, not this
-            raise AttributeError(f"module {NAME!r} has no attribute {name!r}")
-        ran = True
-        before_init()
-        loader.exec_module(package)
+        with lock:
+            if name in vars(package):  # another thread's __init__ made it meanwhile
+                return vars(package)[name]
+            if ran or importlib.util.find_spec(f"{NAME}.{name}") is not None:
+                # a submodule (``from . import time``): the import system loads it, not this
+                raise AttributeError(f"module {NAME!r} has no attribute {name!r}")
+            ran = True
+            before_init()
+            loader.exec_module(package)
         return getattr(package, name)
 
     setattr(package, "__getattr__", __getattr__)  # noqa: B010 - mypy: ModuleType has one
