@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,11 @@ class Step:
         self.sidecar_rusage: resource.struct_rusage | None = None
         self.transformation_rusage: resource.struct_rusage | None = None
 
-    def start_sidecar(self, env: dict[str, str]) -> None:
+    def start_sidecar(self, env: dict[str, str], prefix: Sequence[str] = ()) -> None:
+        """``prefix``: a command to run it under (valgrind, for bench/whole_callgrind.py)."""
         with open(self.root / "sidecar.log", "wb") as log:
             self.spawned = time.monotonic()
-            self.sidecar = subprocess.Popen([sys.executable, "-m", "sidecar"], env=env,
+            self.sidecar = subprocess.Popen([*prefix, sys.executable, "-m", "sidecar"], env=env,
                                             cwd=self.root, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL)
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procstat
-from .endpoints import ACCESS_KEY, SECRET_KEY, Arrivals, Broker
+from .endpoints import ACCESS_KEY, REPO, SECRET_KEY, Arrivals, Broker
 from .scenario import (
     MIB,
     TRANSFORMATIONS,
@@ -65,6 +65,7 @@ from .scenario import (
     remove_run,
     run_names,
 )
+from .whole_callgrind import collected
 
 STYLES = {"keepalive": "granian", "close": "werkzeug"}  # S3 style -> WSGI server
 SCRIPTS = {"pyterum": TRANSFORMATIONS / "upper_copy.py",
@@ -198,10 +199,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GETs and PUTs per floor measurement (default 300)")
     parser.add_argument("--floor-repeat", type=int, default=3,
                         help="floor measurements; the lowest is kept (default 3)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count instructions under valgrind instead of timing "
+                        "(bench/whole_callgrind.py; a few minutes per style)")
+    parser.add_argument("--callgrind-sizes", type=sizes_pair, default=(20, 120),
+                        help="the two fragment counts whose difference is the steady "
+                        "state under --callgrind (default 20,120)")
+
+
+def sizes_pair(text: str) -> tuple[int, int]:
+    small, large = (int(x) for x in text.split(","))
+    if not 0 < small < large:
+        raise argparse.ArgumentTypeError("two counts, the first smaller: e.g. 50,250")
+    return small, large
+
+
+def compile_sources() -> None:
+    """Write the sidecar's ``.pyc`` files, as the image's ``pip install`` does: a dev tree
+    installed editable, with PYTHONDONTWRITEBYTECODE set, would compile every module at
+    every start (about a quarter of the start-up's instructions) and overstate what users
+    pay."""
+    import compileall
+
+    for package in ("sidecar", "states"):
+        compileall.compile_dir(REPO / package, quiet=1)
 
 
 def run_whole(args: argparse.Namespace) -> int:
     from .cli import environment, log, meta
+
+    compile_sources()
+    if args.callgrind:
+        from .whole_callgrind import run_callgrind
+
+        return run_callgrind(args)
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"meta": meta("whole", args), "fragments": args.fragments,
@@ -260,10 +291,12 @@ def storage_floor(ctx: Context, count: int, repeat: int) -> dict[str, Any]:
     return {**floor_of(raw["best"]), "objects": count, "repeat": repeat}
 
 
-def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | None = None
-            ) -> dict[str, Any]:
+def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | None = None,
+            prefix: Sequence[str] = (), patience: float = 1.0) -> dict[str, Any]:
     """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments; ``env``: the
-    sidecar's settings beyond the defaults (``--env``)."""
+    sidecar's settings beyond the defaults (``--env``); ``prefix`` runs it under another
+    command (valgrind), ``patience`` multiplies the timeouts. Under callgrind the result
+    has its ``instructions``."""
     run_hash, step = random_id(32), "bench"
     names = run_names(run_hash, step)
     sc = Scenario(f"whole-{transformation}", fragments=n, env=env or {},
@@ -278,22 +311,22 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         keys = _put_inputs(s3, names["input_bucket"], sc)
         arrivals = Arrivals(ctx.broker_url, names["lineage"])
         ctx.s3.stats(reset=True)
-        st.start_sidecar(_sidecar_env(ctx, sc, st, run_hash, step, names))
+        st.start_sidecar(_sidecar_env(ctx, sc, st, run_hash, step, names), prefix)
         assert st.sidecar is not None
         pid = st.sidecar.pid
-        startup = wait_started(st, broker, names["input"])
+        startup = wait_started(st, broker, names["input"], 30.0 * patience)
         st.start_transformation(_transformation_env(st), script=sc.transformation)
         counting = _perf_stat(pid) if os.environ.get("BENCH_PERF_STAT") else None
         before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
         for i in range(n):
             broker.publish(names["input"], descriptor([keys[i % len(keys)]],
                                                       names["input_bucket"]))
-        t_last = arrivals.wait(n, 120 + 0.1 * n, st.check_alive)
+        t_last = arrivals.wait(n, (120 + 0.1 * n) * patience, st.check_alive)
         time.sleep(0.1)  # the acks follow the last lineage confirm
         after, s3_after = _window_reading(pid), ctx.s3.stats()
         counts = _perf_counts(counting, n) if counting else {}
         t_term = time.monotonic()
-        code = st.stop()
+        code = st.stop(30.0 * patience)
         shutdown_s = time.monotonic() - t_term
         if st.sidecar_rusage is None:
             raise RuntimeError("the sidecar was reaped before its rusage could be read")
@@ -312,6 +345,8 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
                                   for k, v in s3_after["ops"].items()},
                    "whole_requests": s3_whole["requests"], "whole_ops": s3_whole["ops"]},
         }
+        if prefix and prefix[0] == "valgrind":
+            result["instructions"] = collected((st.root / "sidecar.log").read_bytes())
         if code != 0:
             result["error"] = f"sidecar exit code {code}\n{st.log_tail()}"
         return result

@@ -350,3 +350,37 @@ def test_whole_summary_labels_load_and_goal() -> None:
     assert "3.00 ms CPU/fragment (loop 1.00, other threads 1.50)" in text
     assert "1.00 new connections per request" in text and "GetObject 1.00" in text
     assert "peak RSS        40.0 MiB" in text and "transformation link: FAILED" in text
+
+
+def test_callgrind_total_is_the_last_collected_line_and_its_absence_is_an_error() -> None:
+    from bench.whole_callgrind import collected
+
+    log = b"started\n==12== Events    : Ir\n==12== Collected : 123456789\n"
+    assert collected(b"==11== Collected : 5\n" + log) == 123456789
+    with pytest.raises(RuntimeError, match="no callgrind total"):
+        collected(b"the sidecar exited\n")
+
+
+def test_callgrind_points_give_per_fragment_and_fixed_cost() -> None:
+    from bench.whole_callgrind import per_item, summary
+
+    each, fixed = per_item((20, 2_000_000 + 20 * 7000), (120, 2_000_000 + 120 * 7000))
+    assert (each, fixed) == (7000, 2_000_000)
+    with pytest.raises(ValueError):
+        per_item((120, 1), (20, 2))
+    text = summary({"fragments": 1000, "styles": [{
+        "style": "keepalive", "floor": {"per_get_put": 3500.0},
+        "runs": [{"transformation": "pyterum", "whole_per_fragment": 9000.0,
+                  "to_floor": 9000 / 3500, "per_fragment": 7000.0, "fixed": 2e9}]}]})
+    assert "÷ floor 2.57" in text and "7 k per fragment" in text
+
+
+def test_whole_callgrind_arguments() -> None:
+    from bench.whole import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--callgrind", "--callgrind-sizes", "10,30"])
+    assert args.callgrind and args.callgrind_sizes == (10, 30)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--callgrind-sizes", "30,10"])
