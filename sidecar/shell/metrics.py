@@ -14,17 +14,21 @@ Two sources, neither of which is the core:
   S3 requests by operation and result, bytes and seconds transferred, retries, confirm
   latency, refused connections.
 
+What changes per fragment is counted in plain dicts (sidecar/shell/tallies.py) and turned
+into samples at scrape time; the rare metrics are prometheus_client's own.
+
 No label is ever a fragment id: every label value comes from a small, fixed set.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics import MetricWrapperBase
 
 from states import INPUT, OUTPUT, STEP
 
@@ -33,6 +37,7 @@ from ..core import Core, Transition
 from ..core import effects as fx
 from ..core import events as ev
 from .hooks import AdapterHooks, Observer
+from .tallies import CounterTally, HistogramTally
 
 PREFIX = "iterum_sidecar"
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -41,33 +46,22 @@ CONFIRM_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0)
 LIFECYCLES = {lc.name: lc for lc in (INPUT, OUTPUT)}
 _TERMINAL = {name: frozenset(lc.terminal) for name, lc in LIFECYCLES.items()}
-_STEP, _INPUT = STEP.name, INPUT.name
+_STEP, _INPUT, _OUTPUT = STEP.name, INPUT.name, OUTPUT.name
+_LOG, _DELIVERED = fx.Log, ev.Delivered
+_FORGET_ABOVE = 64  # clock readings kept before the observer looks for forgotten fragments
+_copy = dict.copy  # of a Counter: a plain dict
 PAUSE_REASONS = ("transformation-absent", "volume-low")  # always shown, 0 when not paused
 
 
 class StateView(NamedTuple):
-    """What the state gauges show, copied from the core on the loop thread after an event."""
+    """What the state gauges show, copied from the core on the loop thread after an event
+    (as a plain tuple: this class's constructor costs ten times as much)."""
 
-    counts: dict[str, dict[str, int]]  # lifecycle -> state -> fragments in it (may lack 0s)
+    inputs: dict[str, int] = {}  # state -> input fragments in it (may lack 0s)
+    outputs: dict[str, int] = {}  # the same for outputs
     transformation: bool = False
     paused: tuple[str, ...] = ()
     step: str = STEP.initial
-
-
-class Children(dict[Any, Any]):
-    """The label children of one metric, each looked up once: ``labels()`` validates and
-    joins its arguments under a lock on every call (1-3 µs), a dict hit is 0.05 µs.
-    Keyed by the label values (a tuple, or a str for one label). Worker threads may race on
-    a miss: both get the same child from ``labels()``, which is thread-safe."""
-
-    def __init__(self, metric: MetricWrapperBase):
-        super().__init__()
-        self.metric = metric
-
-    def __missing__(self, key: tuple[str, ...] | str) -> Any:
-        child = self[key] = (self.metric.labels(*key) if isinstance(key, tuple)
-                             else self.metric.labels(key))
-        return child
 
 
 class StateGauge:
@@ -97,35 +91,34 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = r = registry or CollectorRegistry()
         self.info = Info(PREFIX, "The sidecar's version and step", registry=r)
-        self.fragments = Counter(
+        self.fragments = CounterTally(
             f"{PREFIX}_fragments", "Fragments that reached an outcome (input: acked, "
             "dead_lettered, requeued; output: recorded, failed)", ["lifecycle", "outcome"],
-            registry=r)
-        self.state_entries = Counter(
+            r)
+        self.state_entries = CounterTally(
             f"{PREFIX}_state_entries", "Fragments that entered each lifecycle state",
-            ["lifecycle", "state"], registry=r)
+            ["lifecycle", "state"], r)
         # written by the loop thread (one reference), read by the state gauges' scrapes
-        self.view = StateView({})
+        self.view: tuple[Any, ...] = tuple(StateView())
         self.pause_reasons = list(PAUSE_REASONS)  # every reason seen, as the gauge shows
         self.in_flight = StateGauge(
             f"{PREFIX}_fragments_in_flight", "Fragments in flight, per lifecycle state",
             ["lifecycle", "state"], _in_flight, self._view, r)
-        self.state_seconds = Histogram(
+        self.state_seconds = HistogramTally(
             f"{PREFIX}_state_seconds", "Time a fragment spent in a lifecycle state",
-            ["lifecycle", "state"], buckets=SECONDS, registry=r)
-        self.latency = Histogram(
+            ["lifecycle", "state"], SECONDS, r)
+        self.latency = HistogramTally(
             f"{PREFIX}_fragment_latency_seconds", "End to end: input received until its "
-            "outcome (acked, dead_lettered, requeued)", ["outcome"], buckets=SECONDS,
-            registry=r)
-        self.transfer_bytes = Counter(
+            "outcome (acked, dead_lettered, requeued)", ["outcome"], SECONDS, r)
+        self.transfer_bytes = CounterTally(
             f"{PREFIX}_transfer_bytes", "Bytes moved to or from S3 (completed transfers)",
-            ["direction"], registry=r)
-        self.transfer_seconds = Counter(
+            ["direction"], r)
+        self.transfer_seconds = CounterTally(
             f"{PREFIX}_transfer_seconds", "Seconds spent moving files to or from S3 (every "
-            "attempt)", ["direction"], registry=r)
-        self.s3_requests = Counter(
+            "attempt)", ["direction"], r)
+        self.s3_requests = CounterTally(
             f"{PREFIX}_s3_requests", "HTTP requests to S3 by operation and result (status "
-            "code, or error when no answer came)", ["operation", "result"], registry=r)
+            "code, or error when no answer came)", ["operation", "result"], r)
         self.retries = Counter(
             f"{PREFIX}_retries", "Transient failures retried (download, upload, bucket, "
             "manager)", ["operation"], registry=r)
@@ -135,9 +128,9 @@ class Metrics:
         self.dead_letters = Counter(
             f"{PREFIX}_dead_letters", "Inputs dead-lettered, by reason", ["reason"],
             registry=r)
-        self.confirm_seconds = Histogram(
+        self.confirm_seconds = HistogramTally(
             f"{PREFIX}_confirm_seconds", "Publish to broker confirm (publisher confirms)",
-            ["result"], buckets=CONFIRM_SECONDS, registry=r)
+            ["result"], CONFIRM_SECONDS, r)
         self.transformation = StateGauge(
             f"{PREFIX}_transformation_connected", "1 while the transformation has a "
             "connection on tts.sock or fts.sock", [],
@@ -154,9 +147,9 @@ class Metrics:
             f"{PREFIX}_step_state", "1 for the sidecar's current step state", ["state"],
             lambda v: (([s], 1.0 if s == v.step else 0.0) for s in STEP.states),
             self._view, r)
-        self.logs = Counter(
+        self.logs = CounterTally(
             f"{PREFIX}_log_events", "Log events of the core, by level and stable code",
-            ["level", "code"], registry=r)
+            ["level", "code"], r)
         self.refused = Counter(
             f"{PREFIX}_connections_refused", "Connections to tts.sock or fts.sock refused "
             "because the peer runs as another uid than SIDECAR_PEER_UID", ["channel"],
@@ -166,7 +159,7 @@ class Metrics:
             ["result"], registry=r)
 
     def _view(self) -> StateView:
-        return self.view
+        return StateView(*self.view)
 
     def _paused(self, view: StateView) -> Iterator[tuple[list[str], float]]:
         for reason in tuple(self.pause_reasons):  # a copy: the loop thread may append
@@ -177,82 +170,84 @@ class Metrics:
 
 
 class MetricsObserver(Observer):
-    """A Runner observer (loop thread): events, effects and transitions become metrics."""
+    """A Runner observer (loop thread): events, effects and transitions become metrics.
+    Per event it only adds to the tallies it alone writes and copies the state view."""
 
     def __init__(self, metrics: Metrics, core: Core):
         self.m = metrics
         self.core = core
         self.entered: dict[int, float] = {}  # serial -> clock reading of its last transition
         self.born: dict[int, float] = {}  # input serial -> clock reading when received
-        self.state_seconds = Children(metrics.state_seconds)
-        self.state_entries = Children(metrics.state_entries)
-        self.fragments = Children(metrics.fragments)
-        self.latency = Children(metrics.latency)
-        self.logs = Children(metrics.logs)
-        self.dead_letters = Children(metrics.dead_letters)
+        self.state_seconds = metrics.state_seconds.values
+        self.state_entries = metrics.state_entries.values
+        self.fragments = metrics.fragments.values
+        self.latency = metrics.latency.values
+        self.logs = metrics.logs.values
 
     def __call__(self, event: ev.Event, now: float, effects: list[fx.Effect],
                  transitions: list[Transition]) -> None:
-        m = self.m
-        if isinstance(event, ev.Delivered) and event.redelivered:
-            m.redeliveries.inc()
-        elif isinstance(event, ev.VolumeSpace):
-            m.volume_free.set(event.free_bytes)
-        for t in transitions:
-            self._transition(t, now)
-        for effect in effects:
-            if isinstance(effect, fx.Log):
-                self._log(effect)
-        self._view()
         if transitions:
-            self._forget()
+            self._transitions(transitions, now)
+            if len(self.entered) > _FORGET_ABOVE:
+                self._forget()
+        for effect in effects:
+            if isinstance(effect, _LOG):
+                self._log(effect)
+        if isinstance(event, _DELIVERED):
+            if event.redelivered:
+                self.m.redeliveries.inc()
+        elif isinstance(event, ev.VolumeSpace):
+            self.m.volume_free.set(event.free_bytes)
+        # the state view: the in-flight counts copied (two small dicts), the rest immutable
+        m, core = self.m, self.core
+        states, paused = core.states, core.paused
+        if paused is not m.view[3] and paused != m.view[3]:
+            m.pause_reasons.extend(r for r in paused if r not in m.pause_reasons)
+        m.view = (_copy(states[_INPUT]), _copy(states[_OUTPUT]), bool(core.tts or core.fts),
+                  paused, core.step.state)
 
-    def _transition(self, t: Transition, now: float) -> None:
-        machine, serial, _, trigger, source, dest = t  # unpacking: no attribute look-ups
-        if machine == _STEP:
-            return  # the step_state gauge reads the view
-        if trigger == "new":
-            if machine == _INPUT:
-                self.born[serial] = now
-        else:
-            since = self.entered.get(serial)
-            if since is not None:
-                self.state_seconds[machine, source].observe(now - since)
-        self.state_entries[machine, dest].inc()
-        if dest in _TERMINAL[machine]:
-            self.fragments[machine, dest].inc()
-            self.entered.pop(serial, None)
-            born = self.born.pop(serial, None)
-            if born is not None:
-                self.latency[dest].observe(now - born)
-        else:
-            self.entered[serial] = now
+    def _transitions(self, transitions: list[Transition], now: float) -> None:
+        entered, entries = self.entered, self.state_entries
+        seconds, bounds = self.state_seconds, self.state_seconds.bounds
+        for machine, serial, _, trigger, source, dest in transitions:
+            if machine == _STEP:
+                continue  # the step_state gauge reads the view
+            if trigger == "new":
+                if machine == _INPUT:
+                    self.born[serial] = now
+            else:
+                since = entered.get(serial)
+                if since is not None:  # Buckets.observe, inlined (9 calls a fragment)
+                    counts, spent = seconds[machine, source], now - since
+                    counts[-1] += spent
+                    counts[bisect_left(bounds, spent)] += 1
+            entries[machine, dest] += 1
+            if dest in _TERMINAL[machine]:
+                self._ended(machine, serial, dest, now)
+            else:
+                entered[serial] = now
+
+    def _ended(self, machine: str, serial: int, outcome: str, now: float) -> None:
+        self.fragments[machine, outcome] += 1
+        self.entered.pop(serial, None)
+        born = self.born.pop(serial, None)
+        if born is not None:
+            self.latency.observe(outcome, now - born)
 
     def _log(self, e: fx.Log) -> None:
-        self.logs[e.level, e.code].inc()
+        self.logs[e.level, e.code] += 1
         if e.code.startswith("dead-letter-") and e.code != "dead-letter-refused":
-            self.dead_letters[e.code.removeprefix("dead-letter-")].inc()
+            self.m.dead_letters.labels(e.code.removeprefix("dead-letter-")).inc()  # rare
         elif e.code.startswith("stuck-"):  # rare: no cache
             lifecycle, _, state = e.code.removeprefix("stuck-").partition("-")
             self.m.stuck.labels(lifecycle, state).inc()
 
-    def _view(self) -> None:
-        """Publish what the state gauges show (about 1 µs: two small dict copies)."""
-        m, core = self.m, self.core
-        paused = core.paused
-        if paused != m.view.paused:
-            m.pause_reasons.extend(r for r in paused if r not in m.pause_reasons)
-        m.view = StateView({name: dict(c) for name, c in core.states.items()},
-                           bool(core.tts or core.fts), paused, core.step.state)
-
     def _forget(self) -> None:
         """Drop the clock readings of fragments forgotten without a final transition (a
         duplicate delivery's copy), once they outnumber the tracked ones."""
-        if len(self.entered) <= 64:  # the bound below is at least 64
-            return
         core = self.core
         tracked = len(core.inputs) + len(core.outputs)
-        if len(self.entered) > 2 * tracked + 64:
+        if len(self.entered) > 2 * tracked + _FORGET_ABOVE:
             alive = core.inputs.keys() | core.outputs.keys()
             for table in (self.entered, self.born):
                 for serial in [s for s in table if s not in alive]:
@@ -260,16 +255,16 @@ class MetricsObserver(Observer):
 
 
 def _in_flight(view: StateView) -> Iterator[tuple[list[str], float]]:
-    for name, lc in LIFECYCLES.items():
-        counts = view.counts.get(name, {})
+    for lc, counts in ((INPUT, view.inputs), (OUTPUT, view.outputs)):
         for state in lc.states:
             if state not in lc.terminal:
-                yield [name, state], float(counts.get(state, 0))
+                yield [lc.name, state], float(counts.get(state, 0))
 
 
 class AdapterMetrics(AdapterHooks):
-    """The adapters' hooks: S3 requests, transfers and retries (worker threads;
-    prometheus_client is thread-safe), confirms and refused connections (loop thread).
+    """The adapters' hooks: S3 requests, transfers and retries (worker threads: their
+    tallies are incremented under one lock; retries are prometheus_client's, thread-safe),
+    confirms and refused connections (loop thread).
 
     It also keeps the readiness signal for storage: reachable unless the last request got
     no answer or a 5xx. No extra request is ever made for it.
@@ -279,27 +274,29 @@ class AdapterMetrics(AdapterHooks):
         self.m = metrics
         self.reachable = True
         self.last_result = ""
-        self.requests = Children(metrics.s3_requests)
-        self.seconds = Children(metrics.transfer_seconds)
-        self.bytes = Children(metrics.transfer_bytes)
-        self.retries = Children(metrics.retries)
-        self.confirms = Children(metrics.confirm_seconds)
+        self.lock = threading.Lock()  # the storage workers' increments would race
+        self.requests = metrics.s3_requests.values
+        self.seconds = metrics.transfer_seconds.values
+        self.bytes = metrics.transfer_bytes.values
+        self.confirms = metrics.confirm_seconds.values  # loop thread only
 
     def request(self, operation: str, result: str, seconds: float) -> None:
-        self.requests[operation, result].inc()
+        with self.lock:
+            self.requests[operation, result] += 1
         self.last_result = result
         self.reachable = not (result == "error" or result.startswith("5"))
 
     def transfer(self, direction: str, size: int, seconds: float) -> None:
-        self.seconds[direction].inc(seconds)
-        if size:
-            self.bytes[direction].inc(size)
+        with self.lock:
+            self.seconds[direction] += seconds
+            if size:
+                self.bytes[direction] += size
 
     def retry(self, operation: str) -> None:
-        self.retries[operation].inc()
+        self.m.retries.labels(operation).inc()  # rare: no cache
 
     def on_confirm(self, result: str, seconds: float) -> None:
-        self.confirms[result].observe(seconds)
+        self.confirms.observe(result, seconds)
 
     def on_refused(self, channel: str) -> None:
         self.m.refused.labels(channel).inc()  # rare: no cache

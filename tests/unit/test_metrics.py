@@ -4,6 +4,7 @@ given, so they are exact here."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -197,15 +198,24 @@ def test_a_pause_reason_once_seen_stays_at_0() -> None:
     assert drv.value("iterum_sidecar_intake_paused", reason="volume-low") == 0
 
 
-def test_label_children_are_looked_up_once_per_label_set() -> None:
+def test_storage_hooks_lose_no_count_across_worker_threads() -> None:
+    """The per-request tallies are plain dicts: the storage workers increment them under
+    one lock, so concurrent calls lose nothing."""
     metrics = Metrics()
     hooks = AdapterMetrics(metrics)
-    calls = []
-    labels = metrics.s3_requests.labels
-    metrics.s3_requests.labels = lambda *values: calls.append(values) or labels(*values)
-    for _ in range(3):
-        hooks.request("GetObject", "200", 0.01)
-    hooks.request("GetObject", "404", 0.01)
-    assert calls == [("GetObject", "200"), ("GetObject", "404")]
-    assert metrics.registry.get_sample_value(
-        "iterum_sidecar_s3_requests_total", {"operation": "GetObject", "result": "200"}) == 3
+
+    def work() -> None:
+        for _ in range(2000):
+            hooks.request("GetObject", "200", 0.01)
+            hooks.transfer("download", 1, 0.5)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    get = metrics.registry.get_sample_value
+    assert get("iterum_sidecar_s3_requests_total",
+               {"operation": "GetObject", "result": "200"}) == 8000
+    assert get("iterum_sidecar_transfer_bytes_total", {"direction": "download"}) == 8000
+    assert get("iterum_sidecar_transfer_seconds_total", {"direction": "download"}) == 4000
