@@ -1,6 +1,6 @@
 """The lifecycles of the sidecar, defined once (as plain tables) and built with `transitions`.
 
-Four machines:
+Five machines:
 
 * ``INPUT``: one per fragment consumed from RabbitMQ. Its last states reflect the outputs
   that gate its ack (§16.8): ``uploaded`` once every gating output is in S3, ``published``
@@ -9,6 +9,8 @@ Four machines:
 * ``STEP``: the sidecar process itself, from start-up through the shutdown chain (§12).
 * ``INTAKE``: the consumer on the input queue, and the broker connection it lives on
   (docs/reliability.md, docs/operations.md).
+* ``BOARD``: what the HTTP endpoint shows (/readyz, /debug/fragments): published soon after
+  an event, and on a heartbeat when nothing happens (docs/operations.md).
 
 States and triggers are named constants (``InputState.DISPATCHED``, ``StepEvent.STOP``;
 see ``Names``) whose values are the strings journals, snapshots, logs and metrics hold, so
@@ -222,6 +224,22 @@ class IntakeEvent(Names):
     STOP_ADOPTING = "stop_adopting"
 
 
+@names
+class BoardState(Names):
+    STOPPED = "stopped"  # not started: nothing published, no timer
+    CURRENT = "current"  # shows the last event; the heartbeat's publish is armed
+    STALE = "stale"  # an event since the last publish; the publish soon after it is armed
+    ENDED = "ended"
+
+
+@names
+class BoardEvent(Names):
+    START = "start"
+    EVENT = "event"
+    PUBLISHED = "published"
+    STOP = "stop"
+
+
 In, InEv = InputState, InputEvent
 _ALIVE = (In.RECEIVED, In.DOWNLOADED, In.DISPATCHED, In.PROCESSED, In.UPLOADED, In.PUBLISHED)
 
@@ -341,5 +359,20 @@ INTAKE = Lifecycle(
     ),
 )
 
-LIFECYCLES = (INPUT, OUTPUT, STEP, INTAKE)
-del In, InEv, Out, OutEv, S, SE, C, CE  # short names for the tables above only
+B, BE = BoardState, BoardEvent
+BOARD = Lifecycle(
+    name="board",
+    states=B._values,
+    initial=B.STOPPED,
+    terminal=frozenset({B.ENDED}),
+    transitions=(
+        (BE.START, B.STOPPED, B.CURRENT),
+        # the first event after a publish arms the next one; later events wait for it
+        (BE.EVENT, B.CURRENT, B.STALE),
+        (BE.PUBLISHED, (B.CURRENT, B.STALE), B.CURRENT),
+        (BE.STOP, (B.STOPPED, B.CURRENT, B.STALE), B.ENDED),
+    ),
+)
+
+LIFECYCLES = (INPUT, OUTPUT, STEP, INTAKE, BOARD)
+del In, InEv, Out, OutEv, S, SE, C, CE, B, BE  # short names for the tables above only

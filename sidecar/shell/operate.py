@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from states import BOARD, BoardEvent, BoardState
+
 from ..core import Core, Input
 from ..core.events import VolumeSpace
 from .config import ANY_PORT, Settings, core_config
@@ -67,9 +69,8 @@ class Operations(Observer):
         self.board = Board(clock, lambda: storage.reachable)
         self.server: HttpServer | None = None
         self.loop: Loop | None = None  # given by start()
-        self._running = False
+        self.state = BOARD.initial  # states.BOARD: whether the board shows the last event
         self._timer: Any = None  # the next publish (soon after an event, or the heartbeat)
-        self._soon = False  # the timer is the one after an event
 
     def start(self, loop: Loop) -> None:
         """Bind the HTTP port (OSError if it is taken), then schedule the periodic work."""
@@ -83,19 +84,20 @@ class Operations(Observer):
             except OSError as err:
                 raise OSError(err.errno, bind_failure(s.http_host, s.http_port, err)) from None
             self.server.start(auto)
-        self._running = True
+        BOARD.fire(self, BoardEvent.START)
         self._publish_due()
         loop.call_later(0, self._check_volume)
 
     def stop(self) -> None:
-        self._running = False
+        if self.state != BoardState.ENDED:
+            BOARD.fire(self, BoardEvent.STOP)
         if self.server is not None:
             self.server.stop()
 
     def __call__(self, *_: Any) -> None:
         """Any event may change what the snapshot shows: publish soon."""
-        if not self._soon and self._running:
-            self._soon = True
+        if self.state == BoardState.CURRENT:
+            BOARD.fire(self, BoardEvent.EVENT)
             self._arm(PUBLISH_DELAY)
 
     # --- on the loop thread ------------------------------------------------------------
@@ -106,9 +108,9 @@ class Operations(Observer):
 
     def _publish_due(self) -> None:
         self._timer = None
-        if self._running:
+        if self.state in (BoardState.CURRENT, BoardState.STALE):
             self.publish()
-            self._soon = False
+            BOARD.fire(self, BoardEvent.PUBLISHED)
             self._arm(HEARTBEAT)
 
     def _arm(self, delay: float) -> None:
@@ -118,7 +120,7 @@ class Operations(Observer):
         self._timer = self.loop.call_later(delay, self._publish_due)
 
     def _check_volume(self) -> None:
-        if not self._running or self.loop is None:
+        if self.state not in (BoardState.CURRENT, BoardState.STALE) or self.loop is None:
             return
         try:
             st = os.statvfs(self.s.data_volume_path)

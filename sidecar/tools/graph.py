@@ -32,6 +32,10 @@ ABOUT = {
               "deliveries the loss returned to the queue. A `basic.cancel` is in flight in "
               "`pausing`, `ending` and `adoption_ending`: no `basic.consume` before its "
               "confirmation. No state is terminal; the step's `exited` ends it.",
+    "board": "What the HTTP endpoint shows (`/readyz`, `/debug/fragments`; the shell's "
+             "`Operations`, not the core): a snapshot published soon after an event "
+             "(`stale` until then, so a burst of events makes one publish) and on a "
+             "heartbeat when nothing happens ([operations.md](operations.md)).",
 }
 
 MARKDOWN_HEADER = """# Lifecycles

@@ -13,7 +13,7 @@ import pytest
 
 from sidecar.cli import main
 from sidecar.tools import graph
-from states import INPUT, INTAKE, LIFECYCLES, OUTPUT, STEP
+from states import BOARD, INPUT, INTAKE, LIFECYCLES, OUTPUT, STEP
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md"
 EDGE = re.compile(r"^    (\S+) --> (\S+?)(?:: (\S+))?$")
@@ -39,8 +39,8 @@ def test_the_mermaid_diagram_has_exactly_the_transitions_of_the_table(lc) -> Non
 
 def test_the_docs_page_has_a_diagram_and_a_table_per_lifecycle() -> None:
     text = graph.markdown()
-    assert text.count("```mermaid\nstateDiagram-v2\n") == 4
-    for lc in (INPUT, OUTPUT, STEP, INTAKE):
+    assert text.count("```mermaid\nstateDiagram-v2\n") == len(LIFECYCLES)
+    for lc in (INPUT, OUTPUT, STEP, INTAKE, BOARD):
         assert f"\n## {lc.name}\n" in text
     assert "| `give_back` | `received`, `downloaded`, `dispatched`, `processed`, `uploaded`, " \
            "`published`, `dead_lettering` | `requeued` |" in text
@@ -51,9 +51,9 @@ def test_the_command_prints_mermaid_for_one_or_every_lifecycle(capsys) -> None:
     assert capsys.readouterr().out == graph.mermaid(OUTPUT)
     assert main(["graph"]) == 0
     out = capsys.readouterr().out
-    assert out.count("stateDiagram-v2") == 4
+    assert out.count("stateDiagram-v2") == len(LIFECYCLES)
     assert "%% input lifecycle\n" in out and "%% step lifecycle\n" in out
-    assert "%% intake lifecycle\n" in out
+    assert "%% intake lifecycle\n" in out and "%% board lifecycle\n" in out
 
 
 def test_the_command_writes_the_docs_page(tmp_path: Path) -> None:

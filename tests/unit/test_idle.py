@@ -20,6 +20,7 @@ from sidecar.shell.loop import Runner
 from sidecar.shell.metrics import Metrics
 from sidecar.shell.operate import HEARTBEAT, PUBLISH_DELAY, Operations, build
 from sidecar.shell.recovery import Journal
+from states import BoardState
 
 
 class Timers:
@@ -65,12 +66,16 @@ def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -
     r, timers, clock = runner(tmp_path, SIDECAR_JOURNAL="off",
                               SIDECAR_VOLUME_CHECK_INTERVAL="30")
     ops = next(o for o in r.observers if isinstance(o, Operations))
+    assert ops.state == BoardState.STOPPED
+    r.feed(ev.Tick())  # before start: nothing published, nothing armed
+    assert (ops.state, timers.delays()) == (BoardState.STOPPED, [])
     ops.start(r)
     volume_check = r.s.volume_check_interval
     assert ops.board.snapshot.taken == 100.0
-    assert timers.delays() == [0, HEARTBEAT]
+    assert (ops.state, timers.delays()) == (BoardState.CURRENT, [0, HEARTBEAT])
     timers.fire(0)  # the volume check: an event
     assert timers.delays() == [PUBLISH_DELAY, volume_check]  # the heartbeat is replaced
+    assert ops.state == BoardState.STALE
     clock.now = 100.2
     r.feed(ev.Connected(1, "tts"))  # coalesced into the publish already armed
     assert timers.delays() == [PUBLISH_DELAY, volume_check]
@@ -79,11 +84,19 @@ def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -
     snap = ops.board.snapshot
     assert (snap.taken, snap.transformation, snap.volume_free is not None) == (100.5, True, True)
     assert timers.delays() == [HEARTBEAT, volume_check]  # nothing happens: the heartbeat
+    assert ops.state == BoardState.CURRENT
     clock.now = 105.5
     timers.fire(HEARTBEAT)
     assert ops.board.snapshot.taken == 105.5
     assert timers.delays() == [HEARTBEAT, volume_check]
     ops.stop()
+    ops.stop()  # a second stop is no error
+    assert ops.state == BoardState.ENDED
+    r.feed(ev.Tick())  # after the stop: nothing armed, a due timer publishes nothing
+    clock.now = 110.0
+    timers.fire(HEARTBEAT)
+    timers.fire(volume_check)
+    assert (ops.board.snapshot.taken, timers.delays()) == (105.5, [])
 
 
 def test_the_journal_flush_is_armed_by_the_first_write_after_a_flush(tmp_path: Path) -> None:
