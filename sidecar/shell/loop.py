@@ -71,7 +71,7 @@ class Runner:
         self._queue: deque[Event] = deque()
         # Events posted by other threads, in the order posted; a wake-up is pending while
         # _posted_wake is set, so a post that finds it set only appends (fix 4 in
-        # docs/performance.md: one pipe write and loop wake-up per batch, not per event).
+        # docs/performance-history.md: one pipe write and loop wake-up per batch, not per event).
         self._posted: deque[Event] = deque()
         self._posted_lock = threading.Lock()
         self._posted_wake = False

@@ -1,4 +1,4 @@
-"""Hand-offs between the loop and the storage workers (docs/performance.md, fix 4):
+"""Hand-offs between the loop and the storage workers (docs/performance-history.md, fix 4):
 posted events coalesced into one loop wake-up, in order; one work item per fragment's
 transfers; deletions at once on the loop thread, in order, before any later transfer (fix 9,
 deletions on the pool, was withdrawn)."""
