@@ -6,7 +6,12 @@ psutil (the ``bench`` extra) is only needed for process trees and finding Rabbit
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -132,3 +137,32 @@ def _kib(status: str, key: str) -> int:
         if line.startswith(key):
             return int(line.split()[1]) * 1024
     return 0
+
+
+PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_futex", "context-switches",
+               "cpu-migrations")
+
+
+def perf_stat(pid: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``perf stat`` on the sidecar's threads over the window (BENCH_PERF_STAT=1, root):
+    system calls, futex calls, context switches and migrations, counted by the kernel."""
+    fd, out = tempfile.mkstemp(prefix="perf-stat-")
+    os.close(fd)
+    proc = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS),
+                             "-p", str(pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the first publish
+    return proc, out
+
+
+def perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int) -> dict[str, float]:
+    proc, out = counting
+    proc.send_signal(signal.SIGINT)
+    proc.wait(10)
+    counts: dict[str, float] = {}
+    for line in Path(out).read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].isdigit():
+            counts["perf " + fields[2] + " per fragment"] = int(fields[0]) / n
+    os.remove(out)
+    return counts

@@ -40,8 +40,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -316,7 +314,7 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         pid = st.sidecar.pid
         startup = wait_started(st, broker, names["input"], 30.0 * patience)
         st.start_transformation(_transformation_env(st), script=sc.transformation)
-        counting = _perf_stat(pid) if os.environ.get("BENCH_PERF_STAT") else None
+        counting = procstat.perf_stat(pid) if os.environ.get("BENCH_PERF_STAT") else None
         before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
         for i in range(n):
             broker.publish(names["input"], descriptor([keys[i % len(keys)]],
@@ -324,7 +322,7 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         t_last = arrivals.wait(n, (120 + 0.1 * n) * patience, st.check_alive)
         time.sleep(0.1)  # the acks follow the last lineage confirm
         after, s3_after = _window_reading(pid), ctx.s3.stats()
-        counts = _perf_counts(counting, n) if counting else {}
+        counts = procstat.perf_counts(counting, n) if counting else {}
         t_term = time.monotonic()
         code = st.stop(30.0 * patience)
         shutdown_s = time.monotonic() - t_term
@@ -378,34 +376,6 @@ def wait_started(st: Step, broker: Broker, queue: str, timeout: float = 30.0
                     "cpu_s": cpu}
         time.sleep(0.002)
     raise TimeoutError(f"the sidecar was not consuming after {timeout}s\n{st.log_tail()}")
-
-
-PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_futex", "context-switches",
-               "cpu-migrations")
-
-
-def _perf_stat(pid: int) -> tuple[subprocess.Popen[bytes], str]:
-    """``perf stat`` on the sidecar's threads over the window (BENCH_PERF_STAT=1, root):
-    system calls, futex calls, context switches and migrations, counted by the kernel."""
-    out = tempfile.mktemp(prefix="perf-stat-")
-    proc = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS),
-                             "-p", str(pid)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(0.3)  # attached before the first publish
-    return proc, out
-
-
-def _perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int) -> dict[str, float]:
-    proc, out = counting
-    proc.send_signal(signal.SIGINT)
-    proc.wait(10)
-    counts: dict[str, float] = {}
-    for line in Path(out).read_text().splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].isdigit():
-            counts["perf " + fields[2] + " per fragment"] = int(fields[0]) / n
-    os.remove(out)
-    return counts
 
 
 def _window_reading(pid: int) -> dict[str, float]:
