@@ -41,19 +41,12 @@ class Emitter:
         the state it left, or None when refused (a bug in the rules, logged: the core never
         crashes on one)."""
         source = model.state
-        # ``lc.fire`` written out (its table, then the state): this runs on every transition
-        dest = lc.next_state.get((source, trigger))
-        if dest is None:
-            try:
-                lc.fire(model, trigger)  # refused: it says why
-            except InvalidTransition as err:
-                self.log("error", "invalid-transition", str(err), fragment)
+        try:
+            lc.fire(model, trigger)
+        except InvalidTransition as err:
+            self.log("error", "invalid-transition", str(err), fragment)
             return None
-        model.state = dest
-        # as ``record`` does, written out
-        model.history.append((dest, self.now))
-        self.transitions.append(Transition(lc.name, model.serial, fragment, trigger, source,
-                                           dest))
+        self.record(lc.name, model, trigger, source, fragment)
         return source
 
     def record(self, machine: str, model: Tracked, trigger: str, source: str,

@@ -16,7 +16,7 @@ from typing import Final
 from states import INPUT, OUTPUT, Lifecycle
 
 from .emitter import Emitter
-from .models import _PRE_DISPATCH, _UNPROCESSED, Input, Output, Transition, _terminal
+from .models import _PRE_DISPATCH, _UNPROCESSED, Input, Output, _terminal
 
 
 class Fragments:
@@ -124,18 +124,10 @@ class Fragments:
                 inp.unrecorded.add(out.serial)
 
     def fire(self, lc: Lifecycle, model: Input | Output, trigger: str) -> None:
-        source = model.state
-        dest = lc.next_state.get((source, trigger))
-        if dest is None:  # refused: the emitter logs why
-            self._fx.fire(lc, model, trigger, model.fragment_id)
+        source = self._fx.fire(lc, model, trigger, model.fragment_id)
+        if source is None:
             return
-        # ``Emitter.fire`` written out (one call less on each of a fragment's nine
-        # transitions): the state, its history entry, the recorded transition
-        model.state = dest
-        fx = self._fx
-        model.history.append((dest, fx.now))
-        fx.transitions.append(Transition(lc.name, model.serial, model.fragment_id, trigger,
-                                         source, dest))
+        dest = model.state
         counts = self._states[lc.name]
         counts[source] -= 1
         counts[dest] += 1
