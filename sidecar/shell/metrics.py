@@ -23,7 +23,6 @@ No label is ever a fragment id: every label value comes from a small, fixed set.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -207,8 +206,7 @@ class MetricsObserver(Observer):
                   paused, core.step.state)
 
     def _transitions(self, transitions: list[Transition], now: float) -> None:
-        entered, entries = self.entered, self.state_entries
-        seconds, bounds = self.state_seconds, self.state_seconds.bounds
+        entered, entries, seconds = self.entered, self.state_entries, self.state_seconds
         for machine, serial, _, trigger, source, dest in transitions:
             if machine == _STEP:
                 continue  # the step_state gauge reads the view
@@ -217,10 +215,8 @@ class MetricsObserver(Observer):
                     self.born[serial] = now
             else:
                 since = entered.get(serial)
-                if since is not None:  # Buckets.observe, inlined (9 calls a fragment)
-                    counts, spent = seconds[machine, source], now - since
-                    counts[-1] += spent
-                    counts[bisect_left(bounds, spent)] += 1
+                if since is not None:
+                    seconds.observe((machine, source), now - since)
             entries[machine, dest] += 1
             if dest in _TERMINAL[machine]:
                 self._ended(machine, serial, dest, now)
