@@ -365,7 +365,7 @@ class Broker:
     def _on_confirm(self, gen: int, frame: Any) -> None:
         """A Basic.Ack or Basic.Nack of the broker, for one publish or (multiple) for all
         up to its sequence number."""
-        if gen != self.generation or self.closing:
+        if not self._current(gen):
             return  # of a connection given up: the core sends those publishes again
         method = frame.method
         last: int = method.delivery_tag
