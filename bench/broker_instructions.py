@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import subprocess
 import sys
 from pathlib import Path
+
+from instructions import collected
 
 HERE = Path(__file__).resolve().parent
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -110,14 +111,7 @@ def run(repo: Path, url: str, fragments: int, prefetch: int, valgrind: bool) -> 
                             ".print_stats(35)",
                             url, prefix, str(fragments), str(prefetch)], check=True)
             return 0
-        done = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, "-c", program, url, prefix, str(fragments), str(prefetch)],
-            capture_output=True, text=True, check=False)
-        m = re.search(r"Collected : (\d+)", done.stderr)
-        if done.returncode or m is None:
-            raise RuntimeError(done.stderr[-3000:])
-        return int(m.group(1))
+        return collected(program, url, prefix, str(fragments), str(prefetch))
     finally:
         _admin(url, prefix, 0)
 

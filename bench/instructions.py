@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = """
@@ -51,16 +52,28 @@ def instructions(repo: Path, kind: str, fragments: int) -> int:
     return collected(program, kind, str(fragments))
 
 
-def collected(program: str, *args: str) -> int:
-    """The instructions callgrind counts in ``python -c program *args``."""
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, "-c", program, *args],
-        capture_output=True, text=True, check=True)
-    m = re.search(r"Collected : (\d+)", done.stderr)
-    if m is None:
-        raise RuntimeError(done.stderr[-2000:])
-    return int(m.group(1))
+# one thread at a time, each its turn (--fair-sched: a multithreaded sidecar's threads too)
+CALLGRIND = ("valgrind", "--tool=callgrind", "--fair-sched=yes",
+             "--callgrind-out-file=/dev/null")
+
+
+def total(output: str) -> int:
+    """callgrind's instruction total, from its closing lines (the last one printed)."""
+    found = re.findall(r"Collected : (\d+)", output)
+    if not found:
+        raise RuntimeError("no callgrind total in the output:\n" + output[-3000:])
+    return int(found[-1])
+
+
+def collected(program: str, *args: str, python: str = sys.executable,
+              **run: Any) -> int:
+    """The instructions callgrind counts in ``python -c program *args`` (``run``: more
+    arguments of ``subprocess.run``, e.g. ``env``, ``cwd``); its output if it fails."""
+    done = subprocess.run([*CALLGRIND, python, "-c", program, *args], capture_output=True,
+                          text=True, check=False, **run)
+    if done.returncode:
+        raise RuntimeError(f"exit code {done.returncode}:\n{done.stderr[-3000:]}")
+    return total(done.stderr)
 
 
 def main() -> int:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from instructions import collected
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = """
@@ -51,21 +52,23 @@ def environment(volume: str) -> dict[str, str]:
         "TRANSFORMATION_STEP_OUTPUT": "fts.sock"}
 
 
-def run(repo: Path, code: str, args: list[str], valgrind: bool) -> subprocess.CompletedProcess:
+def _environ(repo: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
     env["PYTHONPATH"] = str(repo)
-    python = str(repo / ".venv" / "bin" / "python")
-    prefix = (["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-              if valgrind else [])
-    return subprocess.run([*prefix, python, "-c", code, *args], env=env, cwd=repo,
+    return env
+
+
+def _python(repo: Path) -> str:
+    return str(repo / ".venv" / "bin" / "python")
+
+
+def run(repo: Path, code: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([_python(repo), "-c", code, *args], env=_environ(repo), cwd=repo,
                           capture_output=True, text=True, check=True)
 
 
 def instructions(repo: Path, code: str, args: list[str]) -> int:
-    m = re.search(r"Collected : (\d+)", run(repo, code, args, True).stderr)
-    if m is None:
-        raise RuntimeError("callgrind printed no total")
-    return int(m.group(1))
+    return collected(code, *args, python=_python(repo), env=_environ(repo), cwd=repo)
 
 
 def main() -> None:
@@ -76,7 +79,7 @@ def main() -> None:
     repo = args.repo.resolve()
     with tempfile.TemporaryDirectory() as volume:
         argv = [json.dumps(environment(volume))]
-        samples = [json.loads(run(repo, PROGRAM, argv, False).stdout)
+        samples = [json.loads(run(repo, PROGRAM, argv).stdout)
                    for _ in range(args.repeat)]
         count = instructions(repo, PROGRAM, argv) - instructions(repo, "pass", [])
     print(f"{repo}: {count / 1e6:,.0f} M instructions, {samples[0][0]} modules, "

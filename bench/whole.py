@@ -49,6 +49,7 @@ from typing import Any
 
 from . import procstat
 from .endpoints import ACCESS_KEY, REPO, SECRET_KEY, Arrivals, Broker
+from .instructions import total
 from .scenario import (
     MIB,
     TRANSFORMATIONS,
@@ -63,7 +64,6 @@ from .scenario import (
     remove_run,
     run_names,
 )
-from .whole_callgrind import collected
 
 STYLES = {"keepalive": "granian", "close": "werkzeug"}  # S3 style -> WSGI server
 SCRIPTS = {"pyterum": TRANSFORMATIONS / "upper_copy.py",
@@ -344,7 +344,7 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
                    "whole_requests": s3_whole["requests"], "whole_ops": s3_whole["ops"]},
         }
         if prefix and prefix[0] == "valgrind":
-            result["instructions"] = collected((st.root / "sidecar.log").read_bytes())
+            result["instructions"] = total((st.root / "sidecar.log").read_text(errors="replace"))
         if code != 0:
             result["error"] = f"sidecar exit code {code}\n{st.log_tail()}"
         return result

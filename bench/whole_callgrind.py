@@ -30,19 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .endpoints import ACCESS_KEY, SECRET_KEY
+from .instructions import CALLGRIND, collected
 from .scenario import Context, random_id
 
-VALGRIND = ("valgrind", "--tool=callgrind", "--fair-sched=yes",
-            "--callgrind-out-file=/dev/null")
-COLLECTED = re.compile(rb"Collected : (\d+)")
 HERE = Path(__file__).resolve().parent
 FLOOR_PROGRAM = """
 import os, sys, tempfile
@@ -58,15 +53,6 @@ for i in range(n):
     put_from_file(c, bucket, "floor/file.json", source, 16 << 20)
     get_to_file(c, bucket, "floor/file.json", os.path.join(tmp, "floor", "file.bin"))
 """
-
-
-def collected(text: bytes) -> int:
-    """callgrind's instruction total from its closing lines (the last one printed)."""
-    found = COLLECTED.findall(text)
-    if not found:
-        raise RuntimeError("no callgrind total in the output:\n"
-                           + text[-2000:].decode(errors="replace"))
-    return int(found[-1])
 
 
 def per_item(small: tuple[int, int], large: tuple[int, int]) -> tuple[float, float]:
@@ -87,9 +73,7 @@ def floor_instructions(ctx: Context, sizes: tuple[int, int]) -> dict[str, Any]:
     try:
         points = []
         for n in sizes:
-            done = subprocess.run([*VALGRIND, sys.executable, "-c", program, ctx.s3.url,
-                                   bucket, str(n)], capture_output=True, check=True)
-            points.append((n, collected(done.stderr)))
+            points.append((n, collected(program, ctx.s3.url, bucket, str(n))))
     finally:
         for obj in s3.list_objects(bucket, recursive=True):
             s3.remove_object(bucket, obj.object_name)
@@ -104,7 +88,7 @@ def sidecar_instructions(ctx: Context, transformation: str, sizes: tuple[int, in
 
     points, runs = [], []
     for n in sizes:
-        run = measure(ctx, transformation, n, env, prefix=VALGRIND, patience=60.0)
+        run = measure(ctx, transformation, n, env, prefix=CALLGRIND, patience=60.0)
         if run.get("error"):
             raise RuntimeError(run["error"])
         points.append((n, run.pop("instructions")))

@@ -353,12 +353,12 @@ def test_whole_summary_labels_load_and_goal() -> None:
 
 
 def test_callgrind_total_is_the_last_collected_line_and_its_absence_is_an_error() -> None:
-    from bench.whole_callgrind import collected
+    from bench.instructions import total
 
-    log = b"started\n==12== Events    : Ir\n==12== Collected : 123456789\n"
-    assert collected(b"==11== Collected : 5\n" + log) == 123456789
+    log = "started\n==12== Events    : Ir\n==12== Collected : 123456789\n"
+    assert total("==11== Collected : 5\n" + log) == 123456789
     with pytest.raises(RuntimeError, match="no callgrind total"):
-        collected(b"the sidecar exited\n")
+        total("the sidecar exited\n")
 
 
 def test_callgrind_points_give_per_fragment_and_fixed_cost() -> None:
