@@ -6,6 +6,7 @@ psutil (the ``bench`` extra) is only needed for process trees and finding Rabbit
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -145,24 +146,50 @@ PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_futex", "context-sw
 
 def perf_stat(pid: int) -> tuple[subprocess.Popen[bytes], str]:
     """``perf stat`` on the sidecar's threads over the window (BENCH_PERF_STAT=1, root):
-    system calls, futex calls, context switches and migrations, counted by the kernel."""
+    system calls, futex calls, context switches and migrations, counted by the kernel.
+    With BENCH_PERF_TRACE=1, ``perf trace -s`` instead: every system call by name and by
+    thread (the loop thread apart), counted; tracing slows the sidecar several times over,
+    so the timed figures of such a run mean nothing, only the counts."""
     fd, out = tempfile.mkstemp(prefix="perf-stat-")
     os.close(fd)
-    proc = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS),
-                             "-p", str(pid)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    if os.environ.get("BENCH_PERF_TRACE"):
+        command = ["perf", "trace", "-s", "-o", out, "-p", str(pid)]
+    else:
+        command = ["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS), "-p", str(pid)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)  # attached before the first publish
     return proc, out
 
 
-def perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int) -> dict[str, float]:
+def perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int,
+                pid: int = 0) -> dict[str, float]:
     proc, out = counting
     proc.send_signal(signal.SIGINT)
     proc.wait(10)
+    text = Path(out).read_text()
+    os.remove(out)
+    if os.environ.get("BENCH_PERF_TRACE"):
+        return {f"syscalls {who} {name} per fragment": calls / n
+                for (who, name), calls in sorted(trace_summary(text, pid).items())}
     counts: dict[str, float] = {}
-    for line in Path(out).read_text().splitlines():
+    for line in text.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].isdigit():
             counts["perf " + fields[2] + " per fragment"] = int(fields[0]) / n
-    os.remove(out)
     return counts
+
+
+def trace_summary(text: str, pid: int) -> dict[tuple[str, str], int]:
+    """``perf trace -s`` output → calls by ("loop" | "others", system call): the thread
+    whose id is the process id is the loop thread (sections read "comm (tid), N events")."""
+    calls: dict[tuple[str, str], int] = {}
+    who = None
+    for line in text.splitlines():
+        head = re.match(r"\s*\S.*\((\d+)\), \d+ events", line)
+        if head:
+            who = "loop" if int(head.group(1)) == pid else "others"
+            continue
+        row = line.split()
+        if who and len(row) >= 3 and row[1].isdigit() and row[2].isdigit():
+            calls[(who, row[0])] = calls.get((who, row[0]), 0) + int(row[1])
+    return calls

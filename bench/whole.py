@@ -164,7 +164,8 @@ def _run_lines(r: dict[str, Any]) -> list[str]:
         f"                  sys {win.get('sys_ms_per_fragment', float('nan')):.2f} ms/fragment; "
         f"context switches/fragment: loop {win.get('loop_switches_per_fragment', 0):.1f}, "
         f"other threads {win.get('workers_switches_per_fragment', 0):.1f}",
-        *[f"                  {k}: {v:.1f}" for k, v in win.items() if k.startswith("perf ")],
+        *[f"                  {k}: {v:.1f}" for k, v in win.items()
+          if k.startswith(("perf ", "syscalls "))],
         f"  outside it      {w['cpu_s'] - win['cpu_s']:.2f} s CPU (start-up, idle, shutdown)",
         f"  start-up        'started' logged at {st['to_log_s']:.2f} s, consumer on the queue "
         f"at {st['to_consuming_s']:.2f} s, {st['cpu_s']:.2f} s CPU by then",
@@ -314,7 +315,8 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         pid = st.sidecar.pid
         startup = wait_started(st, broker, names["input"], 30.0 * patience)
         st.start_transformation(_transformation_env(st), script=sc.transformation)
-        counting = procstat.perf_stat(pid) if os.environ.get("BENCH_PERF_STAT") else None
+        counting = (procstat.perf_stat(pid) if os.environ.get("BENCH_PERF_STAT")
+                    or os.environ.get("BENCH_PERF_TRACE") else None)
         before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
         for i in range(n):
             broker.publish(names["input"], descriptor([keys[i % len(keys)]],
@@ -322,7 +324,7 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         t_last = arrivals.wait(n, (120 + 0.1 * n) * patience, st.check_alive)
         time.sleep(0.1)  # the acks follow the last lineage confirm
         after, s3_after = _window_reading(pid), ctx.s3.stats()
-        counts = procstat.perf_counts(counting, n) if counting else {}
+        counts = procstat.perf_counts(counting, n, pid) if counting else {}
         t_term = time.monotonic()
         code = st.stop(30.0 * patience)
         shutdown_s = time.monotonic() - t_term

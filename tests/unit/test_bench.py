@@ -384,3 +384,32 @@ def test_whole_callgrind_arguments() -> None:
     assert args.callgrind and args.callgrind_sizes == (10, 30)
     with pytest.raises(SystemExit):
         parser.parse_args(["--callgrind-sizes", "30,10"])
+
+
+def test_perf_trace_summary_counts_calls_by_thread_the_loop_apart() -> None:
+    from bench.procstat import trace_summary
+    text = """
+ Summary of events:
+
+ python (5232), 51386 events, 19.8%
+
+   syscall            calls  errors  total       min       avg       max       stddev
+                                     (msec)    (msec)    (msec)    (msec)        (%)
+   --------------- --------  ------ -------- --------- --------- ---------     ------
+   futex              15411    547  3378.005     0.011     0.219     7.548      1.75%
+   rmdir               1000      0   502.852     0.084     0.503     5.883      3.67%
+
+ python (5233), 25772 events, 9.9%
+
+   syscall            calls  errors  total       min       avg       max       stddev
+   --------------- --------  ------ -------- --------- --------- ---------     ------
+   futex               9233    255  4654.557     0.000     0.504    22.472      3.34%
+   poll                 775      0   715.398     0.012     0.923    15.231      8.41%
+
+ python (5234), 25839 events, 9.9%
+
+   futex                 10      0     1.000     0.000     0.100     0.200      3.31%
+"""
+    assert trace_summary(text, 5232) == {
+        ("loop", "futex"): 15411, ("loop", "rmdir"): 1000,
+        ("others", "futex"): 9243, ("others", "poll"): 775}
