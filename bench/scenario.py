@@ -108,11 +108,13 @@ class Step:
         self.sidecar_rusage: resource.struct_rusage | None = None
         self.transformation_rusage: resource.struct_rusage | None = None
 
-    def start_sidecar(self, env: dict[str, str], prefix: Sequence[str] = ()) -> None:
-        """``prefix``: a command to run it under (valgrind, for bench/whole_callgrind.py)."""
+    def start_sidecar(self, env: dict[str, str], prefix: Sequence[str] = (),
+                      python: str = sys.executable) -> None:
+        """``prefix``: a command to run it under (valgrind, for bench/whole_callgrind.py);
+        ``python``: another checkout's interpreter (bench/trees.py)."""
         with open(self.root / "sidecar.log", "wb") as log:
             self.spawned = time.monotonic()
-            self.sidecar = subprocess.Popen([*prefix, sys.executable, "-m", "sidecar"], env=env,
+            self.sidecar = subprocess.Popen([*prefix, python, "-m", "sidecar"], env=env,
                                             cwd=self.root, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL)
 

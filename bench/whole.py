@@ -3,6 +3,7 @@
     python -m bench whole [--fragments 1000] [--transformation pyterum,link]
                           [--s3 keepalive,close] [--floor-count 300] [--floor-repeat 3]
                           [--env SIDECAR_STORAGE_WORKERS=4 ...]
+                          [--rounds N] [--compare DIR]
 
 For each S3 style (``keepalive``: moto behind granian, which keeps connections open;
 ``close``: moto behind werkzeug, as ``moto_server`` serves it, which closes every
@@ -32,6 +33,21 @@ With ``BENCH_PERF_STAT=1`` (root, or a low ``perf_event_paranoid``) ``perf stat`
 over the window the sidecar's system calls, futex calls (GIL and lock hand-offs between
 threads), context switches and CPU migrations. ``--env NAME=VALUE`` sets a sidecar
 variable for the measured runs (the floor is the bare client's either way).
+
+Timed figures on a shared machine move by ±30-50% between identical runs, so one run says
+little. ``--rounds N`` repeats the floor and the sidecar runs N times per S3 style (one S3
+endpoint per style) and reports per figure (whole CPU and sys per fragment, ÷ floor, window
+CPU, loop thread, window sys, start-up CPU, consuming at, peak RSS) the median and the range
+over the rounds, with each round's load. ``--compare DIR`` (another checkout, e.g. ``git
+worktree add ../base <sha>``, with its own ``.venv`` where the sidecar is installed) runs
+DIR's sidecar (``DIR/.venv/bin/python -m sidecar``, DIR first on PYTHONPATH; its imported
+``sidecar.__file__`` is checked to be DIR's, and its ``.pyc`` files are written) beside this
+one's in every round, in the order A B, then B A (A: this tree, B: DIR), after the same
+floor, and reports each tree's medians, the ratio A ÷ B of the medians, the median and
+range of the per-round ratios, and a verdict only where every round has A on the same side
+of B. The JSON (``bench/results/whole-rounds-*.json``) keeps every round's raw figures and
+load, and each tree's commit and whether it had uncommitted changes. bench/rounds.py runs
+the rounds; bench/compare.py computes the statistics and the report.
 """
 
 from __future__ import annotations
@@ -48,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procstat
-from .endpoints import ACCESS_KEY, REPO, SECRET_KEY, Arrivals, Broker
+from .endpoints import ACCESS_KEY, SECRET_KEY, Arrivals, Broker
 from .instructions import total
 from .scenario import (
     MIB,
@@ -64,12 +80,13 @@ from .scenario import (
     remove_run,
     run_names,
 )
+from .trees import THIS, Tree, compile_sources
+from .whole_report import summary
 
 STYLES = {"keepalive": "granian", "close": "werkzeug"}  # S3 style -> WSGI server
 SCRIPTS = {"pyterum": TRANSFORMATIONS / "upper_copy.py",
            "link": TRANSFORMATIONS / "link_passthrough.py"}
 QUIET_LOAD = 0.5  # the highest 1-minute load average a "quiet" figure may run under
-GOAL_TO_FLOOR = 1.5  # issue 14: whole-process CPU at most 1.5 times the storage-client floor
 STARTED = b"started: consuming"  # the sidecar's log line once its consumer is requested
 
 
@@ -121,64 +138,6 @@ def ratios(run: dict[str, Any], floor_ms: float | None) -> dict[str, float]:
             "window_to_floor": run["window"]["cpu_ms_per_fragment"] / floor_ms}
 
 
-def summary(results: dict[str, Any]) -> str:
-    """The text report: per S3 style its floor, then one block per transformation."""
-    lines = [f"whole process: {results['fragments']} fragments of one 1 KiB file each (1→1)"]
-    for style in results["styles"]:
-        fl = style.get("floor", {})
-        lines.append(f"\n== S3 {style['style']} (moto behind {style['server']})")
-        if "cpu_ms" in fl:
-            lines.append(f"  floor           {fl['cpu_ms']:.2f} ms CPU per GET+PUT (GET "
-                         f"{fl['get_cpu_ms']:.2f}, PUT {fl['put_cpu_ms']:.2f}), "
-                         f"{fl['label']}, load {_loads(fl)}")
-        else:
-            lines.append(f"  floor           FAILED: {fl.get('error')}")
-        for run in style["runs"]:
-            lines += _run_lines(run)
-    return "\n".join(lines)
-
-
-def _loads(m: dict[str, Any]) -> str:
-    return f"{m['load_start'][0]:.2f} → {m['load_end'][0]:.2f}"
-
-
-def _run_lines(r: dict[str, Any]) -> list[str]:
-    head = f"  -- transformation {r['transformation']}: "
-    if r.get("error"):
-        return [head + f"FAILED: {r['error']}"]
-    w, win, st, s3 = r["whole"], r["window"], r["startup"], r["s3"]
-    goal = r.get("whole_to_floor")
-    met = goal is not None and goal <= GOAL_TO_FLOOR
-    verdict = "" if goal is None else \
-        f"; ÷ floor {goal:.2f} (goal ≤ {GOAL_TO_FLOOR}: {'met' if met else 'not met'})"
-    ops = ", ".join(f"{k} {v / r['fragments']:.2f}" for k, v in sorted(s3["window_ops"].items()))
-    return [
-        head + f"{r['label']}, load {_loads(r)}, exit code {r['exit_code']}",
-        f"  whole process   {w['cpu_ms_per_fragment']:.2f} ms CPU/fragment (user "
-        f"{1000 * w['user_s'] / r['fragments']:.2f}, sys {1000 * w['sys_s'] / r['fragments']:.2f})"
-        f" = {w['cpu_s']:.2f} s from Popen to exit{verdict}",
-        f"  loaded window   {win['cpu_ms_per_fragment']:.2f} ms CPU/fragment (loop "
-        f"{win['loop_ms_per_fragment']:.2f}, other threads {win['workers_ms_per_fragment']:.2f})"
-        f"; ÷ floor {r.get('window_to_floor', float('nan')):.2f}; "
-        f"{win['fragments_per_s']:.0f} fragments/s",
-        f"                  sys {win.get('sys_ms_per_fragment', float('nan')):.2f} ms/fragment; "
-        f"context switches/fragment: loop {win.get('loop_switches_per_fragment', 0):.1f}, "
-        f"other threads {win.get('workers_switches_per_fragment', 0):.1f}",
-        *[f"                  {k}: {v:.1f}" for k, v in win.items()
-          if k.startswith(("perf ", "syscalls "))],
-        f"  outside it      {w['cpu_s'] - win['cpu_s']:.2f} s CPU (start-up, idle, shutdown)",
-        f"  start-up        'started' logged at {st['to_log_s']:.2f} s, consumer on the queue "
-        f"at {st['to_consuming_s']:.2f} s, {st['cpu_s']:.2f} s CPU by then",
-        f"  shutdown        SIGTERM → exit {r['shutdown_s']:.2f} s",
-        f"  peak RSS        {w['peak_rss_mib']:.1f} MiB (ru_maxrss)",
-        f"  S3              {s3['window_requests'] / r['fragments']:.2f} requests/fragment in "
-        f"the window ({ops}), {s3['whole_requests']} over the whole process; "
-        f"{s3['window_connections'] / max(1, s3['window_requests']):.2f} new connections "
-        "per request",
-        f"  transformation  {r['transformation_cpu_ms_per_fragment']:.2f} ms CPU/fragment",
-    ]
-
-
 # --- the command ------------------------------------------------------------------------
 
 
@@ -198,12 +157,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GETs and PUTs per floor measurement (default 300)")
     parser.add_argument("--floor-repeat", type=int, default=3,
                         help="floor measurements; the lowest is kept (default 3)")
+    parser.add_argument("--rounds", type=positive, default=1,
+                        help="measure N times per S3 style, each round with its own floor; "
+                        "the median and range of every figure (bench/rounds.py)")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="another checkout with its own .venv (e.g. a git worktree of an "
+                        "older commit): its sidecar and this one's alternate in every round, "
+                        "A B then B A, and the report gives A ÷ B")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions under valgrind instead of timing "
                         "(bench/whole_callgrind.py; a few minutes per style)")
     parser.add_argument("--callgrind-sizes", type=sizes_pair, default=(20, 120),
                         help="the two fragment counts whose difference is the steady "
                         "state under --callgrind (default 20,120)")
+
+
+def positive(text: str) -> int:
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return int(text)
 
 
 def sizes_pair(text: str) -> tuple[int, int]:
@@ -213,53 +185,64 @@ def sizes_pair(text: str) -> tuple[int, int]:
     return small, large
 
 
-def compile_sources() -> None:
-    """Write the sidecar's ``.pyc`` files, as the image's ``pip install`` does: a dev tree
-    installed editable, with PYTHONDONTWRITEBYTECODE set, would compile every module at
-    every start (about a quarter of the start-up's instructions) and overstate what users
-    pay."""
-    import compileall
-
-    for package in ("sidecar", "states"):
-        compileall.compile_dir(REPO / package, quiet=1)
-
-
 def run_whole(args: argparse.Namespace) -> int:
-    from .cli import environment, log, meta
+    from .cli import log, meta
 
     compile_sources()
     if args.callgrind:
         from .whole_callgrind import run_callgrind
 
         return run_callgrind(args)
+    if args.rounds > 1 or args.compare:
+        from .rounds import run_rounds
 
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+        return run_rounds(args)
+
+    def style_runs(ctx: Context, out: dict[str, Any]) -> None:
+        log(f"S3 {out['style']}: the storage-client floor ({args.floor_count} GETs and PUTs, "
+            f"{args.floor_repeat} times)")
+        out["floor"] = measured(partial(storage_floor, ctx, args.floor_count, args.floor_repeat))
+        out["runs"] = []
+        for name in args.transformation:
+            log(f"S3 {out['style']}, transformation {name}: one sidecar, {args.fragments} "
+                "fragments, Popen to exit")
+            run = measured(partial(measure, ctx, name, args.fragments,
+                                   dict(kv.split("=", 1) for kv in args.env)))
+            run.update(ratios(run, out["floor"].get("cpu_ms")))
+            out["runs"].append(run)
+
     results: dict[str, Any] = {"meta": meta("whole", args), "fragments": args.fragments,
-                               "styles": []}
-    for style in args.s3:
-        env_args = argparse.Namespace(broker=args.broker, s3_server=STYLES[style],
-                                   results_dir=args.results_dir)
-        out: dict[str, Any] = {"style": style, "server": STYLES[style], "runs": []}
-        results["styles"].append(out)
-        with environment(env_args) as ctx:
-            log(f"S3 {style}: the storage-client floor ({args.floor_count} GETs and PUTs, "
-                f"{args.floor_repeat} times)")
-            out["floor"] = measured(partial(storage_floor, ctx, args.floor_count,
-                                            args.floor_repeat))
-            for name in args.transformation:
-                log(f"S3 {style}, transformation {name}: one sidecar, {args.fragments} "
-                    "fragments, Popen to exit")
-                run = measured(partial(measure, ctx, name, args.fragments,
-                                       dict(kv.split("=", 1) for kv in args.env)))
-                run.update(ratios(run, out["floor"].get("cpu_ms")))
-                out["runs"].append(run)
-    results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    path = args.results_dir / f"whole-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=1))
+                               "styles": each_style(args, style_runs)}
+    path = save(args, results, "whole")
     print(summary(results))
     print(f"\nresults: {path}")
     failed = [r for s in results["styles"] for r in s["runs"] if r.get("error")]
     return 1 if failed else 0
+
+
+def each_style(args: argparse.Namespace, body: Callable[[Context, dict[str, Any]], None]
+               ) -> list[dict[str, Any]]:
+    """Per S3 style of ``--s3``, on a fresh S3 endpoint (with the fake manager and a
+    scratch directory), ``body`` fills in the style's result."""
+    from .cli import environment
+
+    styles = []
+    for style in args.s3:
+        env_args = argparse.Namespace(broker=args.broker, s3_server=STYLES[style],
+                                      results_dir=args.results_dir)
+        styles.append({"style": style, "server": STYLES[style]})
+        with environment(env_args) as ctx:
+            body(ctx, styles[-1])
+    return styles
+
+
+def save(args: argparse.Namespace, results: dict[str, Any], name: str) -> Path:
+    """The JSON result, with the load average at the end, in ``--results-dir``."""
+    results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=1))
+    return path
 
 
 def measured(what: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -291,11 +274,13 @@ def storage_floor(ctx: Context, count: int, repeat: int) -> dict[str, Any]:
 
 
 def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | None = None,
-            prefix: Sequence[str] = (), patience: float = 1.0) -> dict[str, Any]:
+            prefix: Sequence[str] = (), patience: float = 1.0, tree: Tree = THIS
+            ) -> dict[str, Any]:
     """One sidecar process from Popen to exit on ``n`` 1 KiB 1→1 fragments; ``env``: the
     sidecar's settings beyond the defaults (``--env``); ``prefix`` runs it under another
-    command (valgrind), ``patience`` multiplies the timeouts. Under callgrind the result
-    has its ``instructions``."""
+    command (valgrind), ``patience`` multiplies the timeouts; ``tree``: the checkout whose
+    sidecar runs (the transformation is this one's). Under callgrind the result has its
+    ``instructions``."""
     run_hash, step = random_id(32), "bench"
     names = run_names(run_hash, step)
     sc = Scenario(f"whole-{transformation}", fragments=n, env=env or {},
@@ -310,7 +295,8 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         keys = _put_inputs(s3, names["input_bucket"], sc)
         arrivals = Arrivals(ctx.broker_url, names["lineage"])
         ctx.s3.stats(reset=True)
-        st.start_sidecar(_sidecar_env(ctx, sc, st, run_hash, step, names), prefix)
+        st.start_sidecar(tree.environ(_sidecar_env(ctx, sc, st, run_hash, step, names)),
+                         prefix, tree.python)
         assert st.sidecar is not None
         pid = st.sidecar.pid
         startup = wait_started(st, broker, names["input"], 30.0 * patience)

@@ -29,9 +29,9 @@ from bench.whole import (
     floor_of,
     load_label,
     ratios,
-    summary,
     usage_figures,
 )
+from bench.whole_report import summary
 from sidecar.core import effects as fx
 from sidecar.core import events as ev
 from sidecar.shell.journal import Recorder
@@ -413,3 +413,149 @@ def test_perf_trace_summary_counts_calls_by_thread_the_loop_apart() -> None:
     assert trace_summary(text, 5232) == {
         ("loop", "futex"): 15411, ("loop", "rmdir"): 1000,
         ("others", "futex"): 9243, ("others", "poll"): 775}
+
+
+# --- python -m bench whole --rounds N --compare DIR (bench/compare.py, bench/trees.py) ----
+
+
+def _timed_run(tree: str, cpu_s: float, floor_ms: float, rss_mib: float = 40.0,
+               n: int = 100) -> dict:
+    """One run as bench/whole.measure returns it: ``cpu_s`` over the whole process (a
+    quarter of it sys), half of it in the window, startup 0.2 s."""
+    run = {"tree": tree, "transformation": "pyterum", "fragments": n,
+           "whole": usage_figures(SimpleNamespace(ru_utime=0.75 * cpu_s, ru_stime=0.25 * cpu_s,
+                                                  ru_maxrss=rss_mib * 1024), n),
+           "window": _window({"cpu": 0, "sys": 0, "loop": 0, "workers": 0},
+                             {"cpu": cpu_s / 2, "sys": cpu_s / 8, "loop": cpu_s / 4,
+                              "workers": cpu_s / 4}, n, 1.0),
+           "startup": {"cpu_s": 0.2, "to_consuming_s": 0.3, "to_log_s": 0.25}}
+    run.update(ratios(run, floor_ms))
+    return run
+
+
+def _rounds_results(a_cpu: list[float], b_cpu: list[float], floors: list[float]) -> dict:
+    from bench.compare import order
+
+    rounds = []
+    for i, (a, b, fl) in enumerate(zip(a_cpu, b_cpu, floors, strict=True)):
+        runs = {"A": _timed_run("A", a, fl), "B": _timed_run("B", b, fl, rss_mib=41.0)}
+        names = order(["A", "B"], i)
+        rounds.append({"round": i + 1, "order": names, "floor": {"cpu_ms": fl},
+                       "runs": [runs[t] for t in names], "load_start": [1.0, 0, 0],
+                       "load_end": [1.5, 0, 0], "label": load_label([1.0, 1.5])})
+    trees = [{"name": t, "root": f"/w/{t}", "commit": c * 40, "uncommitted": t == "A",
+              "sidecar_modified": False} for t, c in (("A", "a"), ("B", "b"))]
+    return {"fragments": 100, "rounds": len(rounds), "transformations": ["pyterum"],
+            "trees": trees, "styles": [{"style": "keepalive", "server": "granian",
+                                        "rounds": rounds}]}
+
+
+def test_rounds_alternate_the_trees_abba() -> None:
+    from bench.compare import order
+
+    assert [order(["A", "B"], i) for i in range(4)] == [["A", "B"], ["B", "A"]] * 2
+    assert [order(["A"], i) for i in range(3)] == [["A"]] * 3
+
+
+def test_spread_and_pairing_over_rounds() -> None:
+    import statistics
+
+    from bench.compare import paired, spread, verdict
+
+    a, b = [2.0, 4.0, 3.0, None], [1.0, 2.0, 4.0, 3.0]
+    assert spread(a) == {"median": 3.0, "min": 2.0, "max": 4.0, "n": 3}
+    assert spread([None]) is None
+    p = paired(a, b)
+    assert p is not None
+    # the rounds where both were measured: (2, 1), (4, 2), (3, 4)
+    assert p["ratios"] == [2.0, 2.0, 0.75]
+    assert p["ratio_of_medians"] == statistics.median([2, 4, 3]) / statistics.median([1, 2, 4])
+    assert p["per_round"] == {"median": 2.0, "min": 0.75, "max": 2.0, "n": 3}
+    assert p["verdict"] == ""  # one round has A below B, two above: no verdict
+    assert verdict([1.1, 1.3]) == "A higher in all 2 rounds"
+    assert verdict([0.9, 0.99, 0.5]) == "A lower in all 3 rounds"
+    assert verdict([0.9]) == "" and verdict([0.9, 1.0]) == ""
+    assert paired([1.0], [None]) is None
+
+
+def test_rounds_statistics_and_report_compare_the_trees_round_by_round() -> None:
+    from bench.compare import report, statistics_of
+
+    a_cpu, b_cpu, floors = [0.30, 0.20, 0.25], [0.20, 0.25, 0.20], [1.0, 1.2, 0.8]
+    results = _rounds_results(a_cpu, b_cpu, floors)
+    stats = statistics_of(results)
+    (block,) = stats
+    assert block["floor"] == {"median": 1.0, "min": 0.8, "max": 1.2, "n": 3}
+    whole = block["figures"]["whole CPU"]
+    assert whole["A"] == pytest.approx({"median": 2.5, "min": 2.0, "max": 3.0, "n": 3})
+    assert whole["B"]["median"] == pytest.approx(2.0)
+    assert whole["A÷B"]["ratio_of_medians"] == pytest.approx(1.25)
+    assert whole["A÷B"]["ratios"] == pytest.approx([1.5, 0.8, 1.25])
+    assert whole["A÷B"]["verdict"] == ""
+    # each round's floor divides that round's runs
+    assert block["figures"]["÷ floor"]["A"] == pytest.approx(
+        {"median": 3.0 / 1.0, "min": 2.0 / 1.2, "max": 2.5 / 0.8, "n": 3})
+    rss = block["figures"]["peak RSS"]["A÷B"]
+    assert rss["ratio_of_medians"] == pytest.approx(40 / 41)
+    assert rss["verdict"] == "A lower in all 3 rounds"
+    assert block["figures"]["loop thread"]["A"]["median"] == pytest.approx(2.5 / 4)
+    text = report(results, stats)
+    assert "round 2: loaded (load 1.50), load 1.00 → 1.50, floor 1.20 ms, order B A" in text
+    assert "probability 25% per figure" in text
+    assert "A: /w/A at aaaaaaaaaa + uncommitted changes (not to sidecar/, states/)" in text
+    row = next(line for line in text.splitlines() if "whole CPU" in line)
+    assert "2.50 (2.00 to 3.00)" in row and "1.25" in row and "rounds" not in row
+    row = next(line for line in text.splitlines() if "peak RSS" in line)
+    assert row.endswith("A lower in all 3 rounds")
+
+
+def test_rounds_report_skips_a_failed_run_and_shows_it() -> None:
+    from bench.compare import report, statistics_of
+
+    results = _rounds_results([0.3, 0.2], [0.2, 0.1], [1.0, 1.0])
+    failed = results["styles"][0]["rounds"][1]["runs"][0]  # round 2: B ran first
+    failed.clear()
+    failed.update(tree="B", transformation="pyterum", error="RuntimeError: boom")
+    stats = statistics_of(results)
+    whole = stats[0]["figures"]["whole CPU"]
+    assert whole["B"]["n"] == 1 and whole["A"]["n"] == 2
+    assert whole["A÷B"]["ratios"] == pytest.approx([1.5])  # round 1 only
+    assert "FAILED: B pyterum" in report(results, stats)
+
+
+def test_one_tree_rounds_report_the_range_against_the_median() -> None:
+    from bench.compare import report, statistics_of
+
+    results = _rounds_results([0.2, 0.3, 0.25], [0.2] * 3, [1.0] * 3)
+    results["trees"] = results["trees"][:1]
+    for rnd in results["styles"][0]["rounds"]:
+        rnd["runs"] = [r for r in rnd["runs"] if r["tree"] == "A"]
+    stats = statistics_of(results)
+    assert "A÷B" not in stats[0]["figures"]["whole CPU"]
+    row = next(line for line in report(results, stats).splitlines() if "whole CPU" in line)
+    assert row.endswith("40%")  # (3.0 - 2.0) / 2.5
+
+
+def test_a_tree_runs_its_own_sidecar_code(tmp_path: Path) -> None:
+    from bench.scenario import base_env
+    from bench.trees import THIS, Tree, check, other
+
+    env = THIS.environ({"PYTHONPATH": "/elsewhere", "X": "1"})
+    assert env["PYTHONPATH"].split(":")[0] == str(THIS.root) and env["X"] == "1"
+    info = check(THIS, base_env())
+    assert Path(info["sidecar_imported"]).is_relative_to(THIS.root)
+    assert len(info["commit"]) == 40
+    # a directory whose python imports another tree's sidecar is refused
+    with pytest.raises(SystemExit, match="not the tree's sidecar"):
+        check(Tree("B", tmp_path, sys.executable), base_env())
+    with pytest.raises(SystemExit, match=r"own \.venv"):
+        other(tmp_path)
+
+
+def test_whole_rounds_arguments() -> None:
+    args = whole_parser().parse_args([])
+    assert (args.rounds, args.compare) == (1, None)
+    args = whole_parser().parse_args(["--rounds", "4", "--compare", "../base"])
+    assert (args.rounds, args.compare) == (4, Path("../base"))
+    with pytest.raises(SystemExit):
+        whole_parser().parse_args(["--rounds", "0"])
