@@ -110,9 +110,11 @@ def report(results: dict[str, Any], stats: list[dict[str, Any]]) -> str:
              + (", A and B alternated A B / B A" if len(trees) == 2 else "")]
     lines += [f"{t['name']}: {t['root']} at {t['commit'][:10]}{_changes(t)}" for t in trees]
     if len(trees) == 2:
+        chance = 2 ** (1 - n)
         lines.append(f"ratios are A ÷ B; a verdict only where every round's ratio is on the "
                      f"same side of 1 (two identical trees get one by chance with probability "
-                     f"{2 ** (1 - n):.0%} per figure)")
+                     f"{chance:.0%} per figure, on average {chance * len(FIGURES):.1f} of the "
+                     f"{len(FIGURES)} figures of a block)")
     for style in results["styles"]:
         lines.append(f"\n== S3 {style['style']} (moto behind {style['server']})")
         lines += [_round_line(rnd) for rnd in style["rounds"]]

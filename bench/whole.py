@@ -188,6 +188,9 @@ def sizes_pair(text: str) -> tuple[int, int]:
 def run_whole(args: argparse.Namespace) -> int:
     from .cli import log, meta
 
+    if args.callgrind and (args.rounds > 1 or args.compare):
+        raise SystemExit("--callgrind takes no --rounds or --compare: instruction counts do "
+                         "not move with the load; run it in each tree")
     compile_sources()
     if args.callgrind:
         from .whole_callgrind import run_callgrind

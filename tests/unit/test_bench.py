@@ -501,7 +501,7 @@ def test_rounds_statistics_and_report_compare_the_trees_round_by_round() -> None
     assert block["figures"]["loop thread"]["A"]["median"] == pytest.approx(2.5 / 4)
     text = report(results, stats)
     assert "round 2: loaded (load 1.50), load 1.00 → 1.50, floor 1.20 ms, order B A" in text
-    assert "probability 25% per figure" in text
+    assert "probability 25% per figure, on average 2.2 of the 9 figures of a block" in text
     assert "A: /w/A at aaaaaaaaaa + uncommitted changes (not to sidecar/, states/)" in text
     row = next(line for line in text.splitlines() if "whole CPU" in line)
     assert "2.50 (2.00 to 3.00)" in row and "1.25" in row and "rounds" not in row
@@ -559,3 +559,8 @@ def test_whole_rounds_arguments() -> None:
     assert (args.rounds, args.compare) == (4, Path("../base"))
     with pytest.raises(SystemExit):
         whole_parser().parse_args(["--rounds", "0"])
+    from bench.whole import run_whole
+
+    for extra in (["--rounds", "2"], ["--compare", "."]):
+        with pytest.raises(SystemExit, match="takes no --rounds or --compare"):
+            run_whole(whole_parser().parse_args(["--callgrind", *extra]))
