@@ -26,7 +26,8 @@ from typing import Any, TextIO
 import pika
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
-from ..shell import config, tls
+from ..shell import config
+from ..shell.io import tls
 from ..shell.logs import Redactor
 
 DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"

@@ -39,8 +39,9 @@ from pika.exceptions import AMQPError
 
 from states import INPUT, OUTPUT
 
-from ..shell import config, tls
+from ..shell import config
 from ..shell.http import LISTENING_PORT
+from ..shell.io import tls
 from .examples import PASSTHROUGH
 
 STEP = "demo-step"

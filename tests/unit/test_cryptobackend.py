@@ -14,7 +14,7 @@ from sidecar.shell.io import cryptobackend
 CHECK = """
 import sys
 import sidecar.shell.io
-from minio import MinioAdmin  # loads pycryptodome (minio_package.py)
+from minio import MinioAdmin  # loads pycryptodome (packages.py)
 from Crypto.Util import _raw_api
 import cffi  # still importable for everything else
 print(_raw_api.backend, "pycparser" in sys.modules)

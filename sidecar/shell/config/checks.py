@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...core.protocol import InvalidMessage, safe_relative
-from .. import tls
+from ..io import tls
 from .parsing import ConfigError
 
 

@@ -1,7 +1,11 @@
 """The shell's adapters: RabbitMQ, S3, the UNIX sockets and the manager."""
 
-from . import cryptobackend, minio_package
+from . import cryptobackend, packages
 
-# before any adapter imports minio: its admin client (and pycryptodome with it) is loaded
-# only if something asks for it, then with pycryptodome's ctypes back end (see both modules)
-minio_package.register(before_init=cryptobackend.prefer_ctypes)
+# Before any adapter imports minio or pika: minio's admin client (and pycryptodome with
+# it) and pika's asyncio and blocking adapters are loaded only if something asks their
+# package for a name, pycryptodome then with its ctypes back end (see both modules).
+packages.defer("minio", ("minio.api", "minio.error"), ("__title__", "__version__"),
+               before_init=cryptobackend.prefer_ctypes)
+packages.defer("pika", (), ("__version__",))
+packages.defer("pika.adapters", ("pika.connection", "pika.adapters.select_connection"))

@@ -24,10 +24,10 @@ from itertools import takewhile
 from time import monotonic
 from typing import Any
 
-import pika
+from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
-from pika.spec import Basic
+from pika.spec import Basic, BasicProperties
 
 from ...core.events import (
     BrokerLost,
@@ -41,11 +41,11 @@ from ...core.events import (
     QueueInspected,
 )
 from ..hooks import NO_HOOKS, BrokerHooks
-from ..tls import amqp_parameters
 from . import pika_sends
 from .acks import Acks
 from .queues import Queues
 from .reconnect import Backoff, describe
+from .tls import amqp_parameters
 
 log = logging.getLogger("sidecar.amqp")
 Unconfirmed = tuple[int, str, "str | None", bytes, float]
@@ -73,7 +73,7 @@ class Broker:
         self.input_queue = input_queue
         self.predeclare = predeclare
         self.retry_seconds = retry_seconds
-        self.conn: pika.SelectConnection | None = None
+        self.conn: SelectConnection | None = None
         self.consume_ch: Channel | None = None
         self.publish_ch: Channel | None = None
         self.consumer_tag = f"{input_queue}-consumer-{random.randrange(1 << 31)}"
@@ -92,7 +92,7 @@ class Broker:
         self.reconnecting = False  # between a loss (or the start) and the next BrokerReady
         self._backoff = Backoff(retry_seconds)
         self._retry_timer: Any = None
-        self._props = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+        self._props = BasicProperties(content_type="application/json", delivery_mode=2)
 
     # --- connection ------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class Broker:
         self._backoff.attempting()
         self.generation += 1
         gen = self.generation
-        self.conn = pika.SelectConnection(
+        self.conn = SelectConnection(
             self.params,
             on_open_callback=self._guarded(gen, self._on_open),
             on_open_error_callback=lambda _c, err: self._on_open_error(gen, err),
@@ -153,7 +153,7 @@ class Broker:
                     backoff.left(now), self.retry_seconds)
         self._retry_timer = self.ioloop.call_later(delay, self._open)
 
-    def _on_open(self, conn: pika.SelectConnection) -> None:
+    def _on_open(self, conn: SelectConnection) -> None:
         gen = self.generation
         conn.channel(on_open_callback=self._guarded(
             gen, lambda ch: self._on_consume_channel(gen, ch)))

@@ -1,6 +1,6 @@
 """pycryptodome's ctypes back end, chosen before minio loads it (issue 14: start-up cost).
 
-minio's package imports its admin client when its ``__init__`` runs (minio_package.py:
+minio's package imports its admin client when its ``__init__`` runs (packages.py:
 only if something asks the package for a name), and with it pycryptodome
 (``minio.crypto``), which the sidecar never calls. When cffi is importable,
 pycryptodome's ``Crypto.Util._raw_api`` builds a cffi FFI and parses the C declarations of

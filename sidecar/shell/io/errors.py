@@ -10,8 +10,7 @@ import urllib3
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from ...core.events import Fatal
-from .. import tls
-from . import integrity
+from . import integrity, tls
 
 _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
                     "OperationAborted", "XMinioServerNotInitialized", "503 SlowDown"}

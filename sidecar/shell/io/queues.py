@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypedDict
 
-import pika
+from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
 
@@ -47,7 +47,7 @@ class Queues:
         self.declared.clear()
         self.waiting.clear()
 
-    def ensure(self, conn: pika.SelectConnection | None, current: Callable[[], bool],
+    def ensure(self, conn: SelectConnection | None, current: Callable[[], bool],
                queue: str, then: Callable[[], None]) -> None:
         """``then()`` once ``queue`` exists (at once if it was declared already)."""
         if queue in self.declared:
@@ -61,7 +61,7 @@ class Queues:
         self.waiting[queue] = [then]
         conn.channel(on_open_callback=lambda ch: self._passive(conn, current, ch, queue))
 
-    def _passive(self, conn: pika.SelectConnection, current: Callable[[], bool], ch: Channel,
+    def _passive(self, conn: SelectConnection, current: Callable[[], bool], ch: Channel,
                  queue: str) -> None:
         if not current():
             return

@@ -28,10 +28,9 @@ from tenacity import RetryCallState
 
 from ...core.effects import DeleteFiles, DownloadFile, UploadFile
 from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
-from .. import tls
 from ..fsmodes import DATA_DIR, make_dirs
 from ..hooks import NO_HOOKS, StorageHooks
-from . import httpheaders, minio_private
+from . import httpheaders, minio_private, tls
 from .errors import classify, describe, misconfiguration
 from .retries import BeforeSleep, Tries, announce, config_policy, transfer_policy
 from .s3ops import CountingPoolManager

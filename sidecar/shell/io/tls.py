@@ -1,7 +1,7 @@
 """TLS for the broker (amqps://) and for S3 (MINIO_USE_SSL), built from the settings.
 
 Only construction lives here: an ``ssl.SSLContext`` for pika from the CA file and the
-optional client certificate, the ``pika.URLParameters`` that use it, and the keyword
+optional client certificate, the ``URLParameters`` that use it, and the keyword
 arguments that make the S3 client's urllib3 pool verify against a custom CA bundle. The
 configuration calls the same functions once at start-up, so a missing or malformed PEM
 file is a configuration error naming its variable, not a failure at the first connect.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import pika
+from pika.connection import SSLOptions, URLParameters
 
 
 def amqp_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
@@ -26,12 +26,12 @@ def amqp_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> 
 
 
 def amqp_parameters(url: str, ca_file: str = "", cert_file: str = "",
-                    key_file: str = "") -> pika.URLParameters:
+                    key_file: str = "") -> URLParameters:
     """pika's parameters for ``url``; for ``amqps://`` with our context (pika's own
     default for amqps knows no custom CA and no client certificate)."""
-    params = pika.URLParameters(url)
+    params = URLParameters(url)
     if params.ssl_options is not None:
-        params.ssl_options = pika.SSLOptions(amqp_context(ca_file, cert_file, key_file),
+        params.ssl_options = SSLOptions(amqp_context(ca_file, cert_file, key_file),
                                              server_hostname=params.host)
     return params
 
