@@ -4,7 +4,9 @@ Everything that touches the core runs on the loop thread: AMQP callbacks and soc
 arrive there directly; storage workers and the upstream checker post their events to a
 queue the loop drains (one ``add_callback_threadsafe`` wake-up for all the events posted
 while it was busy). Each event goes through ``Core.handle`` and the effects it returns
-are performed in order.
+are performed in order. What needs only the state between loop turns is done once per turn
+that handled events (``end_turn``): a busy loop turn delivers several events (confirms and
+frames read together, a batch of posted ones).
 """
 
 from __future__ import annotations
@@ -40,11 +42,18 @@ ERRORS_REMEMBERED = 32
 DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"  # header: UTC time of the dead letter
 
 
+def _overrides(observer: Observer, method: str) -> bool:
+    """Whether ``observer`` has its own ``method``, not the no-op default of hooks.Observer."""
+    own = getattr(type(observer), method, None)
+    return own is not None and own is not getattr(Observer, method)
+
+
 class Runner:
     """The loop and its adapters around one core. ``observers`` (metrics, OpenLineage,
     operations, the journal: sidecar/shell/operate.py ``build`` declares them) see every
-    event and frame the run; ``hooks`` are what the adapters report to (the metrics).
-    Both are fixed at construction (sidecar/shell/hooks.py)."""
+    event or the end of every loop turn, and frame the run; ``hooks`` are what the
+    adapters report to (the metrics). Both are fixed at construction
+    (sidecar/shell/hooks.py)."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic, *,
                  core: Core | None = None, observers: Sequence[Observer] = (),
@@ -65,7 +74,12 @@ class Runner:
         self.checker = UpstreamChecker(settings, self.post, hooks)
         # derived by a property that formats it: read once, not on every publish
         self._dead_letter_queue = settings.dead_letter_queue
-        self.observers = tuple(observers)  # a tuple: the fan-out on every event iterates it
+        self.observers = tuple(observers)
+        # called only where they override the no-op default: the fan-out on every event
+        # (and turn) iterates these
+        self._on_event = tuple(o for o in self.observers if _overrides(o, "__call__"))
+        self._on_turn = tuple(o for o in self.observers if _overrides(o, "turn_ended"))
+        self._turn_armed = False  # end_turn is due once the current loop turn's work is done
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
@@ -121,6 +135,8 @@ class Runner:
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
         try:
             self.ioloop.start()
+            if self._turn_armed:  # the loop stopped before the last turn's end ran
+                self.end_turn()
         finally:
             for observer in self.observers:
                 observer.stop()
@@ -172,7 +188,7 @@ class Runner:
                 now = self.clock()
                 effects = self.core.handle(current, now)
                 transitions = self.core.transitions
-                for observer in self.observers:
+                for observer in self._on_event:
                     observer(current, now, effects, transitions)
                 for t in transitions:
                     if t.dest in _FINAL:
@@ -180,10 +196,24 @@ class Runner:
                 performers = self._performers
                 for effect in effects:
                     performers[type(effect)](effect)
-                self.storage.flush()  # the transfers this event asked for, one item a fragment
-            self._reschedule()
         finally:
             self._busy = False
+        if not self._turn_armed:
+            # A zero delay: pika runs it in this turn, after its I/O handlers and posted
+            # callbacks (or, armed by a timer, right after the next poll, which waits for
+            # nothing). On the loop thread, no wake-up: add_callback would write the pipe.
+            self._turn_armed = True
+            self.ioloop.call_later(0, self.end_turn)
+
+    def end_turn(self) -> None:
+        """Once per loop turn that handled events, after them all: hand the transfers they
+        asked for to the pool (one work item per fragment and direction), keep the timer
+        for the core's next deadline, and let the observers do their per-turn work."""
+        self._turn_armed = False
+        self.storage.flush()
+        self._reschedule()
+        for observer in self._on_turn:
+            observer.turn_ended()
 
     def _reschedule(self) -> None:
         """Keep a loop timer for the core's next deadline. A deadline that moved later
