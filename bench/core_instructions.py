@@ -57,12 +57,17 @@ if what == "core":
         for event, now, _e, _t in recorded:
             handle(event, now)
 else:
-    from pika.adapters.select_connection import IOLoop
+    try:
+        from sidecar.shell.io.pika_turns import TurnLoop as IOLoop
+    except ImportError:  # a checkout from before it
+        from pika.adapters.select_connection import IOLoop
     from runner_stub import replaying, stub_runner
     runner = stub_runner(recorded)  # made once: its construction is not counted
     timers = IOLoop()  # pika's timers, run at the end of each turn as its loop runs them
     runner.ioloop.call_later = timers.call_later
     runner.ioloop.remove_timeout = timers.remove_timeout
+    if hasattr(timers, "at_turn_end"):
+        runner.ioloop.at_turn_end = timers.at_turn_end
     feed, post = runner.feed, runner.post
     for _ in range(rounds):
         runner.core = replaying(recorded)

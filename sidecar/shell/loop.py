@@ -19,8 +19,6 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from pika.adapters.select_connection import IOLoop
-
 from states import INPUT, OUTPUT
 
 from ..core import Core
@@ -31,6 +29,7 @@ from .config import Settings, core_config
 from .hooks import NO_HOOKS, AdapterHooks, Observer
 from .io.amqp import Broker
 from .io.manager import UpstreamChecker
+from .io.pika_turns import TurnLoop
 from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
@@ -61,7 +60,7 @@ class Runner:
         self.s = settings
         self.clock = clock
         self.core = core if core is not None else Core(core_config(settings))
-        self.ioloop = IOLoop()
+        self.ioloop = TurnLoop()
         self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes,
                                     settings.socket_mode, settings.peer_uid, hooks)
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
@@ -133,10 +132,10 @@ class Runner:
         self.checker.start()
         log.info("started: consuming %s, prefetch %d, %d storage workers",
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
+        self.end_turn()  # of what the observers' start fed (a restart's Resume)
         try:
             self.ioloop.start()
-            if self._turn_armed:  # the loop stopped before the last turn's end ran
-                self.end_turn()
+            self.end_turn()  # the loop may stop before the last turn's end ran
         finally:
             for observer in self.observers:
                 observer.stop()
@@ -199,16 +198,15 @@ class Runner:
         finally:
             self._busy = False
         if not self._turn_armed:
-            # A zero delay: pika runs it in this turn, after its I/O handlers and posted
-            # callbacks (or, armed by a timer, right after the next poll, which waits for
-            # nothing). On the loop thread, no wake-up: add_callback would write the pipe.
             self._turn_armed = True
-            self.ioloop.call_later(0, self.end_turn)
+            self.ioloop.at_turn_end(self.end_turn)  # after this turn's handlers and timers
 
     def end_turn(self) -> None:
         """Once per loop turn that handled events, after them all: hand the transfers they
         asked for to the pool (one work item per fragment and direction), keep the timer
         for the core's next deadline, and let the observers do their per-turn work."""
+        if not self._turn_armed:
+            return  # ended already (run() ends the turns fed outside the loop itself)
         self._turn_armed = False
         self.storage.flush()
         self._reschedule()

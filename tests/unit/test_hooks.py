@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_config import manager_env
 
 from sidecar.core import Transition
@@ -74,12 +75,17 @@ def test_observers_see_every_event_and_the_exit(tmp_path: Path) -> None:
         runner.ioloop.close()
 
 
-def test_a_loop_turn_ends_once_after_all_its_events(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hooked", [True, False])
+def test_a_loop_turn_ends_once_after_all_its_events(tmp_path: Path, hooked: bool) -> None:
     """On pika's loop: the events one turn feeds (here two posted callbacks and a timer)
-    are all handled before the turn's end; the next turn's event gets an end of its own."""
+    are all handled before the turn's end; the next turn's event gets an end of its own.
+    The same with pika's process_timeouts hooked (sidecar/shell/io/pika_turns.py) and with
+    its fallback, a zero-delay timer."""
     calls: list[Any] = []
     runner = Runner(config.load(manager_env(tmp_path)), observers=[Seen(calls), OnlyEvents()])
     loop = runner.ioloop
+    assert loop.hooked  # this pika is as expected
+    loop.hooked = hooked
     try:
         def first() -> None:
             runner.feed(ev.Tick())

@@ -34,6 +34,9 @@ class Timers:
         self.armed.append(entry)
         return entry
 
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        self.call_later(0, callback)
+
     def remove_timeout(self, entry: object) -> None:
         self.armed.remove(entry)  # type: ignore[arg-type]
 
