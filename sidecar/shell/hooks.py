@@ -41,12 +41,21 @@ class Loop(Protocol):
 
 class Observer(Protocol):
     """A Runner observer. ``__call__`` runs after every event, on the loop thread: it is
-    the hot path, keep it cheap. The other methods frame the run."""
+    the hot path, keep it cheap. ``turn_ended`` runs once per loop turn that handled
+    events, after them all: work that needs only the state between turns belongs there
+    (a pika turn delivers about eight events when the sidecar is busy). The other methods
+    frame the run. The Runner calls ``__call__`` and ``turn_ended`` only on observers that
+    override them."""
 
     def __call__(self, event: Event, now: float, effects: list[fx.Effect],
                  transitions: list[Transition]) -> None:
         """The event handled at clock reading ``now``, the effects and transitions it made
         (the list is the core's: read it, do not keep it)."""
+        return None
+
+    def turn_ended(self) -> None:
+        """The events of one loop turn are handled and their effects performed; the loop
+        goes back to waiting for I/O or timers next."""
         return None
 
     def start(self, loop: Loop) -> None:

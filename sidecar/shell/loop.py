@@ -4,7 +4,9 @@ Everything that touches the core runs on the loop thread: AMQP callbacks and soc
 arrive there directly; storage workers and the upstream checker post their events to a
 queue the loop drains (one ``add_callback_threadsafe`` wake-up for all the events posted
 while it was busy). Each event goes through ``Core.handle`` and the effects it returns
-are performed in order.
+are performed in order. What needs only the state between loop turns is done once per turn
+that handled events (``end_turn``): a busy loop turn delivers several events (confirms and
+frames read together, a batch of posted ones).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from pika.adapters.select_connection import IOLoop
-
 from states import INPUT, OUTPUT
 
 from ..core import Core
@@ -29,6 +29,7 @@ from .config import Settings, core_config
 from .hooks import NO_HOOKS, AdapterHooks, Observer
 from .io.amqp import Broker
 from .io.manager import UpstreamChecker
+from .io.pika_turns import TurnLoop
 from .io.sockets import SocketServer
 from .io.storage import Storage
 from .logs import log_effect
@@ -40,11 +41,18 @@ ERRORS_REMEMBERED = 32
 DEAD_LETTERED_AT = "x-iterum-dead-lettered-at"  # header: UTC time of the dead letter
 
 
+def _overrides(observer: Observer, method: str) -> bool:
+    """Whether ``observer`` has its own ``method``, not the no-op default of hooks.Observer."""
+    own = getattr(type(observer), method, None)
+    return own is not None and own is not getattr(Observer, method)
+
+
 class Runner:
     """The loop and its adapters around one core. ``observers`` (metrics, OpenLineage,
     operations, the journal: sidecar/shell/operate.py ``build`` declares them) see every
-    event and frame the run; ``hooks`` are what the adapters report to (the metrics).
-    Both are fixed at construction (sidecar/shell/hooks.py)."""
+    event or the end of every loop turn, and frame the run; ``hooks`` are what the
+    adapters report to (the metrics). Both are fixed at construction
+    (sidecar/shell/hooks.py)."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic, *,
                  core: Core | None = None, observers: Sequence[Observer] = (),
@@ -52,7 +60,7 @@ class Runner:
         self.s = settings
         self.clock = clock
         self.core = core if core is not None else Core(core_config(settings))
-        self.ioloop = IOLoop()
+        self.ioloop = TurnLoop()
         self.sockets = SocketServer(self.ioloop, self.feed, settings.max_frame_bytes,
                                     settings.socket_mode, settings.peer_uid, hooks)
         self.broker = Broker(settings.mq_broker_url, self.ioloop, self.feed,
@@ -65,7 +73,12 @@ class Runner:
         self.checker = UpstreamChecker(settings, self.post, hooks)
         # derived by a property that formats it: read once, not on every publish
         self._dead_letter_queue = settings.dead_letter_queue
-        self.observers = tuple(observers)  # a tuple: the fan-out on every event iterates it
+        self.observers = tuple(observers)
+        # called only where they override the no-op default: the fan-out on every event
+        # (and turn) iterates these
+        self._on_event = tuple(o for o in self.observers if _overrides(o, "__call__"))
+        self._on_turn = tuple(o for o in self.observers if _overrides(o, "turn_ended"))
+        self._turn_armed = False  # end_turn is due once the current loop turn's work is done
         self.totals: Counter[str] = Counter()
         self.exit_code: int | None = None
         self._queue: deque[Event] = deque()
@@ -119,8 +132,10 @@ class Runner:
         self.checker.start()
         log.info("started: consuming %s, prefetch %d, %d storage workers",
                  self.s.mq_input_queue, self.s.prefetch, self.s.storage_workers)
+        self.end_turn()  # of what the observers' start fed (a restart's Resume)
         try:
             self.ioloop.start()
+            self.end_turn()  # the loop may stop before the last turn's end ran
         finally:
             for observer in self.observers:
                 observer.stop()
@@ -172,7 +187,7 @@ class Runner:
                 now = self.clock()
                 effects = self.core.handle(current, now)
                 transitions = self.core.transitions
-                for observer in self.observers:
+                for observer in self._on_event:
                     observer(current, now, effects, transitions)
                 for t in transitions:
                     if t.dest in _FINAL:
@@ -180,10 +195,23 @@ class Runner:
                 performers = self._performers
                 for effect in effects:
                     performers[type(effect)](effect)
-                self.storage.flush()  # the transfers this event asked for, one item a fragment
-            self._reschedule()
         finally:
             self._busy = False
+        if not self._turn_armed:
+            self._turn_armed = True
+            self.ioloop.at_turn_end(self.end_turn)  # after this turn's handlers and timers
+
+    def end_turn(self) -> None:
+        """Once per loop turn that handled events, after them all: hand the transfers they
+        asked for to the pool (one work item per fragment and direction), keep the timer
+        for the core's next deadline, and let the observers do their per-turn work."""
+        if not self._turn_armed:
+            return  # ended already (run() ends the turns fed outside the loop itself)
+        self._turn_armed = False
+        self.storage.flush()
+        self._reschedule()
+        for observer in self._on_turn:
+            observer.turn_ended()
 
     def _reschedule(self) -> None:
         """Keep a loop timer for the core's next deadline. A deadline that moved later

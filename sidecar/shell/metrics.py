@@ -5,11 +5,12 @@ Two sources, neither of which is the core:
 * ``MetricsObserver`` is a Runner observer: it sees every event, the clock reading, the
   effects and the transitions, on the loop thread. Time in a state is the difference of
   the clock readings of a fragment's transitions; end-to-end latency runs from an input's
-  "new" (received) to its outcome. After each event it copies what the state gauges show
-  (in-flight counts, step, transformation, pauses) into one immutable ``StateView``
-  (reading the core, on the loop thread, is allowed; the HTTP thread never does). The
-  gauges are collectors that turn the latest view into samples only when /metrics is
-  scraped: a scrape reads one reference, so it always sees one event's consistent state.
+  "new" (received) to its outcome. At the end of each loop turn that handled events it
+  copies what the state gauges show (in-flight counts, step, transformation, pauses) into
+  one immutable ``StateView`` (reading the core, on the loop thread, is allowed; the HTTP
+  thread never does). The gauges are collectors that turn the latest view into samples
+  only when /metrics is scraped: a scrape reads one reference, so it always sees the
+  consistent state between two loop turns, never the core in the middle of one.
 * ``AdapterMetrics`` implements the hooks the shell adapters call (sidecar/shell/hooks.py):
   S3 requests by operation and result, bytes and seconds transferred, retries, confirm
   latency, refused connections.
@@ -53,8 +54,8 @@ PAUSE_REASONS = ("transformation-absent", "volume-low")  # always shown, 0 when 
 
 
 class StateView(NamedTuple):
-    """What the state gauges show, copied from the core on the loop thread after an event
-    (as a plain tuple: this class's constructor costs ten times as much)."""
+    """What the state gauges show, copied from the core on the loop thread at the end of a
+    loop turn (as a plain tuple: this class's constructor costs ten times as much)."""
 
     inputs: dict[str, int] = {}  # state -> input fragments in it (may lack 0s)
     outputs: dict[str, int] = {}  # the same for outputs
@@ -170,7 +171,8 @@ class Metrics:
 
 class MetricsObserver(Observer):
     """A Runner observer (loop thread): events, effects and transitions become metrics.
-    Per event it only adds to the tallies it alone writes and copies the state view."""
+    Per event it only adds to the tallies it alone writes; per loop turn it copies the
+    state view (about eight events a turn when busy)."""
 
     def __init__(self, metrics: Metrics, core: Core):
         self.m = metrics
@@ -197,6 +199,8 @@ class MetricsObserver(Observer):
                 self.m.redeliveries.inc()
         elif isinstance(event, ev.VolumeSpace):
             self.m.volume_free.set(event.free_bytes)
+
+    def turn_ended(self) -> None:
         # the state view: the in-flight counts copied (two small dicts), the rest immutable
         m, core = self.m, self.core
         states, paused = core.states, core.paused

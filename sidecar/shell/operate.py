@@ -57,7 +57,8 @@ def build(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Ru
 
 class Operations(Observer):
     """The HTTP endpoint (its Board is published after events and on a heartbeat) and the
-    volume check; an observer, because any event may change what the endpoint shows."""
+    volume check; an observer of loop turns, because any event may change what the
+    endpoint shows."""
 
     def __init__(self, settings: Settings, core: Core, clock: Callable[[], float],
                  metrics: Metrics, storage: AdapterMetrics):
@@ -94,8 +95,9 @@ class Operations(Observer):
         if self.server is not None:
             self.server.stop()
 
-    def __call__(self, *_: Any) -> None:
-        """Any event may change what the snapshot shows: publish soon."""
+    def turn_ended(self) -> None:
+        """Any event may change what the snapshot shows: publish soon (once per loop turn
+        that handled events, not per event)."""
         if self.state == BoardState.CURRENT:
             BOARD.fire(self, BoardEvent.EVENT)
             self._arm(PUBLISH_DELAY)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_config import manager_env
 
 from sidecar.core import Transition
@@ -32,6 +33,9 @@ class Seen(Observer):
 
     def start(self, loop: Loop) -> None:
         self.calls.append(("start", loop))
+
+    def turn_ended(self) -> None:
+        self.calls.append(("turn",))
 
     def exiting(self) -> None:
         self.calls.append(("exiting",))
@@ -71,11 +75,51 @@ def test_observers_see_every_event_and_the_exit(tmp_path: Path) -> None:
         runner.ioloop.close()
 
 
+@pytest.mark.parametrize("hooked", [True, False])
+def test_a_loop_turn_ends_once_after_all_its_events(tmp_path: Path, hooked: bool) -> None:
+    """On pika's loop: the events one turn feeds (here two posted callbacks and a timer)
+    are all handled before the turn's end; the next turn's event gets an end of its own.
+    The same with pika's process_timeouts hooked (sidecar/shell/io/pika_turns.py) and with
+    its fallback, a zero-delay timer."""
+    calls: list[Any] = []
+    runner = Runner(config.load(manager_env(tmp_path)), observers=[Seen(calls), OnlyEvents()])
+    loop = runner.ioloop
+    assert loop.hooked  # this pika is as expected
+    loop.hooked = hooked
+    try:
+        def first() -> None:
+            runner.feed(ev.Tick())
+            loop.call_later(0, later)  # armed while timers run: pika runs it next turn
+
+        def later() -> None:
+            runner.feed(ev.Tick())
+            loop.call_later(0, loop.stop)
+
+        loop.add_callback_threadsafe(lambda: runner.feed(ev.UpstreamFinished()))
+        loop.add_callback_threadsafe(lambda: runner.feed(ev.Tick()))
+        loop.call_later(0, first)
+        loop.start()
+        assert calls == [("event", "UpstreamFinished"), ("event", "Tick"), ("event", "Tick"),
+                         ("turn",), ("event", "Tick"), ("turn",)]
+    finally:
+        loop.close()
+
+
+def test_an_observer_is_called_only_for_what_it_overrides(tmp_path: Path) -> None:
+    runner = Runner(config.load(manager_env(tmp_path)), observers=[OnlyEvents(), Seen([])])
+    try:
+        assert [type(o) for o in runner._on_event] == [OnlyEvents, Seen]
+        assert [type(o) for o in runner._on_turn] == [Seen]
+    finally:
+        runner.ioloop.close()
+
+
 def test_the_defaults_do_nothing() -> None:
     assert NO_HOOKS.request("GetObject", "200", 0.1) is None
     assert NO_HOOKS.on_confirm("ack", 0.1) is None and NO_HOOKS.on_refused("tts") is None
     quiet = OnlyEvents()
     assert quiet.start(NotImplemented) is None and quiet.exiting() is None
+    assert quiet.turn_ended() is None
     assert quiet.stop() is None
 
 

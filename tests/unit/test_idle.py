@@ -34,6 +34,9 @@ class Timers:
         self.armed.append(entry)
         return entry
 
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        self.call_later(0, callback)
+
     def remove_timeout(self, entry: object) -> None:
         self.armed.remove(entry)  # type: ignore[arg-type]
 
@@ -41,9 +44,20 @@ class Timers:
         return sorted(d for d, _ in self.armed)
 
     def fire(self, delay: float) -> None:
-        [entry] = [e for e in self.armed if e[0] == delay]
+        [entry] = [e for e in self.armed if e[0] == delay and not _turn_end(e)]
         self.armed.remove(entry)
         entry[1]()
+
+    def end_turn(self) -> None:
+        """What pika does after a turn's handlers: run the Runner's end of turn (armed once
+        by the turn's first event)."""
+        [entry] = [e for e in self.armed if _turn_end(e)]
+        self.armed.remove(entry)
+        entry[1]()
+
+
+def _turn_end(entry: tuple[float, Callable[[], None]]) -> bool:
+    return getattr(entry[1], "__name__", "") == "end_turn"
 
 
 class Clock:
@@ -67,17 +81,23 @@ def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -
                               SIDECAR_VOLUME_CHECK_INTERVAL="30")
     ops = next(o for o in r.observers if isinstance(o, Operations))
     assert ops.state == BoardState.STOPPED
-    r.feed(ev.Tick())  # before start: nothing published, nothing armed
+    r.feed(ev.Tick())
+    assert timers.delays() == [0]  # the end of this loop turn
+    timers.end_turn()  # before start: nothing published, nothing armed
     assert (ops.state, timers.delays()) == (BoardState.STOPPED, [])
     ops.start(r)
     volume_check = r.s.volume_check_interval
     assert ops.board.snapshot.taken == 100.0
     assert (ops.state, timers.delays()) == (BoardState.CURRENT, [0, HEARTBEAT])
     timers.fire(0)  # the volume check: an event
+    assert ops.state == BoardState.CURRENT  # until the end of the turn
+    timers.end_turn()
     assert timers.delays() == [PUBLISH_DELAY, volume_check]  # the heartbeat is replaced
     assert ops.state == BoardState.STALE
     clock.now = 100.2
     r.feed(ev.Connected(1, "tts"))  # coalesced into the publish already armed
+    r.feed(ev.Tick())  # the same turn: one end
+    timers.end_turn()
     assert timers.delays() == [PUBLISH_DELAY, volume_check]
     clock.now = 100.5
     timers.fire(PUBLISH_DELAY)
@@ -93,6 +113,7 @@ def test_a_snapshot_is_published_after_events_not_periodically(tmp_path: Path) -
     ops.stop()  # a second stop is no error
     assert ops.state == BoardState.ENDED
     r.feed(ev.Tick())  # after the stop: nothing armed, a due timer publishes nothing
+    timers.end_turn()
     clock.now = 110.0
     timers.fire(HEARTBEAT)
     timers.fire(volume_check)
@@ -109,6 +130,7 @@ def test_the_journal_flush_is_armed_by_the_first_write_after_a_flush(tmp_path: P
     assert timers.delays() == []  # nothing recorded: nothing to wake up for
     r.feed(ev.UpstreamFinished())
     r.feed(ev.Tick())
+    timers.end_turn()
     assert timers.delays() == [FLUSH_INTERVAL]  # one timer for both lines
     assert len(Path(rec.path).read_text().splitlines()) == 2
     timers.fire(FLUSH_INTERVAL)

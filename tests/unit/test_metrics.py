@@ -20,7 +20,8 @@ A, B = fid("a"), fid("b")
 
 
 class Observed(Driver):
-    """The unit driver with a metrics observer, as Runner.feed calls it."""
+    """The unit driver with a metrics observer, as the Runner calls it: each event fed is
+    one loop turn (``feed_turn`` feeds several in one)."""
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -28,6 +29,11 @@ class Observed(Driver):
         self.observer = MetricsObserver(self.metrics, self.core)
 
     def feed(self, event, at=None):
+        out = self.feed_in_turn(event, at)
+        self.observer.turn_ended()
+        return out
+
+    def feed_in_turn(self, event, at=None):
         out = super().feed(event, at)
         self.observer(event, self.clock, out, list(self.core.transitions))
         return out
@@ -166,9 +172,10 @@ def test_every_metric_is_in_the_operations_table() -> None:
         assert f"| `{family.name}{suffix}` |" in doc, family.name
 
 
-def test_a_scrape_reads_the_view_of_the_last_event_never_the_core() -> None:
+def test_a_scrape_reads_the_view_of_the_last_turn_never_the_core() -> None:
     """The state gauges are computed when /metrics is scraped (the HTTP thread), from the
-    view the loop thread copied after its last event: never from the live core."""
+    view the loop thread copied at the end of its last loop turn: never from the live core,
+    so never from the middle of a turn (of an event, or between two events of one turn)."""
     drv = Observed()
     drv.start()
     drv.connect()
@@ -179,7 +186,11 @@ def test_a_scrape_reads_the_view_of_the_last_event_never_the_core() -> None:
     assert drv.value("iterum_sidecar_fragments_in_flight", lifecycle="input",
                      state="received") == 1
     assert drv.value("iterum_sidecar_transformation_connected") == 1
-    drv.feed(ev.Tick())  # an event later, the view is the core's state again
+    drv.feed_in_turn(ev.Tick())  # an event of the next turn: the turn has not ended
+    drv.feed_in_turn(ev.Tick())
+    assert drv.value("iterum_sidecar_fragments_in_flight", lifecycle="input",
+                     state="received") == 1
+    drv.observer.turn_ended()  # that turn's end: the view is the core's state again
     assert drv.value("iterum_sidecar_fragments_in_flight", lifecycle="input",
                      state="received") == 99
     assert drv.value("iterum_sidecar_transformation_connected") == 0
@@ -190,10 +201,10 @@ def test_a_pause_reason_once_seen_stays_at_0() -> None:
     drv.start()
     # a reason not known in advance (the intake control's own field: no rule sets it)
     drv.core.parts.intake._paused = ("broker-busy",)
-    drv.observer(ev.Tick(), drv.clock, [], [])  # as after an event that paused intake
+    drv.observer.turn_ended()  # as after a turn whose event paused intake
     assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 1
     drv.core.parts.intake._paused = ()
-    drv.observer(ev.Tick(), drv.clock, [], [])
+    drv.observer.turn_ended()
     assert drv.value("iterum_sidecar_intake_paused", reason="broker-busy") == 0
     assert drv.value("iterum_sidecar_intake_paused", reason="volume-low") == 0
 

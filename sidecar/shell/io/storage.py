@@ -1,9 +1,9 @@
 """The storage adapter the loop uses: S3/MinIO transfers on a bounded worker pool.
 
 Workers never touch the core: each transfer ends by posting one event back to the loop.
-The loop stages the transfers an event asks for and hands them over once it has performed
-them all (``flush``): one work item per fragment, not one queue put (and worker wake-up)
-per file. Deletions (``DeleteFiles``) run at once, on the loop thread.
+The loop stages the transfers the events of one loop turn ask for and hands them over at
+the end of the turn (``flush``): one work item per fragment, not one queue put (and worker
+wake-up) per file. Deletions (``DeleteFiles``) run at once, on the loop thread.
 
 Its parts: the minio client on an HTTP pool that counts requests by S3 operation
 (s3ops.py), the transfers themselves (transfers.py), the retry policy (retries.py), what a
@@ -68,7 +68,7 @@ class Storage:
                                    max(settings.part_size, MIN_PART_SIZE),
                                    settings.minio_output_bucket, self.closing, hooks)
         self.pool = WorkerPool(settings.storage_workers, "storage")
-        # Transfers asked for by the event being handled, by fragment, until flush().
+        # Transfers asked for in this loop turn, by fragment, until flush().
         self._staged: dict[tuple[str, int], list[Call]] = {}
         self._report_lock = threading.Lock()
         self._fatal_reported = False
@@ -86,9 +86,9 @@ class Storage:
         self.pool.shutdown()
 
     def flush(self) -> None:
-        """On the loop, after an event's effects: hand over the staged transfers, one work
-        item per fragment and direction, its files in the order the core asked for them."""
-        if self._staged:  # flushed after every event, most of which stage nothing
+        """On the loop, at the end of a turn: hand over the staged transfers, one work item
+        per fragment and direction, its files in the order the core asked for them."""
+        if self._staged:
             for calls in self._staged.values():
                 self.pool.submit_all(calls)
             self._staged.clear()
