@@ -133,3 +133,54 @@ def test_a_transport_closed_before_the_turn_ends_sends_nothing() -> None:
     except BlockingIOError:
         pass
     assert not loop.writers
+
+
+class Protocol:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class Counted(socket.socket):
+    """A socket whose reads are counted, EAGAIN included."""
+
+    reads = 0
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        Counted.reads += 1
+        return super().recv(size, flags)
+
+
+def test_reading_stops_at_a_short_read_and_the_rest_waits_for_the_next_poll() -> None:
+    t, _loop, peer = transport()
+    t._protocol = Protocol()
+    limit = t._MAX_RECV_BYTES
+    peer.sendall(b"a" * (limit + 10))
+    t._consume()  # a full read, then a short one that empties the queue: no EAGAIN read
+    assert b"".join(t._protocol.received) == b"a" * (limit + 10)
+    peer.sendall(b"later")
+    t._consume()
+    assert t._protocol.received[-1] == b"later"
+    peer.close()
+    try:
+        t._consume()
+    except t.RxEndOfFile:
+        pass
+    else:
+        raise AssertionError("EOF not raised")
+
+
+def test_a_socket_that_is_not_a_plain_one_is_read_by_pika() -> None:
+    t, _loop, peer = transport()
+    t._protocol = Protocol()
+    ours = t._sock
+    t._sock = Counted(fileno=ours.detach())
+    t._sock.setblocking(False)
+    peer.sendall(b"x")
+    try:
+        t._consume()  # pika's own: reads until EAGAIN
+    except BlockingIOError:
+        pass
+    assert Counted.reads == 2 and t._protocol.received == [b"x"]
