@@ -240,7 +240,7 @@ class FrameDecoder:
         self.max_size = max_size
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         self._buf += data
         frames: list[bytes] = []
         while len(self._buf) >= HEADER.size:

@@ -2,7 +2,10 @@
 
 The sidecar listens on both; each is one-way. Reads are non-blocking and framed with
 read-exact semantics; writes are buffered per connection and flushed when writable, so a
-slow reader never blocks the loop.
+slow reader never blocks the loop. Write interest is registered only while something is
+left unsent (a frame that goes out at once costs no ``epoll_ctl``), and reads go into one
+buffer kept for the server (a fresh ``recv`` buffer of ``READ_CHUNK`` bytes is an mmap,
+mremap and munmap for each read).
 
 Who may connect: the socket files get ``SIDECAR_SOCKET_MODE`` (0660) before ``listen()``,
 so no connection is accepted while they are more open; with ``SIDECAR_PEER_UID`` a
@@ -29,7 +32,7 @@ from ...core.protocol import FrameDecoder, FrameTooLarge, frame
 from ..hooks import NO_HOOKS, SocketHooks
 
 log = logging.getLogger("sidecar.sockets")
-READ_CHUNK = 1 << 18
+READ_CHUNK = 1 << 16  # bytes read at most per recv_into
 _conn_ids = itertools.count(1)
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -63,6 +66,8 @@ class SocketServer:
         self.listeners: dict[int, tuple[socket.socket, str, str]] = {}
         self.conns: dict[int, Connection] = {}
         self.hooks = hooks  # refused connections counted by sidecar/shell/metrics.py
+        self._chunk = bytearray(READ_CHUNK)  # one read at a time: on the loop thread
+        self._view = memoryview(self._chunk)
 
     def listen(self, path: str, channel: str) -> None:
         if self.peer_uid is not None and not hasattr(socket, "SO_PEERCRED"):
@@ -137,30 +142,30 @@ class SocketServer:
 
     def _on_io(self, conn: Connection, events: int) -> None:
         if events & PollEvents.WRITE:
-            self._flush(conn)
+            self._flush(conn, watching=True)
         if conn.id in self.conns and events & (PollEvents.READ | PollEvents.ERROR):
             self._read(conn)
 
     def _read(self, conn: Connection) -> bool:
         """Read once; True if something was read (there may be more)."""
         try:
-            data = conn.sock.recv(READ_CHUNK)
+            size = conn.sock.recv_into(self._chunk)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as err:
             log.warning("connection %d (%s) failed: %s", conn.id, conn.channel, err)
-            data = b""
-        if not data:
+            size = 0
+        if not size:
             self._drop(conn)
             return False
         if conn.channel == "tts":
             log.warning("connection %d wrote %d bytes on tts.sock, which is one-way; ignored",
-                        conn.id, len(data))
+                        conn.id, size)
             return True
         if conn.broken:
             return True
         try:
-            frames = conn.decoder.feed(data)
+            frames = conn.decoder.feed(self._view[:size])  # copied into its buffer
         except FrameTooLarge as err:
             conn.broken = True
             self.post(FrameRejected(conn.id, str(err)))
@@ -178,9 +183,11 @@ class SocketServer:
         pending = bool(conn.outbox)
         conn.outbox += frame(payload)
         if not pending:
-            self._flush(conn)
+            self._flush(conn, watching=False)
 
-    def _flush(self, conn: Connection) -> None:
+    def _flush(self, conn: Connection, watching: bool) -> None:
+        """Send what the outbox holds; ``watching``: write interest is registered (the
+        outbox was not empty), and it changes only when that changes."""
         try:
             sent = conn.sock.send(conn.outbox)
         except (BlockingIOError, InterruptedError):
@@ -191,8 +198,9 @@ class SocketServer:
             self._drop(conn)
             return
         del conn.outbox[:sent]
-        events = PollEvents.READ | (PollEvents.WRITE if conn.outbox else 0)
-        self.ioloop.update_handler(conn.sock.fileno(), events)
+        if bool(conn.outbox) != watching:
+            events = PollEvents.READ | (PollEvents.WRITE if conn.outbox else 0)
+            self.ioloop.update_handler(conn.sock.fileno(), events)
 
     def close(self, conn_id: int) -> None:
         conn = self.conns.get(conn_id)
