@@ -4,11 +4,13 @@ transport that is not as expected is left to pika as it is."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport, _AsyncTransportBase
 
 from sidecar.shell.io import pika_sends
@@ -184,3 +186,17 @@ def test_a_socket_that_is_not_a_plain_one_is_read_by_pika() -> None:
     except BlockingIOError:
         pass
     assert Counted.reads == 2 and t._protocol.received == [b"x"]
+
+
+def test_a_failing_protocol_is_logged_as_pika_logs_it_and_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Failing(Protocol):
+        def data_received(self, data: bytes) -> None:
+            raise ValueError("bad frame")
+
+    t, _loop, peer = transport()
+    t._protocol = Failing()
+    peer.sendall(b"x")
+    with caplog.at_level(logging.ERROR, "pika"), pytest.raises(ValueError, match="bad frame"):
+        t._consume()
+    assert any("protocol.data_received() failed" in r.getMessage() for r in caplog.records)

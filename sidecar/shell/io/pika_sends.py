@@ -142,7 +142,12 @@ def _until_short(consume: Callable[[Any], None]) -> Callable[[Any], None]:
                 _pika_log.error("Socket EOF; %s", transport._sock)  # as pika logs it
                 raise transport.RxEndOfFile()
             consumed += len(data)
-            transport._protocol.data_received(data)
+            try:
+                transport._protocol.data_received(data)
+            except Exception as error:  # logged as pika logs it, then raised as pika does
+                _pika_log.exception("protocol.data_received() failed: error=%r; %s", error,
+                                    transport._sock)
+                raise
             if len(data) < limit:
                 return  # the receive queue is empty: the poll reports what comes next
 
