@@ -127,8 +127,9 @@ def test_sigterm_just_after_the_consumer_started_exits_0(
 def signal_from_the_exit_line_on(sidecar: Proc, pattern: str) -> int:
     """SIGTERM as soon as the exit line is logged, then again and again until the process
     is gone: whatever the sidecar does after deciding its exit code (closing the broker,
-    stopping threads, the interpreter's teardown) meets one. Returns the signals sent."""
-    sidecar.wait_for_log(pattern, timeout=30)
+    stopping threads, the interpreter's teardown) meets one. Returns the signals sent. The
+    log is looked at every 2 ms: the sidecar may be gone within 50 ms of that line."""
+    sidecar.wait_for_log(pattern, timeout=30, poll=0.002)
     sent = 0
     while sidecar.popen.poll() is None:
         try:

@@ -136,8 +136,9 @@ class Proc:
         got = self.wait(timeout)
         assert got == code, f"{self.name} exited {got}, expected {code}\n{self.tail()}"
 
-    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match:
-        """Wait until a regex matches the logs (stdout+stderr)."""
+    def wait_for_log(self, pattern: str, timeout: float = 30.0, poll: float = 0.05
+                     ) -> re.Match:
+        """Wait until a regex matches the logs (stdout+stderr), looking every ``poll`` s."""
         deadline = time.monotonic() + timeout
         while not (match := re.search(pattern, self.logs)):
             if time.monotonic() > deadline:
@@ -148,7 +149,7 @@ class Proc:
                     return match
                 raise AssertionError(f"{self.name} exited {self.returncode} before "
                                      f"logging {pattern!r}\n{self.tail()}")
-            time.sleep(0.05)
+            time.sleep(poll)
         return match
 
     def signal(self, sig: int) -> None:
