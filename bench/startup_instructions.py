@@ -9,7 +9,10 @@ observers by ``operate.build``), as ``tests/unit/test_startup_imports.py`` does.
 the instructions callgrind counts for it (minus those of ``python -c pass``), and, without
 valgrind, the modules in ``sys.modules``, the CPU (``os.times``, lowest of ``--repeat``) and
 ``ru_maxrss``. ``--repo``: measure another checkout (e.g. /work/wt-base) for a
-before/after. Needs valgrind. Measures; asserts nothing.
+before/after. The checkout's ``.pyc`` files are written first, as ``python -m bench whole``
+does (bench/trees.py): in a fresh worktree with PYTHONDONTWRITEBYTECODE set, the count
+would otherwise include compiling the sidecar (1,553 M instead of 1,098 M).
+Needs valgrind. Measures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     repo = args.repo.resolve()
+    subprocess.run([_python(repo), "-m", "compileall", "-q", *(
+        str(repo / p) for p in ("sidecar", "states") if (repo / p).is_dir())],
+        check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as volume:
         argv = [json.dumps(environment(volume))]
         samples = [json.loads(run(repo, PROGRAM, argv).stdout)

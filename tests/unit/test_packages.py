@@ -1,5 +1,6 @@
-"""packages: the adapters load minio's client without its admin client and pika's
-SelectConnection without its asyncio and blocking adapters; anything that asks a package for
+"""packages: the adapters load minio's client without its admin client, pika's
+SelectConnection without its asyncio and blocking adapters and urllib3 without its HTTP/2
+support (and importlib.metadata); anything that asks a package for
 a name gets it as it always was; when a package cannot be loaded this way (or is loaded
 already) it is imported as usual."""
 
@@ -123,3 +124,38 @@ print(packages.defer("pika", (), ("__version__",)),
       "pika.adapters.asyncio_connection" in sys.modules,
       sys.modules["pika"].URLParameters.__name__)
 """) == ["True", "False", "True", "URLParameters"]
+
+
+def test_the_adapters_load_urllib3_without_its_http2_support_or_importlib_metadata() -> None:
+    assert run("""
+import sys
+import sidecar.shell.io.storage
+import urllib3, urllib3.connection
+print("importlib.metadata" in sys.modules, "zipfile" in sys.modules,
+      urllib3.http2 is sys.modules["urllib3.http2"],
+      urllib3.connection.http2_probe is sys.modules["urllib3.http2.probe"])
+""") == ["False", "False", "True", "True"]
+
+
+def test_asking_urllib3_http2_for_a_name_runs_its_init_in_full() -> None:
+    assert run("""
+import sys
+import sidecar.shell.io.storage
+import urllib3.http2
+from urllib3.http2 import extract_from_urllib3
+print(urllib3.http2.inject_into_urllib3.__name__, extract_from_urllib3.__name__,
+      "importlib.metadata" in sys.modules, urllib3.http2.orig_HTTPSConnection)
+""") == ["inject_into_urllib3", "extract_from_urllib3", "True", "None"]
+
+
+def test_a_subpackage_whose_unloaded_package_is_not_imported_is_imported_as_usual(
+) -> None:
+    assert run("""
+import sys
+from sidecar.shell.io import packages
+for name in [n for n in sys.modules if n.startswith("urllib3")]:
+    del sys.modules[name]
+print(packages.defer("urllib3.http2", ()),
+      "inject_into_urllib3" in vars(sys.modules["urllib3.http2"]),
+      sys.modules["urllib3"].http2 is sys.modules["urllib3.http2"])
+""") == ["False", "True", "True"]

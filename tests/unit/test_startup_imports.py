@@ -8,7 +8,8 @@ other commands need is imported where it is used, so it must not be there: the t
 ``requests`` (the manager check goes through urllib3, which the S3 client loads anyway),
 minio's admin client with argon2, pycryptodome, cffi and pycparser (loaded only if
 something asks minio's package for its names: sidecar/shell/io/packages.py), pika's
-asyncio and blocking adapters, and asyncio (the same, for pika's packages).
+asyncio and blocking adapters, and asyncio (the same, for pika's packages), and
+importlib.metadata with zipfile (urllib3's HTTP/2 package: the same).
 No timing is asserted: what is not imported costs nothing, on any machine.
 """
 
@@ -34,11 +35,12 @@ print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))
 """
 # top-level packages (or modules) a run must not import
 NOT_IMPORTED = ("rich", "openlineage", "requests", "graphviz", "moto", "pyterum", "cffi",
-                "pycparser", "Crypto", "argon2", "asyncio")
+                "pycparser", "Crypto", "argon2", "asyncio", "zipfile")
 # the project's modules only other commands use, minio's admin client
 NOT_IMPORTED_PREFIXES = ("sidecar.tools", "minio.minioadmin", "minio.crypto",
                          "pika.adapters.asyncio_connection",
-                         "pika.adapters.blocking_connection")
+                         "pika.adapters.blocking_connection", "importlib.metadata",
+                         "urllib3.http2.connection")
 
 
 def run_path_modules(env: dict[str, str]) -> set[str]:

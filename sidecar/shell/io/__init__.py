@@ -4,7 +4,10 @@ from . import cryptobackend, packages
 
 # Before any adapter imports minio or pika: minio's admin client (and pycryptodome with
 # it) and pika's asyncio and blocking adapters are loaded only if something asks their
-# package for a name, pycryptodome then with its ctypes back end (see both modules).
+# package for a name, pycryptodome then with its ctypes back end (see both modules); so is
+# urllib3's HTTP/2 support, whose package imports importlib.metadata (urllib3.connection
+# imports only its ``probe``).
+packages.defer("urllib3.http2", ("urllib3",))
 packages.defer("minio", ("minio.api", "minio.error"), ("__title__", "__version__"),
                before_init=cryptobackend.prefer_ctypes)
 packages.defer("pika", (), ("__version__",))

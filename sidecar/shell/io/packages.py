@@ -5,14 +5,19 @@ minio's package ``__init__`` imports ``MinioAdmin`` whatever one imports from mi
 minio.api import Minio`` runs the package first), and with it argon2 and pycryptodome: 1.3
 MiB and about 3% of a run's start-up instructions. pika's ``__init__`` imports all of
 ``pika.adapters``, whose ``__init__`` imports the asyncio and blocking adapters, and asyncio
-with them, for a sidecar that uses only ``SelectConnection``: about 5%.
+with them, for a sidecar that uses only ``SelectConnection``: about 5%. urllib3's
+``http2`` package (HTTP/2, which the sidecar does not use) imports ``importlib.metadata``,
+and zipfile and csv with it, because ``urllib3.connection`` imports its ``probe``: 1.5%.
 
 ``defer`` puts a package module in ``sys.modules`` as the import system makes it
 (``importlib.util.module_from_spec``) but does not run its ``__init__`` yet; the sidecar
 imports the submodules it uses (``minio.api``, ``pika.adapters.select_connection``, ...).
 The first time anything asks the package for a name it lacks (``from minio import Minio``,
 ``pika.BlockingConnection``: PEP 562 ``__getattr__``), its ``__init__`` runs in full, so for
-any other user the package is what it always was, loaded later.
+any other user the package is what it always was, loaded later. A subpackage can be
+deferred before its parent package is loaded (``urllib3.http2``, which urllib3's own
+``__init__`` imports): it is found without importing the parent, which is then imported
+among the ``used`` modules and given the subpackage as its attribute.
 
 What submodules take from their package at import are literal constants of its
 ``__init__`` (``__title__`` and ``__version__`` for minio's user agent, ``__version__`` for
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import threading
@@ -43,14 +49,17 @@ def defer(name: str, used: Sequence[str], constants: Sequence[str] = (),
     if name in sys.modules:
         return False
     top = name.split(".")[0]
+    parent, _, child = name.rpartition(".")
     try:
         package = _package(name, constants, before_init)
         sys.modules[name] = package
-        parent, _, child = name.rpartition(".")
-        if parent:  # as the import system binds a loaded submodule
+        bound = parent in sys.modules
+        if bound:  # as the import system binds a loaded submodule
             setattr(sys.modules[parent], child, package)
-        for module in used:
+        for module in used:  # a parent not loaded yet must be one of them
             importlib.import_module(module)
+        if parent and not bound:  # now that ``used`` loaded it
+            setattr(sys.modules[parent], child, package)
     except Exception:  # not what this module expects: the package as usual
         for loaded in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[loaded]
@@ -62,7 +71,7 @@ def defer(name: str, used: Sequence[str], constants: Sequence[str] = (),
 
 def _package(name: str, constants: Sequence[str],
              before_init: Callable[[], object]) -> ModuleType:
-    spec = importlib.util.find_spec(name)
+    spec = _spec(name)
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         raise ImportError(f"{name} is not an importable package")
     package = importlib.util.module_from_spec(spec)
@@ -86,6 +95,19 @@ def _package(name: str, constants: Sequence[str],
 
     setattr(package, "__getattr__", __getattr__)  # noqa: B010 - mypy: ModuleType has one
     return package
+
+
+def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """The module's spec, found without importing its parent package if that is not
+    loaded yet (``importlib.util.find_spec`` would import it, and its ``__init__`` may be
+    what imports ``name``)."""
+    parent = name.rpartition(".")[0]
+    if not parent or parent in sys.modules:
+        return importlib.util.find_spec(name)
+    outer = _spec(parent)
+    if outer is None or outer.submodule_search_locations is None:
+        return None
+    return importlib.machinery.PathFinder.find_spec(name, outer.submodule_search_locations)
 
 
 def _literals(loader: Any, name: str, constants: Sequence[str]) -> dict[str, object]:
