@@ -14,6 +14,10 @@ from states import InvalidTransition, Lifecycle
 from . import effects as fx
 from .models import Tracked, Transition
 
+# Transition(...) without the named tuple's own __new__, a Python function (its _make does
+# the same): one is made per transition, on the loop thread.
+_new = tuple.__new__
+
 
 class Emitter:
     def __init__(self) -> None:
@@ -42,15 +46,18 @@ class Emitter:
         crashes on one)."""
         source = model.state
         try:
-            lc.fire(model, trigger)
+            dest = lc.fire(model, trigger)
         except InvalidTransition as err:
             self.log("error", "invalid-transition", str(err), fragment)
             return None
-        self.record(lc.name, model, trigger, source, fragment)
+        # record(), written out: this runs for every transition (nine a fragment)
+        model.history.append((dest, self.now))
+        self.transitions.append(_new(Transition, (lc.name, model.serial, fragment, trigger,
+                                                  source, dest)))
         return source
 
     def record(self, machine: str, model: Tracked, trigger: str, source: str,
                fragment: str) -> None:
         model.history.append((model.state, self.now))
-        self.transitions.append(Transition(machine, model.serial, fragment, trigger, source,
-                                           model.state))
+        self.transitions.append(_new(Transition, (machine, model.serial, fragment, trigger,
+                                                  source, model.state)))

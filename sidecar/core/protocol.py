@@ -201,7 +201,13 @@ def encode_remote(fragment_id: str, files: list[RemoteFile], predecessors: list[
 
 def encode_lineage(step: str, descriptor: bytes) -> bytes:
     """{transformation_step, description}, the description byte-identical to what was published."""
-    return b'{"transformation_step":' + dumps(step) + b',"description":' + descriptor + b"}"
+    return _lineage_head(step) + descriptor + b"}"
+
+
+@functools.lru_cache(maxsize=8)
+def _lineage_head(step: str) -> bytes:
+    """What every lineage message of ``step`` starts with (the step's, encoded once)."""
+    return b'{"transformation_step":' + dumps(step) + b',"description":'
 
 
 _compact = compact_encoder(ensure_ascii=False)
