@@ -46,14 +46,11 @@ class Emitter:
         crashes on one)."""
         source = model.state
         try:
-            dest = lc.fire(model, trigger)
+            lc.fire(model, trigger)
         except InvalidTransition as err:
             self.log("error", "invalid-transition", str(err), fragment)
             return None
-        # record(), written out: this runs for every transition (nine a fragment)
-        model.history.append((dest, self.now))
-        self.transitions.append(_new(Transition, (lc.name, model.serial, fragment, trigger,
-                                                  source, dest)))
+        self.record(lc.name, model, trigger, source, fragment)
         return source
 
     def record(self, machine: str, model: Tracked, trigger: str, source: str,
