@@ -69,6 +69,7 @@ def on_delivered(p: Parts, e: ev.Delivered) -> None:
     inp = Input(serial=frags.new_serial(), state=INPUT.initial, tag=e.tag, body=e.body)
     try:
         inp.desc = parse_remote(e.body)
+        inp.fragment_id = inp.desc.fragment_id
     except InvalidMessage as err:
         frags.add(INPUT, inp)
         dead_letter(p, inp, err.reason, str(err))

@@ -14,6 +14,10 @@ from states import InvalidTransition, Lifecycle
 from . import effects as fx
 from .models import Tracked, Transition
 
+# Transition(...) without the named tuple's own __new__, a Python function (its _make does
+# the same): one is made per transition, on the loop thread.
+_new = tuple.__new__
+
 
 class Emitter:
     def __init__(self) -> None:
@@ -52,5 +56,5 @@ class Emitter:
     def record(self, machine: str, model: Tracked, trigger: str, source: str,
                fragment: str) -> None:
         model.history.append((model.state, self.now))
-        self.transitions.append(Transition(machine, model.serial, fragment, trigger, source,
-                                           model.state))
+        self.transitions.append(_new(Transition, (machine, model.serial, fragment, trigger,
+                                                  source, model.state)))

@@ -82,10 +82,9 @@ class Input(Tracked):
     unrecorded: set[int] = field(default_factory=set)  # gating outputs not yet confirmed
     taint: tuple[str, str, bool] | None = None  # reason, detail, transient
     indexed: bool = False  # this input owns by_fragment[fragment_id]
-
-    @property
-    def fragment_id(self) -> str:
-        return self.desc.fragment_id if self.desc else ""
+    # desc.fragment_id ("" without desc), set with it: read on every transition, where a
+    # property would cost a call
+    fragment_id: str = ""
 
 
 @dataclass(eq=False, slots=True)

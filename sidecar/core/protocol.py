@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import json.encoder
 import posixpath
 import re
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
@@ -188,23 +190,44 @@ def input_layout(volume: str, fragment: RemoteFragment
 
 def encode_remote(fragment_id: str, files: list[RemoteFile], predecessors: list[str],
                   target_queue: str | None, custom: Any) -> bytes:
-    """A RemoteFragmentDesc in the Go field order; predecessors always an array (§8)."""
-    meta: dict[str, Any] = {"fragment_id": fragment_id, "predecessors": list(predecessors)}
+    """A RemoteFragmentDesc in the Go field order; predecessors always an array (§8).
+
+    ``dumps`` of ``{"files": [{"name", "path", "bucket"}, ...], "metadata":
+    {"fragment_id", "predecessors", "target_queue"?, "custom"?}}``, the same text (a
+    property test compares them), written out around json's own string encoder: every
+    value but ``custom`` is a string, and the encoder's walk over the dicts and lists costs
+    three times this (one descriptor a fragment, on the loop thread).
+    """
+    entries = ",".join(f'{{"name":{_string(f.name)},"path":{_string(f.path)},'
+                       f'"bucket":{_string(f.bucket)}}}' for f in files)
+    text = (f'{{"files":[{entries}],"metadata":{{"fragment_id":{_string(fragment_id)},'
+            f'"predecessors":{_strings(predecessors)}')
     if target_queue:
-        meta["target_queue"] = target_queue
+        text += ',"target_queue":' + _string(target_queue)
     if custom not in (None, {}):
-        meta["custom"] = custom
-    body = {"files": [{"name": f.name, "path": f.path, "bucket": f.bucket} for f in files],
-            "metadata": meta}
-    return dumps(body)
+        text += ',"custom":' + _compact(custom)
+    return (text + "}}").encode("utf-8")
 
 
 def encode_lineage(step: str, descriptor: bytes) -> bytes:
     """{transformation_step, description}, the description byte-identical to what was published."""
-    return b'{"transformation_step":' + dumps(step) + b',"description":' + descriptor + b"}"
+    return _lineage_head(step) + descriptor + b"}"
+
+
+@functools.lru_cache(maxsize=8)
+def _lineage_head(step: str) -> bytes:
+    """What every lineage message of ``step`` starts with (the step's, encoded once)."""
+    return b'{"transformation_step":' + dumps(step) + b',"description":'
 
 
 _compact = compact_encoder(ensure_ascii=False)
+# json's own encoder of one string (C in CPython), the one ``_compact`` calls for every str
+_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _strings(values: Iterable[str]) -> str:
+    """A JSON array of strings, as ``_compact`` writes it."""
+    return "[" + ",".join(map(_string, values)) + "]"
 
 
 def dumps(value: Any) -> bytes:
@@ -216,13 +239,19 @@ def dumps(value: Any) -> bytes:
 
 
 def encode_local(fragment: RemoteFragment, paths: list[str]) -> bytes:
-    """What the transformation sees (§3.3): files in message order, custom only if non-empty."""
-    meta: dict[str, Any] = {"fragment_id": fragment.fragment_id,
-                            "predecessors": fragment.predecessors}
+    """What the transformation sees (§3.3): files in message order, custom only if non-empty.
+    ``dumps`` of ``{"files": [{"name", "path"}, ...], "metadata": {"fragment_id",
+    "predecessors", "custom"?}}``, written out as ``encode_remote`` is (predecessors as
+    received: an array of strings, or null)."""
+    entries = ",".join(f'{{"name":{_string(f.name)},"path":{_string(p)}}}'
+                       for f, p in zip(fragment.files, paths, strict=True))
+    preds = fragment.predecessors
+    text = (f'{{"files":[{entries}],"metadata":{{"fragment_id":'
+            f'{_string(fragment.fragment_id)},"predecessors":'
+            f'{"null" if preds is None else _strings(preds)}')
     if fragment.custom not in (None, {}):
-        meta["custom"] = fragment.custom
-    files = [{"name": f.name, "path": p} for f, p in zip(fragment.files, paths, strict=True)]
-    return dumps({"files": files, "metadata": meta})
+        text += ',"custom":' + _compact(fragment.custom)
+    return (text + "}}").encode("utf-8")
 
 
 def frame(payload: bytes) -> bytes:

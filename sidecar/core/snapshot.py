@@ -206,9 +206,10 @@ def _input(i: Input) -> dict[str, Any]:
 
 
 def _restore_input(d: dict[str, Any]) -> Input:
+    desc = _restore_remote_fragment(d["desc"])
     return _restore_tracked(
-        Input, d, tag=d["tag"], body=codec.bytes_in(d["body"]),
-        desc=_restore_remote_fragment(d["desc"]), paths=tuple(d["paths"]),
+        Input, d, tag=d["tag"], body=codec.bytes_in(d["body"]), desc=desc,
+        fragment_id=desc.fragment_id if desc else "", paths=tuple(d["paths"]),
         dirs=tuple(d["dirs"]), downloads_left=d["downloads_left"],
         failure=codec.decode(d["failure"]) if d["failure"] else None, conn=d["conn"],
         unuploaded=set(d["unuploaded"]), unrecorded=set(d["unrecorded"]),

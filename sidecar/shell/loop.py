@@ -89,7 +89,7 @@ class Runner:
         self._posted_lock = threading.Lock()
         self._posted_wake = False
         self.posts = self.wakeups = 0  # counted for the benchmark and the tests
-        self._event = ""  # the name of the event being handled, for the logs
+        self._event: Event | None = None  # the event being handled, named in the logs
         self._handling_signals = False  # run() installed _on_signal
         self._busy = False
         self._timer: Any = None
@@ -176,14 +176,17 @@ class Runner:
 
     def feed(self, event: Event) -> None:
         """Run the core on one event (on the loop thread), then perform its effects."""
-        self._queue.append(event)
         if self._busy:  # an effect caused an event: handle it after the current one
+            self._queue.append(event)
             return
         self._busy = True
+        queue, current = self._queue, event  # the queue is for events effects cause (rare)
+        if queue:  # left there by an exception: they go first
+            queue.append(event)
+            current = queue.popleft()
         try:
-            while self._queue:
-                current = self._queue.popleft()
-                self._event = type(current).__name__
+            while True:
+                self._event = current
                 now = self.clock()
                 effects = self.core.handle(current, now)
                 transitions = self.core.transitions
@@ -195,6 +198,9 @@ class Runner:
                 performers = self._performers
                 for effect in effects:
                     performers[type(effect)](effect)
+                if not queue:
+                    break
+                current = queue.popleft()
         finally:
             self._busy = False
         if not self._turn_armed:
@@ -267,7 +273,8 @@ class Runner:
             self._errors.move_to_end(e.message)
             if len(self._errors) > ERRORS_REMEMBERED:
                 self._errors.popitem(last=False)
-        log_effect(e, self.core.state_of(e.fragment), self._event)
+        event = "" if self._event is None else type(self._event).__name__
+        log_effect(e, self.core.state_of(e.fragment), event)
 
     def _exit(self, e: fx.Exit) -> None:
         if self._handling_signals:  # decided: no signal changes it from now on

@@ -13,7 +13,7 @@ import pytest
 from test_config import manager_env
 
 from sidecar.core import effects as fx
-from sidecar.core.events import Tick
+from sidecar.core.events import QueueInspected, Tick
 from sidecar.shell import config
 from sidecar.shell.io.storage import Storage
 from sidecar.shell.io.workers import WorkerPool
@@ -243,3 +243,53 @@ def test_deletions_before_and_after_shutdown_are_carried_out(storage, tmp_path: 
     assert not pending.parent.exists()
     storage.delete(fx.DeleteFiles((str(late),)))
     assert not late.exists()
+
+
+class _TurnLoop:
+    def at_turn_end(self, callback) -> None:
+        pass
+
+
+class _Core:
+    """Hands out the effects given for each event; raises for the ones in ``failing``."""
+
+    def __init__(self, effects: dict, failing: tuple = ()) -> None:
+        self.effects, self.failing = effects, failing
+        self.seen: list = []
+        self.transitions: list = []
+
+    def handle(self, event, now: float) -> list:
+        self.seen.append(event)
+        if event in self.failing:
+            raise RuntimeError("a bug")
+        return self.effects.get(event, [])
+
+
+def _feeding(tmp_path: Path, core: _Core, caused: dict) -> Runner:
+    """A Runner whose Ack(n) feeds ``caused[n]``, as a performer that makes an event."""
+    runner = Runner(config.load(manager_env(tmp_path)), core=core)  # type: ignore[arg-type]
+    runner.ioloop.close()
+    runner.storage.shutdown()
+    runner.ioloop = _TurnLoop()  # type: ignore[assignment]
+    runner._performers[fx.Ack] = lambda e: runner.feed(caused[e.tag])
+    return runner
+
+
+def test_events_that_effects_cause_are_handled_after_the_current_one_in_order(tmp_path):
+    a, b, c, d = (QueueInspected(i) for i in range(4))  # unequal events
+    core = _Core({a: [fx.Ack(1), fx.Ack(2)], b: [fx.Ack(3)]})
+    runner = _feeding(tmp_path, core, {1: b, 2: c, 3: d})
+    runner.feed(a)
+    assert core.seen == [a, b, c, d]
+    assert not runner._busy and not runner._queue
+
+
+def test_events_an_exception_left_queued_go_before_the_next_one(tmp_path):
+    a, b, c, d = (QueueInspected(i) for i in range(4))  # unequal events
+    core = _Core({a: [fx.Ack(1), fx.Ack(2)]}, failing=(b,))
+    runner = _feeding(tmp_path, core, {1: b, 2: c})
+    with pytest.raises(RuntimeError):
+        runner.feed(a)
+    assert core.seen == [a, b] and list(runner._queue) == [c]
+    runner.feed(d)
+    assert core.seen == [a, b, c, d]

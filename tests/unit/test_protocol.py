@@ -252,6 +252,63 @@ def test_encode_remote_round_trips_through_parse_remote() -> None:
         C, tuple(files), [A], {"x": "<&>"})
 
 
+# Any text: quotes, backslashes, control characters, non-ASCII, astral characters.
+_TEXT = st.text(max_size=12)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | _TEXT, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_TEXT, inner, max_size=3), max_leaves=8)
+_CUSTOM = st.sampled_from([None, {}]) | _JSON
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(fragment_id=_TEXT, files=st.lists(st.tuples(_TEXT, _TEXT, _TEXT), max_size=3),
+       predecessors=st.lists(_TEXT, max_size=3), target_queue=st.none() | _TEXT,
+       custom=_CUSTOM)
+def test_encode_remote_writes_what_json_dumps_of_the_dicts_writes(
+        fragment_id: str, files: list[tuple[str, str, str]], predecessors: list[str],
+        target_queue: str | None, custom: object) -> None:
+    """encode_remote writes its text around json's string encoder: the same bytes."""
+    remote = [p.RemoteFile(*f) for f in files]
+    meta: dict[str, object] = {"fragment_id": fragment_id, "predecessors": predecessors}
+    if target_queue:
+        meta["target_queue"] = target_queue
+    if custom not in (None, {}):
+        meta["custom"] = custom
+    expected = _dumps({"files": [{"name": f.name, "path": f.path, "bucket": f.bucket}
+                                 for f in remote], "metadata": meta})
+    assert p.encode_remote(fragment_id, remote, predecessors, target_queue, custom) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(fragment_id=_TEXT, files=st.lists(st.tuples(_TEXT, _TEXT), max_size=3),
+       predecessors=st.none() | st.lists(_TEXT, max_size=3), custom=_CUSTOM)
+def test_encode_local_writes_what_json_dumps_of_the_dicts_writes(
+        fragment_id: str, files: list[tuple[str, str]], predecessors: list[str] | None,
+        custom: object) -> None:
+    fragment = p.RemoteFragment(fragment_id, tuple(p.RemoteFile(n, "key", BUCKET)
+                                                   for n, _ in files), predecessors, custom)
+    meta: dict[str, object] = {"fragment_id": fragment_id, "predecessors": predecessors}
+    if custom not in (None, {}):
+        meta["custom"] = custom
+    expected = _dumps({"files": [{"name": n, "path": path} for n, path in files],
+                       "metadata": meta})
+    assert p.encode_local(fragment, [path for _, path in files]) == expected
+
+
+def test_encoders_fail_on_a_lone_surrogate_as_json_dumps_does() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        _dumps({"x": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        p.encode_remote("\ud800", [], [], None, None)
+    with pytest.raises(UnicodeEncodeError):
+        p.encode_local(p.RemoteFragment(A, (p.RemoteFile("\ud800", "k", BUCKET),), [], None),
+                       ["/p"])
+
+
 @pytest.mark.parametrize("step", ["h-step", 'we"ird\\step', "ünï"])
 def test_encode_lineage_embeds_the_descriptor_verbatim(step: str) -> None:
     descriptor = p.encode_remote(C, [p.RemoteFile("n", "iterum_data/n", "bkt")], [A], None,
