@@ -149,10 +149,15 @@ def perf_stat(pid: int) -> tuple[subprocess.Popen[bytes], str]:
     system calls, futex calls, context switches and migrations, counted by the kernel.
     With BENCH_PERF_TRACE=1, ``perf trace -s`` instead: every system call by name and by
     thread (the loop thread apart), counted; tracing slows the sidecar several times over,
-    so the timed figures of such a run mean nothing, only the counts."""
+    so the timed figures of such a run mean nothing, only the counts. With
+    BENCH_PERF_RECORD=PATH, ``perf record`` to PATH-<pid> instead (no counts), with the
+    options in BENCH_PERF_RECORD_ARGS (by default ``-g``)."""
     fd, out = tempfile.mkstemp(prefix="perf-stat-")
     os.close(fd)
-    if os.environ.get("BENCH_PERF_TRACE"):
+    if os.environ.get("BENCH_PERF_RECORD"):  # call graphs, read with perf report
+        command = ["perf", "record", "-o", f"{os.environ['BENCH_PERF_RECORD']}-{pid}",
+                   *os.environ.get("BENCH_PERF_RECORD_ARGS", "-g").split(), "-p", str(pid)]
+    elif os.environ.get("BENCH_PERF_TRACE"):
         command = ["perf", "trace", "-s", "-o", out, "-p", str(pid)]
     else:
         command = ["perf", "stat", "-x,", "-o", out, "-e", ",".join(PERF_EVENTS), "-p", str(pid)]
@@ -168,6 +173,8 @@ def perf_counts(counting: tuple[subprocess.Popen[bytes], str], n: int,
     proc.wait(10)
     text = Path(out).read_text()
     os.remove(out)
+    if os.environ.get("BENCH_PERF_RECORD"):
+        return {}
     if os.environ.get("BENCH_PERF_TRACE"):
         return {f"syscalls {who} {name} per fragment": calls / n
                 for (who, name), calls in sorted(trace_summary(text, pid).items())}

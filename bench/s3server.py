@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 from sidecar.shell.io.s3ops import operation
 
 BENCH_AGENT = "iterum-bench"
-SERVERS = ("werkzeug", "waitress", "cheroot", "granian")
+SERVERS = ("werkzeug", "waitress", "cheroot", "granian", "granian-close")
 
 
 class Counting:
@@ -130,9 +130,10 @@ def serve(server: str, host: str, port: int, threads: int) -> None:
         srv.prepare()
         ready(srv.bind_addr[1])
         srv.serve()
-    elif server == "granian":
+    elif server in ("granian", "granian-close"):
         from granian import Granian
         from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
 
         global app
         port = port or free_port(host)
@@ -140,9 +141,12 @@ def serve(server: str, host: str, port: int, threads: int) -> None:
         # after the fork (a thread importing at fork time would deadlock the worker).
         app = make_app()
         # one worker: moto's state lives in the process
+        # granian-close: the same server closing every connection, as werkzeug does, at
+        # granian's cost per request (tells closing apart from werkzeug's own CPU)
+        closing = {"http1_settings": HTTP1Settings(keep_alive=False)} if server != "granian" else {}
         srv = Granian("bench.s3server:granian_app", address=host, port=port,
                       interface=Interfaces.WSGI, workers=1, blocking_threads=threads,
-                      factory=True, log_enabled=False)
+                      factory=True, log_enabled=False, **closing)
         threading.Thread(target=_announce_when_listening, args=(host, port),
                          daemon=True).start()
         srv.serve()

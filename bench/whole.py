@@ -83,7 +83,8 @@ from .scenario import (
 from .trees import THIS, Tree, compile_sources
 from .whole_report import summary
 
-STYLES = {"keepalive": "granian", "close": "werkzeug"}  # S3 style -> WSGI server
+STYLES = {"keepalive": "granian", "close": "werkzeug",  # S3 style -> WSGI server
+          "granian-close": "granian-close"}  # diagnostic: closing at granian's cost
 SCRIPTS = {"pyterum": TRANSFORMATIONS / "upper_copy.py",
            "link": TRANSFORMATIONS / "link_passthrough.py"}
 QUIET_LOAD = 0.5  # the highest 1-minute load average a "quiet" figure may run under
@@ -147,9 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transformation", type=choice_list(tuple(SCRIPTS)),
                         default=["pyterum"], help="pyterum (writes an upper-cased copy, "
                         "the default), link (hard links), or both: pyterum,link")
-    parser.add_argument("--s3", type=choice_list(tuple(STYLES)), default=list(STYLES),
+    parser.add_argument("--s3", type=choice_list(tuple(STYLES)), default=["keepalive", "close"],
                         help="keepalive (granian), close (werkzeug, closes every "
-                        "connection like moto_server); default both")
+                        "connection like moto_server); default both. granian-close: "
+                        "granian closing every connection (a diagnostic)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a sidecar setting for the measured runs, e.g. "
                         "SIDECAR_STORAGE_WORKERS=2 (repeatable)")
@@ -305,7 +307,8 @@ def measure(ctx: Context, transformation: str, n: int, env: dict[str, str] | Non
         startup = wait_started(st, broker, names["input"], 30.0 * patience)
         st.start_transformation(_transformation_env(st), script=sc.transformation)
         counting = (procstat.perf_stat(pid) if os.environ.get("BENCH_PERF_STAT")
-                    or os.environ.get("BENCH_PERF_TRACE") else None)
+                    or os.environ.get("BENCH_PERF_TRACE")
+                    or os.environ.get("BENCH_PERF_RECORD") else None)
         before, s3_before, t0 = _window_reading(pid), ctx.s3.stats(), time.monotonic()
         for i in range(n):
             broker.publish(names["input"], descriptor([keys[i % len(keys)]],
