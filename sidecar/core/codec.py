@@ -243,6 +243,10 @@ _EFFECT_ENCODERS: dict[type, _Encoder] = _PerClass(EFFECTS.values(),
 _Text = Callable[[Any], str]
 _json = compact_encoder()
 _BOOLS = ("false", "true")
+# repr of an int: the text json writes, and a TypeError for what is not an int (so a field
+# not of its type falls back to json's way). Half the cost of f"{value:d}", whose format
+# spec is parsed on every call.
+_int = int.__repr__
 
 
 def bytes_text(value: bytes) -> str:
@@ -266,6 +270,11 @@ def _short_bytes_text(value: bytes) -> str:
 # table has a few dozen, so four of the five strings are escaped once, not per transition.
 _TRANSITION_PARTS: dict[tuple[str, str, str, str], tuple[str, str]] = {}
 _TRANSITION_PARTS_MAX = 4096  # a bound for what is not a state table (tests' random names)
+# The text of serial and fragment, for the fragments in flight: each makes 4-6
+# transitions, and this text costs half of one. Emptied when full (a sidecar has at most
+# a few hundred fragments in flight; a miss costs no more than it did before the cache).
+_FRAGMENT_TEXT: dict[tuple[int, str], str] = {}
+_FRAGMENT_TEXT_MAX = 4096
 
 
 def transition_text(t: Transition) -> str:
@@ -278,7 +287,14 @@ def transition_text(t: Transition) -> str:
                  f",{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
         if len(_TRANSITION_PARTS) < _TRANSITION_PARTS_MAX:
             _TRANSITION_PARTS[key] = parts
-    return f"{parts[0]}{serial:d},{ascii_string(fragment[:FRAGMENT_PREFIX])}{parts[1]}"
+    ids = (serial, fragment)
+    middle = _FRAGMENT_TEXT.get(ids)
+    if middle is None:
+        middle = f"{_int(serial)},{ascii_string(fragment[:FRAGMENT_PREFIX])}"
+        if len(_FRAGMENT_TEXT) >= _FRAGMENT_TEXT_MAX:
+            _FRAGMENT_TEXT.clear()
+        _FRAGMENT_TEXT[ids] = middle
+    return f"{parts[0]}{middle}{parts[1]}"
 
 
 def _compile_text(cls: type, bytes_function: str) -> _Text:
@@ -291,15 +307,20 @@ def _compile_text(cls: type, bytes_function: str) -> _Text:
         hint = hints[name]
         value = (f"{bytes_function}(o.{name})" if is_bytes
                  else f"ascii_string(o.{name})" if hint is str
-                 else f"o.{name}:d" if hint is int  # format(int): its repr, as json writes
+                 else f"_int(o.{name})" if hint is int
                  else f"_BOOLS[o.{name}]" if hint is bool
+                 # the common values written directly; json's encoder costs 2-3 times more
+                 else f'"null" if o.{name} is None else ascii_string(o.{name})'
+                 if hint == str | None
+                 else f'"[]" if o.{name} == () else _json(o.{name})'
+                 if typing.get_origin(hint) is tuple
                  else f"_json(o.{name})")
         parts.append(f',"{name}":{{{value}}}')
     parts.append("}}")
     source = f"def text(o):\n    return f'{''.join(parts)}'\n"
     namespace: dict[str, Any] = {"ascii_string": ascii_string, "bytes_text": bytes_text,
                                  "_short_bytes_text": _short_bytes_text, "_json": _json,
-                                 "_BOOLS": _BOOLS}
+                                 "_BOOLS": _BOOLS, "_int": _int}
     exec(source, namespace)  # the text is made above from field and class names only
     text: _Text = namespace["text"]
     return text
