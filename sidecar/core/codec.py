@@ -279,22 +279,37 @@ _FRAGMENT_TEXT_MAX = 4096
 
 def transition_text(t: Transition) -> str:
     """The JSON text of ``encode_transition(t)``."""
-    machine, serial, fragment, trigger, source, dest = t
-    key = (machine, trigger, source, dest)
-    parts = _TRANSITION_PARTS.get(key)
-    if parts is None:
-        parts = (f"[{ascii_string(machine)},",
-                 f",{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
-        if len(_TRANSITION_PARTS) < _TRANSITION_PARTS_MAX:
-            _TRANSITION_PARTS[key] = parts
-    ids = (serial, fragment)
-    middle = _FRAGMENT_TEXT.get(ids)
-    if middle is None:
-        middle = f"{_int(serial)},{ascii_string(fragment[:FRAGMENT_PREFIX])}"
-        if len(_FRAGMENT_TEXT) >= _FRAGMENT_TEXT_MAX:
-            _FRAGMENT_TEXT.clear()
-        _FRAGMENT_TEXT[ids] = middle
-    return f"{parts[0]}{middle}{parts[1]}"
+    return transitions_text([t])
+
+
+def _parts(key: tuple[str, str, str, str]) -> tuple[str, str]:
+    machine, trigger, source, dest = key
+    parts = (f"[{ascii_string(machine)},",
+             f",{ascii_string(trigger)},{ascii_string(source)},{ascii_string(dest)}]")
+    if len(_TRANSITION_PARTS) < _TRANSITION_PARTS_MAX:
+        _TRANSITION_PARTS[key] = parts
+    return parts
+
+
+def _ids(key: tuple[int, str]) -> str:
+    serial, fragment = key
+    middle = f"{_int(serial)},{ascii_string(fragment[:FRAGMENT_PREFIX])}"
+    if len(_FRAGMENT_TEXT) >= _FRAGMENT_TEXT_MAX:
+        _FRAGMENT_TEXT.clear()
+    _FRAGMENT_TEXT[key] = middle
+    return middle
+
+
+def transitions_text(transitions: list[Transition]) -> str:
+    """The JSON text of ``[encode_transition(t) for t in transitions]`` without brackets."""
+    parts, ids = _TRANSITION_PARTS, _FRAGMENT_TEXT
+    out = []
+    for machine, serial, fragment, trigger, source, dest in transitions:
+        key = (machine, trigger, source, dest)
+        head, tail = parts.get(key) or _parts(key)
+        middle = ids.get((serial, fragment)) or _ids((serial, fragment))
+        out.append(f"{head}{middle}{tail}")
+    return ",".join(out)
 
 
 def _compile_text(cls: type, bytes_function: str) -> _Text:

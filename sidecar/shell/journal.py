@@ -74,7 +74,7 @@ WRITE_BUFFER = 1 << 20
 _dumps = compact_encoder()
 
 _EVENT_TEXT, _EFFECT_TEXT = codec.EVENT_TEXT, codec.EFFECT_TEXT
-_transition_text = codec.transition_text
+_transitions_text = codec.transitions_text
 
 log = logging.getLogger("sidecar.journal")
 
@@ -159,7 +159,7 @@ class Recorder(Observer):
         try:
             line = (f'{{"seq":{self.seq},"t":{now!r},'
                     f'"event":{_EVENT_TEXT[type(event)](event)},'
-                    f'"tr":[{",".join(map(_transition_text, transitions))}],'
+                    f'"tr":[{_transitions_text(transitions) if transitions else ""}],'
                     f'"fx":[{",".join([_EFFECT_TEXT[type(e)](e) for e in effects])}]}}\n')
         except (TypeError, ValueError):  # a field not of its annotated type: json's way
             line = _dumps({"seq": self.seq, "t": now, "event": codec.encode(event),
