@@ -242,7 +242,9 @@ _EFFECT_ENCODERS: dict[type, _Encoder] = _PerClass(EFFECTS.values(),
 
 _Text = Callable[[Any], str]
 _json = compact_encoder()
-_BOOLS = ("false", "true")
+# a dict, not a pair indexed by the value: -1 or 2 in a bool field is a LookupError (and the
+# line falls back to json), not a silent "true"
+_BOOLS = {False: "false", True: "true"}
 # repr of an int: the text json writes, and a TypeError for what is not an int (so a field
 # not of its type falls back to json's way). Half the cost of f"{value:d}", whose format
 # spec is parsed on every call.

@@ -161,7 +161,7 @@ class Recorder(Observer):
                     f'"event":{_EVENT_TEXT[type(event)](event)},'
                     f'"tr":[{_transitions_text(transitions) if transitions else ""}],'
                     f'"fx":[{",".join([_EFFECT_TEXT[type(e)](e) for e in effects])}]}}\n')
-        except (TypeError, ValueError):  # a field not of its annotated type: json's way
+        except (TypeError, ValueError, LookupError):  # a field not of its type: json's way
             line = _dumps({"seq": self.seq, "t": now, "event": codec.encode(event),
                            "tr": [codec.encode_transition(t) for t in transitions],
                            "fx": [codec.encode_effect(e) for e in effects]}) + "\n"

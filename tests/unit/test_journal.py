@@ -282,3 +282,14 @@ def test_a_field_not_of_its_annotated_type_is_still_recorded_as_json_writes_it(
     rec.close()
     last = lines(rec.path)[-1]
     assert last["fx"] == [encode_effect(odd)] and last["event"] == {"kind": "Tick"}
+
+
+@pytest.mark.parametrize("flag", [2, -1])
+def test_a_bool_field_holding_another_int_is_recorded_as_json_writes_it(
+        tmp_path: Path, flag: int) -> None:
+    """Not a silent "true" (-1) nor a lost line (2): json's text of the value."""
+    _, rec = recorded_busy_run(tmp_path)
+    rec.begin()
+    rec(ev.DownloadFailed(1, 0, "not-found", "gone", flag, 1), 1.5, [], [])  # type: ignore[arg-type]
+    rec.close()
+    assert lines(rec.path)[-1]["event"]["transient"] == flag
