@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -331,9 +332,10 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _raw(*argv: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.raw", *argv], cwd=REPO, env=base_env(),
-                          capture_output=True, text=True, timeout=600)
+def _raw(*argv: str, prefix: Sequence[str] = ()) -> dict[str, Any]:
+    """``prefix``: a command to run it under (the cgroup wrapper of ``--cpu-quota``)."""
+    proc = subprocess.run([*prefix, sys.executable, "-m", "bench.raw", *argv], cwd=REPO,
+                          env=base_env(), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.raw {argv[0]} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
