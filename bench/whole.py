@@ -37,8 +37,9 @@ variable for the measured runs (the floor is the bare client's either way).
 Timed figures on a shared machine move by ±30-50% between identical runs, so one run says
 little. ``--rounds N`` repeats the floor and the sidecar runs N times per S3 style (one S3
 endpoint per style) and reports per figure (whole CPU and sys per fragment, ÷ floor, window
-CPU, loop thread, window sys, start-up CPU, consuming at, peak RSS) the median and the range
-over the rounds, with each round's load. ``--compare DIR`` (another checkout, e.g. ``git
+CPU, loop thread, window sys, start-up CPU, consuming at, peak RSS, fragments/s, and under
+``--cpu-quota`` the time throttled) the median and the range over the rounds, with each
+round's load. ``--compare DIR`` (another checkout, e.g. ``git
 worktree add ../base <sha>``, with its own ``.venv`` where the sidecar is installed) runs
 DIR's sidecar (``DIR/.venv/bin/python -m sidecar``, DIR first on PYTHONPATH; its imported
 ``sidecar.__file__`` is checked to be DIR's, and its ``.pyc`` files are written) beside this
