@@ -155,3 +155,15 @@ def test_rounds_report_has_throttling_only_under_a_quota() -> None:
     text = report(results, stats)
     assert "under a CFS quota of 0.1 CPU" in text
     assert any(line.strip().startswith("throttled s") for line in text.splitlines())
+
+
+def test_without_a_usable_cgroup_the_bench_stops_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgroup, "hierarchy", lambda *a: None)
+    with pytest.raises(SystemExit, match=r"^--cpu-quota: no cgroup with the cpu controller"):
+        cgroup.find()
+    # a hierarchy where no cgroup can be made (here: its directory does not exist)
+    monkeypatch.setattr(cgroup, "hierarchy", lambda *a: Hierarchy(1, tmp_path / "gone"))
+    with pytest.raises(SystemExit, match=r"^--cpu-quota: cannot make a cgroup") as stop:
+        cgroup.find()
+    assert "\n" not in str(stop.value.code)
