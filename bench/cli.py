@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--repeat", type=int,
                             help="runs of the 1 KiB 1→1 baseline; the median (by CPU per "
                             "fragment) is reported, every run is kept (quick 1, full 3)")
+        parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                            help="a sidecar setting for the small, ten, large and replicas "
+                            "scenarios (not the sweep, which sets its own), e.g. "
+                            "SIDECAR_STORAGE_WORKERS=4 (repeatable)")
         _common(parser)
     prof = sub.add_parser("profile", help="py-spy profile of the sidecar (1 KiB 1→1, 512 MiB)")
     prof.add_argument("--case", choices=("small", "large", "both"), default="both")
@@ -146,19 +151,20 @@ def bench(args: argparse.Namespace) -> int:
         results["meta"]["s3_server"] = ctx.s3.server
         if "raw" in parts:
             results["raw"] = raw_limits(ctx, cfg)
+        env = dict(kv.split("=", 1) for kv in args.env)
         base = Scenario("small-1x1", fragments=cfg["small"], idle_seconds=cfg["idle"],
-                        light_load=cfg["light"])
+                        light_load=cfg["light"], env=env)
         if "small" in parts:
             results["scenarios"]["small-1x1"] = baseline(ctx, base, cfg["repeat"])
         if "ten" in parts:
             results["scenarios"]["small-1x10"] = attempt(
-                ctx, Scenario("small-1x10", fragments=cfg["ten"], files=10))
+                ctx, Scenario("small-1x10", fragments=cfg["ten"], files=10, env=env))
         if "large" in parts:
             for part_size in cfg["large_part_sizes"]:
                 name = "large-512MiB" + (f"-part{part_size // MIB}MiB" if part_size else "")
                 results["scenarios"][name] = attempt(ctx, Scenario(
                     name, fragments=1, file_bytes=512 * MIB, warmup=1, part_size=part_size,
-                    plain_copy=True))
+                    plain_copy=True, env=env))
         if "sweep" in parts:
             for workers in cfg["sweep_workers"]:
                 for prefetch in cfg["sweep_prefetch"]:
@@ -331,9 +337,10 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _raw(*argv: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.raw", *argv], cwd=REPO, env=base_env(),
-                          capture_output=True, text=True, timeout=600)
+def _raw(*argv: str, prefix: Sequence[str] = ()) -> dict[str, Any]:
+    """``prefix``: a command to run it under (the cgroup wrapper of ``--cpu-quota``)."""
+    proc = subprocess.run([*prefix, sys.executable, "-m", "bench.raw", *argv], cwd=REPO,
+                          env=base_env(), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.raw {argv[0]} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Run = dict[str, Any]
+Figure = tuple[str, str, str, "Callable[[Run], float]"]
 
 # label, unit, format, the value of one run (a KeyError: the run lacks it)
-FIGURES: tuple[tuple[str, str, str, Callable[[Run], float]], ...] = (
+FIGURES: tuple[Figure, ...] = (
     ("whole CPU", "ms/fragment", ".2f", lambda r: r["whole"]["cpu_ms_per_fragment"]),
     ("whole sys", "ms/fragment", ".2f", lambda r: 1000 * r["whole"]["sys_s"] / r["fragments"]),
     ("÷ floor", "", ".2f", lambda r: r["whole_to_floor"]),
@@ -23,7 +24,14 @@ FIGURES: tuple[tuple[str, str, str, Callable[[Run], float]], ...] = (
     ("start-up CPU", "s", ".3f", lambda r: r["startup"]["cpu_s"]),
     ("consuming at", "s", ".3f", lambda r: r["startup"]["to_consuming_s"]),
     ("peak RSS", "MiB", ".1f", lambda r: r["whole"]["peak_rss_mib"]),
+    ("fragments/s", "", ".0f", lambda r: r["window"]["fragments_per_s"]),
 )
+QUOTA_FIGURES: tuple[Figure, ...] = (  # under --cpu-quota: how long it was held back too
+    *FIGURES, ("throttled", "s", ".2f", lambda r: r["cpu_quota"]["throttled_s"]))
+
+
+def figures_of(results: dict[str, Any]) -> tuple[Figure, ...]:
+    return QUOTA_FIGURES if results.get("cpu_quota") else FIGURES
 
 
 def order(trees: Sequence[Any], index: int) -> list[Any]:
@@ -41,12 +49,13 @@ def value(run: Run | None, figure: Callable[[Run], float]) -> float | None:
         return None
 
 
-def series(rounds: Sequence[dict[str, Any]], transformation: str, tree: str
+def series(rounds: Sequence[dict[str, Any]], transformation: str, tree: str,
+           figures: Sequence[Figure] = FIGURES
            ) -> dict[str, list[float | None]]:
     """Per figure, its value in each round (None where that round's run failed)."""
     runs = [next((r for r in rnd["runs"] if r.get("transformation") == transformation
                   and r.get("tree", "A") == tree), None) for rnd in rounds]
-    return {label: [value(run, get) for run in runs] for label, _, _, get in FIGURES}
+    return {label: [value(run, get) for run in runs] for label, _, _, get in figures}
 
 
 def spread(values: Sequence[float | None]) -> dict[str, float] | None:
@@ -90,9 +99,9 @@ def statistics_of(results: dict[str, Any]) -> list[dict[str, Any]]:
         rounds = style["rounds"]
         floor = spread([value(rnd["floor"], lambda f: f["cpu_ms"]) for rnd in rounds])
         for name in results["transformations"]:
-            per_tree = {t: series(rounds, name, t) for t in trees}
+            per_tree = {t: series(rounds, name, t, figures_of(results)) for t in trees}
             figures = {}
-            for label, *_ in FIGURES:
+            for label, *_ in figures_of(results):
                 figures[label] = {t: spread(per_tree[t][label]) for t in trees}
                 if len(trees) == 2:
                     figures[label]["A÷B"] = paired(per_tree["A"][label], per_tree["B"][label])
@@ -109,12 +118,15 @@ def report(results: dict[str, Any], stats: list[dict[str, Any]]) -> str:
     lines = [f"whole process, {results['fragments']} fragments of 1 KiB (1→1), {n} rounds"
              + (", A and B alternated A B / B A" if len(trees) == 2 else "")]
     lines += [f"{t['name']}: {t['root']} at {t['commit'][:10]}{_changes(t)}" for t in trees]
+    if results.get("cpu_quota"):
+        lines.append(f"every floor and sidecar under a CFS quota of {results['cpu_quota']:g} "
+                     "CPU, each in a cgroup of its own")
     if len(trees) == 2:
         chance = 2 ** (1 - n)
         lines.append(f"ratios are A ÷ B; a verdict only where every round's ratio is on the "
                      f"same side of 1 (two identical trees get one by chance with probability "
-                     f"{chance:.0%} per figure, on average {chance * len(FIGURES):.1f} of the "
-                     f"{len(FIGURES)} figures of a block)")
+                     f"{chance:.0%} per figure, on average {chance * len(figures_of(results)):.1f} "
+                     f"of the {len(figures_of(results))} figures of a block)")
     for style in results["styles"]:
         lines.append(f"\n== S3 {style['style']} (moto behind {style['server']})")
         lines += [_round_line(rnd) for rnd in style["rounds"]]
@@ -147,7 +159,9 @@ def _block(block: dict[str, Any], trees: list[str]) -> list[str]:
     head = "".join(f"{t + ' median (range)':<26}" for t in trees)
     lines.append(f"  {'':<26}{head}" + ("A÷B   per round A÷B       verdict"
                                          if len(trees) == 2 else "range ÷ median"))
-    for label, unit, fmt, _ in FIGURES:
+    for label, unit, fmt, _ in QUOTA_FIGURES:
+        if label not in block["figures"]:
+            continue
         fig = block["figures"][label]
         row = f"  {(label + ' ' + unit).strip():<26}" + "".join(
             f"{_spread(fig[t], fmt):<26}" for t in trees)

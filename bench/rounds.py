@@ -14,7 +14,16 @@ from typing import Any
 from . import compare
 from .scenario import Context, base_env
 from .trees import THIS, Tree, check, compile_sources, other
-from .whole import each_style, load_label, measure, measured, ratios, save, storage_floor
+from .whole import (
+    each_style,
+    limited,
+    load_label,
+    measure,
+    measured,
+    ratios,
+    save,
+    storage_floor,
+)
 
 
 def run_rounds(args: argparse.Namespace) -> int:
@@ -38,6 +47,7 @@ def run_rounds(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "meta": meta("whole-rounds", args), "fragments": args.fragments,
         "rounds": args.rounds, "transformations": args.transformation, "trees": trees_info,
+        "cpu_quota": args.cpu_quota,
         "styles": each_style(args, style_rounds)}
     stats = compare.statistics_of(results)
     results["statistics"] = stats
@@ -55,13 +65,15 @@ def one_round(ctx: Context, args: argparse.Namespace, index: int, trees: list[Tr
     from .cli import log
 
     load_start = os.getloadavg()
-    floor = measured(partial(storage_floor, ctx, args.floor_count, args.floor_repeat))
+    floor = measured(partial(limited, args, partial(storage_floor, ctx, args.floor_count,
+                                                    args.floor_repeat)))
     runs = []
     trees = compare.order(trees, index)
     for name in args.transformation:
         for tree in trees:
             log(f"  tree {tree.name}, transformation {name}: {args.fragments} fragments")
-            run = measured(partial(measure, ctx, name, args.fragments, env, tree=tree))
+            run = measured(partial(limited, args, partial(measure, ctx, name, args.fragments,
+                                                          env, tree=tree)))
             run.update(ratios(run, floor.get("cpu_ms")), tree=tree.name, transformation=name)
             runs.append(run)
     load_end = os.getloadavg()

@@ -2,7 +2,7 @@
 
     python -m bench whole [--fragments 1000] [--transformation pyterum,link]
                           [--s3 keepalive,close] [--floor-count 300] [--floor-repeat 3]
-                          [--env SIDECAR_STORAGE_WORKERS=4 ...]
+                          [--env SIDECAR_STORAGE_WORKERS=4 ...] [--cpu-quota 0.1]
                           [--rounds N] [--compare DIR]
 
 For each S3 style (``keepalive``: moto behind granian, which keeps connections open;
@@ -37,8 +37,9 @@ variable for the measured runs (the floor is the bare client's either way).
 Timed figures on a shared machine move by ±30-50% between identical runs, so one run says
 little. ``--rounds N`` repeats the floor and the sidecar runs N times per S3 style (one S3
 endpoint per style) and reports per figure (whole CPU and sys per fragment, ÷ floor, window
-CPU, loop thread, window sys, start-up CPU, consuming at, peak RSS) the median and the range
-over the rounds, with each round's load. ``--compare DIR`` (another checkout, e.g. ``git
+CPU, loop thread, window sys, start-up CPU, consuming at, peak RSS, fragments/s, and under
+``--cpu-quota`` the time throttled) the median and the range over the rounds, with each
+round's load. ``--compare DIR`` (another checkout, e.g. ``git
 worktree add ../base <sha>``, with its own ``.venv`` where the sidecar is installed) runs
 DIR's sidecar (``DIR/.venv/bin/python -m sidecar``, DIR first on PYTHONPATH; its imported
 ``sidecar.__file__`` is checked to be DIR's, and its ``.pyc`` files are written) beside this
@@ -63,7 +64,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import procstat
+from . import cgroup, procstat
 from .endpoints import ACCESS_KEY, SECRET_KEY, Arrivals, Broker
 from .instructions import total
 from .scenario import (
@@ -155,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a sidecar setting for the measured runs, e.g. "
                         "SIDECAR_STORAGE_WORKERS=2 (repeatable)")
+    parser.add_argument("--cpu-quota", type=cgroup.quota_argument, metavar="Q",
+                        help="run the floor and every sidecar in a cgroup of its own with a "
+                        "CFS quota of Q CPUs (production: 0.1); needs a writable cgroup")
     parser.add_argument("--floor-count", type=int, default=300,
                         help="GETs and PUTs per floor measurement (default 300)")
     parser.add_argument("--floor-repeat", type=int, default=3,
@@ -193,6 +197,10 @@ def run_whole(args: argparse.Namespace) -> int:
     if args.callgrind and (args.rounds > 1 or args.compare):
         raise SystemExit("--callgrind takes no --rounds or --compare: instruction counts do "
                          "not move with the load; run it in each tree")
+    if args.callgrind and args.cpu_quota:
+        raise SystemExit("--callgrind takes no --cpu-quota: valgrind runs one thread at a "
+                         "time and instruction counts do not move with the CPU time")
+    args.cgroups = cgroup.find() if args.cpu_quota else None
     compile_sources()
     if args.callgrind:
         from .whole_callgrind import run_callgrind
@@ -206,13 +214,14 @@ def run_whole(args: argparse.Namespace) -> int:
     def style_runs(ctx: Context, out: dict[str, Any]) -> None:
         log(f"S3 {out['style']}: the storage-client floor ({args.floor_count} GETs and PUTs, "
             f"{args.floor_repeat} times)")
-        out["floor"] = measured(partial(storage_floor, ctx, args.floor_count, args.floor_repeat))
+        out["floor"] = measured(partial(limited, args, partial(
+            storage_floor, ctx, args.floor_count, args.floor_repeat)))
         out["runs"] = []
         for name in args.transformation:
             log(f"S3 {out['style']}, transformation {name}: one sidecar, {args.fragments} "
                 "fragments, Popen to exit")
-            run = measured(partial(measure, ctx, name, args.fragments,
-                                   dict(kv.split("=", 1) for kv in args.env)))
+            run = measured(partial(limited, args, partial(
+                measure, ctx, name, args.fragments, dict(kv.split("=", 1) for kv in args.env))))
             run.update(ratios(run, out["floor"].get("cpu_ms")))
             out["runs"].append(run)
 
@@ -267,13 +276,27 @@ def measured(what: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def storage_floor(ctx: Context, count: int, repeat: int) -> dict[str, Any]:
+def limited(args: argparse.Namespace, what: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """``what(prefix=...)``, its process under ``--cpu-quota`` in a cgroup of its own, with
+    the cgroup's throttling in the result; without the option, just ``what()``."""
+    if not args.cpu_quota:
+        return what()
+    with cgroup.limited(args.cgroups, args.cpu_quota) as quota:
+        out = what(prefix=quota.prefix)
+    out["cpu_quota"] = quota.stat
+    if not quota.stat["periods"]:  # it ran, so it ran in some period: it was not in there
+        out["error"] = f"the process never ran in its cgroup {quota.path}"
+    return out
+
+
+def storage_floor(ctx: Context, count: int, repeat: int, prefix: Sequence[str] = ()
+                  ) -> dict[str, Any]:
     from .cli import _raw
 
     bucket = f"{random_id(20)}-floor"
     raw = _raw("s3-floor", "--endpoint", ctx.s3.url, "--access", ACCESS_KEY, "--secret",
                SECRET_KEY, "--bucket", bucket, "--count", str(count), "--repeat", str(repeat),
-               "--modes", "")
+               "--modes", "", prefix=prefix)
     ctx.s3.client().remove_bucket(bucket)
     return {**floor_of(raw["best"]), "objects": count, "repeat": repeat}
 

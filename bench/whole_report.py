@@ -17,12 +17,21 @@ def summary(results: dict[str, Any]) -> str:
         if "cpu_ms" in fl:
             lines.append(f"  floor           {fl['cpu_ms']:.2f} ms CPU per GET+PUT (GET "
                          f"{fl['get_cpu_ms']:.2f}, PUT {fl['put_cpu_ms']:.2f}), "
-                         f"{fl['label']}, load {_loads(fl)}")
+                         f"{fl['label']}, load {_loads(fl)}{_quota(fl)}")
         else:
             lines.append(f"  floor           FAILED: {fl.get('error')}")
         for run in style["runs"]:
             lines += _run_lines(run)
     return "\n".join(lines)
+
+
+def _quota(m: dict[str, Any]) -> str:
+    """Under ``--cpu-quota``: the quota, and how much of the run the process was throttled."""
+    q = m.get("cpu_quota")
+    if not q:
+        return ""
+    return (f"; quota {q['cpus']:g} CPU (cgroup v{q['cgroup_version']}): throttled in "
+            f"{q['throttled_periods']} of {q['periods']} periods, {q['throttled_s']:.2f} s")
 
 
 def _loads(m: dict[str, Any]) -> str:
@@ -40,7 +49,7 @@ def _run_lines(r: dict[str, Any]) -> list[str]:
         f"; ÷ floor {goal:.2f} (goal ≤ {GOAL_TO_FLOOR}: {'met' if met else 'not met'})"
     ops = ", ".join(f"{k} {v / r['fragments']:.2f}" for k, v in sorted(s3["window_ops"].items()))
     return [
-        head + f"{r['label']}, load {_loads(r)}, exit code {r['exit_code']}",
+        head + f"{r['label']}, load {_loads(r)}, exit code {r['exit_code']}{_quota(r)}",
         f"  whole process   {w['cpu_ms_per_fragment']:.2f} ms CPU/fragment (user "
         f"{1000 * w['user_s'] / r['fragments']:.2f}, sys {1000 * w['sys_s'] / r['fragments']:.2f})"
         f" = {w['cpu_s']:.2f} s from Popen to exit{verdict}",

@@ -501,7 +501,7 @@ def test_rounds_statistics_and_report_compare_the_trees_round_by_round() -> None
     assert block["figures"]["loop thread"]["A"]["median"] == pytest.approx(2.5 / 4)
     text = report(results, stats)
     assert "round 2: loaded (load 1.50), load 1.00 → 1.50, floor 1.20 ms, order B A" in text
-    assert "probability 25% per figure, on average 2.2 of the 9 figures of a block" in text
+    assert "probability 25% per figure, on average 2.5 of the 10 figures of a block" in text
     assert "A: /w/A at aaaaaaaaaa + uncommitted changes (not to sidecar/, states/)" in text
     row = next(line for line in text.splitlines() if "whole CPU" in line)
     assert "2.50 (2.00 to 3.00)" in row and "1.25" in row and "rounds" not in row
