@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar.shell.cpus import cgroup_dirs
+
 PERIOD_US = 100_000  # the CFS period, as Kubernetes sets it
 MIN_QUOTA_US = 1_000  # the kernel's lowest quota
 WRAPPER = 'echo $$ > "$0" || exit 125; exec "$@"'  # $0: the cgroup.procs file
@@ -52,36 +54,15 @@ class Quota:
 # --- the pure parts (tests/unit/test_bench_cgroup.py) -----------------------------------
 
 
-def own_paths(proc_self_cgroup: str) -> dict[str, str]:
-    """/proc/self/cgroup as {controllers: path}: "" is cgroup v2's, else e.g. "cpu,cpuacct"."""
-    out = {}
-    for line in proc_self_cgroup.splitlines():
-        if line.strip():
-            _, controllers, path = line.split(":", 2)
-            out[controllers] = path
-    return out
-
-
 def hierarchy(mounts: str, proc_self_cgroup: str, v2_controllers: Callable[[Path], str]
               ) -> Hierarchy | None:
     """Where to make the cgroups: v2 if a cgroup2 mount has the cpu controller available in
     the bench's own cgroup (``v2_controllers`` reads its ``cgroup.controllers``), else the
     v1 hierarchy with the cpu controller; None if there is neither."""
-    own = own_paths(proc_self_cgroup)
-    v1 = None
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        mountpoint, fstype, options = fields[1], fields[2], fields[3].split(",")
-        if fstype == "cgroup2" and "" in own:
-            parent = Path(mountpoint) / own[""].lstrip("/")
-            if "cpu" in v2_controllers(parent).split():
-                return Hierarchy(2, parent)
-        elif fstype == "cgroup" and "cpu" in options and v1 is None:
-            key = next((k for k in own if "cpu" in k.split(",")), None)
-            v1 = Hierarchy(1, Path(mountpoint) / (own[key].lstrip("/") if key else ""))
-    return v1
+    dirs = {version: d for version, _, d in cgroup_dirs(mounts, proc_self_cgroup)}
+    if 2 in dirs and "cpu" in v2_controllers(dirs[2]).split():
+        return Hierarchy(2, dirs[2])
+    return Hierarchy(1, dirs[1]) if 1 in dirs else None
 
 
 def quota_writes(version: int, fraction: float) -> list[tuple[str, str]]:

@@ -140,6 +140,9 @@ def _run() -> int:
     setup_logging(settings.log_level, settings.log_format, secrets(settings))
     for notice in settings.notices:
         logging.getLogger("sidecar").warning("%s", notice)
+    from .shell import cpus
+
+    cpus.keep(settings.cpu_affinity)  # before any thread starts: they inherit it
     from .shell.operate import build
 
     try:

@@ -165,6 +165,12 @@ class Settings(_InputQueueNames):
         "SIDECAR_STORAGE_WORKERS", positive_int, "8",
         "Threads for S3 transfers (one file per thread at a time; a fragment's files go to one "
         "thread, shared with idle ones) and for deleting local files.")
+    cpu_affinity: str = own(
+        "SIDECAR_CPU_AFFINITY", choice('auto', 'one', 'all'), "auto",
+        "`auto`: keep every thread on the CPU the sidecar starts on when its cgroup may use at "
+        "most one CPU's time (a CPU limit of 1 or less); `one`: always; `all`: never, the "
+        "scheduler places them. Under a CPU limit this saves CPU per fragment "
+        "(docs/operations.md).")
     storage_attempts: int = own(
         "SIDECAR_STORAGE_ATTEMPTS", positive_int, "6",
         "Attempts per S3 operation on transient errors (5xx, SlowDown, reset, timeout).")
