@@ -44,7 +44,7 @@ from .endpoints import (
 from .s3server import SERVERS
 from .scenario import MIB, Context, Scenario, base_env, random_id, run
 from .whole import add_arguments as add_whole_arguments
-from .whole import run_whole
+from .whole import run_whole, setting
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("raw", "small", "ten", "large", "sweep", "replicas")
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--repeat", type=int,
                             help="runs of the 1 KiB 1→1 baseline; the median (by CPU per "
                             "fragment) is reported, every run is kept (quick 1, full 3)")
-        parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+        parser.add_argument("--env", action="append", default=[], type=setting,
+                            metavar="NAME=VALUE",
                             help="a sidecar setting for the small, ten, large and replicas "
                             "scenarios (not the sweep, which sets its own), e.g. "
                             "SIDECAR_STORAGE_WORKERS=4 (repeatable)")
@@ -151,7 +152,7 @@ def bench(args: argparse.Namespace) -> int:
         results["meta"]["s3_server"] = ctx.s3.server
         if "raw" in parts:
             results["raw"] = raw_limits(ctx, cfg)
-        env = dict(kv.split("=", 1) for kv in args.env)
+        env = dict(args.env)
         base = Scenario("small-1x1", fragments=cfg["small"], idle_seconds=cfg["idle"],
                         light_load=cfg["light"], env=env)
         if "small" in parts:

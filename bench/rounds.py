@@ -36,7 +36,7 @@ def run_rounds(args: argparse.Namespace) -> int:
     for t in trees_info:
         log(f"tree {t['name']}: {t['root']} at {t['commit'][:10]}, its sidecar imported "
             f"from {t['sidecar_imported']}")
-    env = dict(kv.split("=", 1) for kv in args.env)
+    env = dict(args.env)
 
     def style_rounds(ctx: Context, out: dict[str, Any]) -> None:
         out["rounds"] = []

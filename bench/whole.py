@@ -109,6 +109,14 @@ def choice_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def setting(text: str) -> tuple[str, str]:
+    """An argparse type for ``--env NAME=VALUE``: the pair (``dict(args.env)`` is the env)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME=VALUE, e.g. SIDECAR_STORAGE_WORKERS=4")
+    return name, value
+
+
 def load_label(readings: Sequence[float]) -> str:
     """'quiet (load X)' only if every 1-minute load reading was ≤ 0.5, else 'loaded (load X)'
     with the highest reading."""
@@ -153,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keepalive (granian), close (werkzeug, closes every "
                         "connection like moto_server); default both. granian-close: "
                         "granian closing every connection (a diagnostic)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--env", action="append", default=[], type=setting, metavar="NAME=VALUE",
                         help="a sidecar setting for the measured runs, e.g. "
                         "SIDECAR_STORAGE_WORKERS=2 (repeatable)")
     parser.add_argument("--cpu-quota", type=cgroup.quota_argument, metavar="Q",
@@ -221,7 +229,7 @@ def run_whole(args: argparse.Namespace) -> int:
             log(f"S3 {out['style']}, transformation {name}: one sidecar, {args.fragments} "
                 "fragments, Popen to exit")
             run = measured(partial(limited, args, partial(
-                measure, ctx, name, args.fragments, dict(kv.split("=", 1) for kv in args.env))))
+                measure, ctx, name, args.fragments, dict(args.env))))
             run.update(ratios(run, out["floor"].get("cpu_ms")))
             out["runs"].append(run)
 

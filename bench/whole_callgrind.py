@@ -118,7 +118,7 @@ def run_callgrind(args: argparse.Namespace) -> int:
                 log(f"S3 {style}, {name}: the sidecar under callgrind, {small} and {large} "
                     "fragments")
                 run = sidecar_instructions(ctx, name, (small, large), args.fragments,
-                                           dict(kv.split("=", 1) for kv in args.env))
+                                           dict(args.env))
                 run["to_floor"] = run["whole_per_fragment"] / out["floor"]["per_get_put"]
                 out["runs"].append(run)
     results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]

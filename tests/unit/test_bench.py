@@ -312,7 +312,11 @@ def test_whole_arguments() -> None:
     assert (args.fragments, args.transformation, args.s3) == (100, ["link", "pyterum"],
                                                               ["close"])
     assert choice_list(("a", "b"))(" b, a ,b") == ["b", "a"]
-    for bad in (["--s3", "http2"], ["--transformation", ""], ["--transformation", "copy"]):
+    args = whole_parser().parse_args(["--env", "SIDECAR_STORAGE_WORKERS=4", "--env", "A=b=c",
+                                      "--env", "EMPTY="])
+    assert dict(args.env) == {"SIDECAR_STORAGE_WORKERS": "4", "A": "b=c", "EMPTY": ""}
+    for bad in (["--s3", "http2"], ["--transformation", ""], ["--transformation", "copy"],
+                ["--env", "SIDECAR_STORAGE_WORKERS"], ["--env", "=4"]):
         with pytest.raises(SystemExit):
             whole_parser().parse_args(bad)
 
