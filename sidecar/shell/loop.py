@@ -12,12 +12,13 @@ frames read together, a batch of posted ones).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
+
+from pika.adapters.select_connection import PollEvents
 
 from states import INPUT, OUTPUT
 
@@ -90,7 +91,8 @@ class Runner:
         self._posted_wake = False
         self.posts = self.wakeups = 0  # counted for the benchmark and the tests
         self._event: Event | None = None  # the event being handled, named in the logs
-        self._handling_signals = False  # run() installed _on_signal
+        self._signals = signals.Delivery()
+        self._handling_signals = False  # run() installed the delivery
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None  # the deadline the timer was armed for
@@ -118,8 +120,9 @@ class Runner:
     # --- running ---------------------------------------------------------------------
 
     def run(self) -> int:
-        signals.handle(self._on_signal)  # before anything can be taken
+        self._signals.install()  # before anything can be taken
         self._handling_signals = True
+        self.ioloop.add_handler(self._signals.fileno(), self._on_signals, PollEvents.READ)
         # In the order declared: the operations first (a taken HTTP port ends the start
         # cleanly), then the journal (which feeds a killed predecessor's Resume).
         for observer in self.observers:
@@ -139,6 +142,8 @@ class Runner:
         finally:
             for observer in self.observers:
                 observer.stop()
+            self.ioloop.remove_handler(self._signals.fileno())
+            self._signals.close()
         self.ioloop.close()
         return 1 if self.exit_code is None else self.exit_code
 
@@ -255,15 +260,11 @@ class Runner:
             return
         self.feed(Tick())
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-
-        def request() -> None:
+    def _on_signals(self, _fd: int, _events: int) -> None:
+        for name in self._signals.received():
             # one that came just before the exit code was decided changes nothing either
             if self.exit_code is None:
                 self.feed(ShutdownRequested(name))
-
-        self.ioloop.add_callback_threadsafe(request)
 
     # --- the end ---------------------------------------------------------------------
 
