@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="use this S3 server (http://host:port or https://...) instead of "
                       "the embedded one; keys from MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or "
                       "their _FILE variants), as the sidecar reads them")
+    demo.add_argument("--keep-buckets", action="store_true",
+                      help="with --s3-endpoint: keep the run's input and output buckets "
+                      "(removed at the end by default, as its queues are)")
     commands.add_parser("config-reference",
                         help="print the configuration reference (docs/configuration.md)")
     _add_debugging_commands(commands)
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .tools.demo import run_demo
 
-        return run_demo(args.fragments, args.broker, args.openlineage, args.s3_endpoint)
+        return run_demo(args.fragments, args.broker, args.openlineage, args.s3_endpoint,
+                        args.keep_buckets)
     return run_from_environment()
 
 

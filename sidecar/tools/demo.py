@@ -29,7 +29,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pika
 import urllib3
@@ -41,7 +40,7 @@ from states import INPUT, OUTPUT
 
 from ..shell import config
 from ..shell.http import LISTENING_PORT
-from ..shell.io import tls
+from .demo_s3 import S3Target, client, external_s3, remove_buckets
 from .examples import PASSTHROUGH
 
 STEP = "demo-step"
@@ -62,33 +61,14 @@ class Run:
     transformation_code: int | None = None
     log_path: Path | None = None
 
-
-@dataclass(frozen=True)
-class S3Target:
-    """The S3 server the demo and its sidecar use."""
-
-    url: str  # host:port, as MINIO_URL
-    secure: bool
-    access_key: str = field(repr=False)
-    secret_key: str = field(repr=False)
-
-
-def external_s3(endpoint: str, environ: dict[str, str] | None = None) -> S3Target:
-    """``--s3-endpoint`` (http[s]://host:port) with the keys the sidecar itself would read:
-    MINIO_ACCESS_KEY and MINIO_SECRET_KEY, or their _FILE variants."""
-    env = os.environ if environ is None else environ
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
-        raise config.ConfigError("--s3-endpoint", "expected http://host:port or "
-                                 "https://host:port", endpoint)
-    keys = {v.name: v for v in config.VARIABLES}
-    return S3Target(parts.netloc, parts.scheme == "https",
-                    config.value(keys["MINIO_ACCESS_KEY"], env),
-                    config.value(keys["MINIO_SECRET_KEY"], env))
+    @property
+    def buckets(self) -> tuple[str, str]:
+        """The buckets the run fills: the fragmenter's (inputs) and the step's (outputs)."""
+        return f"{self.run_hash}-fragmenter-output", f"{self.run_hash}-{STEP}-output"
 
 
 def run_demo(fragments: int, broker_url: str, openlineage: str | None = None,
-             s3_endpoint: str | None = None) -> int:
+             s3_endpoint: str | None = None, keep_buckets: bool = False) -> int:
     try:
         target = external_s3(s3_endpoint) if s3_endpoint else None
     except config.ConfigError as err:
@@ -119,8 +99,10 @@ def run_demo(fragments: int, broker_url: str, openlineage: str | None = None,
         target = S3Target(f"{host}:{port}", False, "demo", "demo-secret")
     try:
         with tempfile.TemporaryDirectory(prefix="iterum-demo-") as tmp:
+            # an external server keeps what is not removed: the run's buckets go, as its
+            # queues do, unless asked to keep them
             return _run(Console(), Path(tmp), fragments, broker_url, connection, target,
-                        openlineage)
+                        openlineage, remove_after=s3 is None and not keep_buckets)
     except (S3Error, urllib3.exceptions.HTTPError) as err:  # e.g. keys the server refuses
         print(f"iterum-sidecar demo: S3 at {target.url} failed: {err}", file=sys.stderr)
         return 1
@@ -131,18 +113,9 @@ def run_demo(fragments: int, broker_url: str, openlineage: str | None = None,
             connection.close()
 
 
-def _client(target: S3Target) -> Minio:
-    """The demo's own client (the fragmenter's uploads, the final count), with the TLS and
-    region settings the sidecar would use."""
-    http = urllib3.PoolManager(**tls.s3_pool_options(
-        target.secure, os.environ.get("SIDECAR_S3_CA_FILE", "")))
-    return Minio(target.url, target.access_key, target.secret_key, secure=target.secure,
-                 region=os.environ.get("SIDECAR_S3_REGION") or "us-east-1", http_client=http)
-
-
 def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
-         target: S3Target, openlineage: str | None) -> int:
-    storage = _client(target)
+         target: S3Target, openlineage: str | None, remove_after: bool) -> int:
+    storage = client(target)
     run_hash = "".join(random.choices(_ALPHABET, k=32))
     run = Run(run_hash, {"input": f"{run_hash}-fragmenter_output",
                          "output": f"{run_hash}-demo_output",
@@ -173,12 +146,14 @@ def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
     finally:
         for queue in run.queues.values():
             channel.queue_delete(queue)
+        if remove_after:
+            remove_buckets(console, storage, run.buckets)
 
 
 def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str,
                     count: int) -> list[dict[str, Any]]:
     """What the fragmenter-sidecar does upstream: objects first, then their descriptors."""
-    bucket = f"{run_hash}-fragmenter-output"
+    bucket = Run(run_hash, {}).buckets[0]
     storage.make_bucket(bucket)
     bodies = []
     for i in range(count):
@@ -313,7 +288,7 @@ def _report(console: Any, storage: Minio, channel, run: Run,
     lineage = [json.loads(b) for b in _drain(channel, run.queues["lineage"])]
     dead = _drain(channel, run.queues["dead"])
     left = channel.queue_declare(run.queues["input"], passive=True).method.message_count
-    objects = list(storage.list_objects(f"{run.run_hash}-{STEP}-output", recursive=True))
+    objects = list(storage.list_objects(run.buckets[1], recursive=True))
     ok = (run.sidecar_code == 0 and bool(outputs) and not left and not dead
           and len(outputs) == len(lineage) == len(objects) == len(run.inputs))
 
@@ -357,8 +332,7 @@ def _lineage_tree(run: Run, lineage: list[dict[str, Any]]) -> Any:
         for p in desc["metadata"]["predecessors"] or ["(none)"]:
             by_input.setdefault(p, []).append(desc)
     tree = Tree(f"[bold]lineage[/] of pipeline run {run.run_hash} [dim](inputs in "
-                f"s3://{run.run_hash}-fragmenter-output, outputs in "
-                f"s3://{run.run_hash}-{STEP}-output)[/]")
+                f"s3://{run.buckets[0]}, outputs in s3://{run.buckets[1]})[/]")
     for body in run.inputs[:TREE_LIMIT]:
         fid = body["metadata"]["fragment_id"]
         names = ", ".join(f["path"] for f in body["files"])

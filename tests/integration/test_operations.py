@@ -256,6 +256,18 @@ def test_demo_against_an_external_s3_endpoint_with_the_sidecars_keys(
     assert s3.endpoint in out
     assert s3.count("PutObject", include_harness=True) >= 10  # inputs and outputs went there
     assert s3.count("GetObject") >= 5
+    # the run's buckets are removed at the end, as its queues are; --keep-buckets keeps them
+    client = s3.harness_client()
+    buckets = demo_buckets(out)
+    assert f"removed the demo's buckets {' and '.join(buckets)}" in " ".join(out.split())
+    assert not any(client.bucket_exists(b) for b in buckets), buckets
+    kept = run_demo(tmp_path, "--s3-endpoint", s3.endpoint, "--keep-buckets",
+                    MINIO_ACCESS_KEY=s3.access_key, MINIO_SECRET_KEY_FILE=str(keys))
+    assert_demo_ok(kept, 5)
+    inputs, outputs = demo_buckets(kept)
+    assert len(list(client.list_objects(inputs, recursive=True))) == 5
+    assert len(list(client.list_objects(outputs, recursive=True))) == 5
+    assert "removed the demo's buckets" not in kept
 
     keys.write_text("not-the-secret\n")  # the server checks: one line, exit 1
     wrong = subprocess.run([sys.executable, "-m", "sidecar", "demo", "--s3-endpoint",
@@ -275,6 +287,12 @@ def test_demo_refuses_a_bad_s3_endpoint_or_missing_keys_in_one_line(tmp_path: Pa
                                 text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert result.returncode == 1 and named in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def demo_buckets(out: str) -> tuple[str, str]:
+    """The input and output buckets of the demo run that printed ``out``."""
+    [run_hash] = set(re.findall(r"pipeline run ([a-z0-9]{32})", out))
+    return f"{run_hash}-fragmenter-output", f"{run_hash}-demo-step-output"
 
 
 def demo_env(**extra: str) -> dict[str, str]:
