@@ -288,9 +288,11 @@ class Broker:
                 if not self.closing:
                     self.post(Delivered(tag, body, bool(method.redelivered)))
 
-        ch.basic_qos(prefetch_count=prefetch, callback=self._guarded(
-            gen, lambda _f: ch.basic_consume(self.input_queue, on_message, auto_ack=False,
-                                             consumer_tag=self.consumer_tag)))
+        # Both now (the broker applies the qos first): pika knows the consumer at once, so
+        # a stop before the qos-ok is sent, not dropped as a cancel of an unknown consumer.
+        ch.basic_qos(prefetch_count=prefetch)
+        ch.basic_consume(self.input_queue, on_message, auto_ack=False,
+                         consumer_tag=self.consumer_tag)
 
     def stop_consuming(self) -> None:
         self._send_acks(self.acks.release())  # in the order the core gave them
