@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PROJECT_VENV:-.venv}
-TESTS=(tests/unit/test_minio_private.py tests/unit/test_s3direct.py
+TESTS=(tests/unit/test_minio_private.py tests/unit/test_s3direct.py tests/unit/test_s3client.py
        tests/unit/test_storage_adapter.py tests/integration/test_multipart.py
        tests/integration/test_s3_direct.py tests/integration/test_minio_fallback.py
        tests/integration/test_reliability_storage.py tests/integration/test_s3_economy.py

@@ -1,10 +1,11 @@
-"""The sidecar end to end on minio's public API only, as when its private internals are
-not what sidecar/shell/io/minio_private.py expects: one warning line, and every transfer (GETs,
-single PUTs, a multipart upload, an ETag read back) still right.
+"""The sidecar end to end on minio's public API only, as when its client's private internals
+are not what sidecar/shell/io/minio_private.py expects: one warning line (when the client is
+made, for the multipart upload), and every transfer (GETs and single PUTs on the lean path,
+which does not use the client, a multipart upload, an ETag read back) still right.
 
 The sidecar process is given a ``sitecustomize`` (on its PYTHONPATH) that changes what the
 check expects, as a minio release renaming a parameter would, and makes every private
-accessor raise: a transfer that still went through one would fail the test.
+accessor of the client raise: a transfer that still went through one would fail the test.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ def poisoned(*args, **kw):
     raise AssertionError("a private minio internal used after the check failed")
 
 
-for name in ("pool", "base_url", "credentials", "user_agent", "region", "get_part_info",
-             "create_multipart_upload", "upload_part", "complete_multipart_upload",
-             "abort_multipart_upload"):
+for name in ("credentials", "is_https", "get_part_info", "create_multipart_upload",
+             "upload_part", "complete_multipart_upload", "abort_multipart_upload"):
     setattr(p, name, poisoned)
 '''
 

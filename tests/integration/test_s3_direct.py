@@ -15,11 +15,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import urllib3
 from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import S3Error
 
 from sidecar.shell.io.errors import classify, describe
+from sidecar.shell.io.minio_private import base_url
 from sidecar.shell.io.s3direct import DirectS3
 from sidecar.shell.io.storage import Storage
 
@@ -114,17 +116,38 @@ def test_missing_object_fails_as_with_minio(moto_auth: SimpleNamespace, tmp_path
 
 def test_session_token_of_an_assumed_role(moto_auth: SimpleNamespace) -> None:
     temp = moto_auth.temp
-    client = Minio(moto_auth.endpoint, secure=False, region="us-east-1",
-                   credentials=StaticProvider(temp["AccessKeyId"], temp["SecretAccessKey"],
-                                              temp["SessionToken"]))
-    direct = DirectS3(client)
+    provider = StaticProvider(temp["AccessKeyId"], temp["SecretAccessKey"],
+                              temp["SessionToken"])
+    direct = DirectS3(urllib3.PoolManager(), base_url(moto_auth.endpoint, False, "us-east-1"),
+                      provider)
     direct.put(moto_auth.bucket, "temp/creds.txt", b"with a token", "text/plain")
     response = direct.get(moto_auth.bucket, "temp/creds.txt")
     try:
         assert response.read() == b"with a token"
     finally:
         response.release_conn()
-    client._provider = StaticProvider(temp["AccessKeyId"], temp["SecretAccessKey"], None)
+    direct = DirectS3(urllib3.PoolManager(), base_url(moto_auth.endpoint, False, "us-east-1"),
+                      StaticProvider(temp["AccessKeyId"], temp["SecretAccessKey"], None))
     with pytest.raises(S3Error) as err:  # the token is what makes these credentials valid
         direct.get(moto_auth.bucket, "temp/creds.txt")
     assert classify(err.value) == (AUTH_CODES[err.value.code], False)
+
+
+def test_the_bucket_check_answers_as_minios(moto_auth: SimpleNamespace) -> None:
+    """HEAD of a bucket, signed: there, missing, and refused (no body: minio names the
+    error by its status) read the same as ``Minio.bucket_exists``."""
+    outcomes = []
+    for secret in (moto_auth.secret, "not-the-secret"):
+        client = Minio(moto_auth.endpoint, moto_auth.access, secret, secure=False,
+                       region="us-east-1")
+        direct = DirectS3(urllib3.PoolManager(), base_url(moto_auth.endpoint, False,
+                                                          "us-east-1"),
+                          StaticProvider(moto_auth.access, secret))
+        for check in (client.bucket_exists, direct.bucket_exists):
+            for bucket in (moto_auth.bucket, f"missing-{uuid.uuid4().hex[:12]}"):
+                try:
+                    outcomes.append(check(bucket))
+                except S3Error as err:
+                    outcomes.append((classify(err), describe(err).replace(bucket, "B")))
+    assert outcomes[:2] == outcomes[2:4] == [True, False]
+    assert outcomes[4:6] == outcomes[6:8] and outcomes[4] is not True, outcomes

@@ -1,5 +1,6 @@
 """sidecar/shell/io/minio_private.py: the one module that touches minio's private internals checks
-them at start-up; the check passes on the installed minio and catches a change. The
+them before first use (the lean path's at start-up, the client's when it is made); the
+checks pass on the installed minio and catch a change. The
 fallback to minio's public API is run against moto in tests/integration/test_minio_fallback.py
 and tests/integration/test_multipart.py."""
 
@@ -8,8 +9,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import urllib3
@@ -29,7 +30,7 @@ def make(**kw: object) -> tuple[Minio, str | None]:
 def test_the_check_passes_on_the_installed_minio(secure: bool) -> None:
     client, problem = make(secure=secure, http_client=urllib3.PoolManager())
     assert problem is None
-    assert isinstance(client, minio_private.StreamingMinio)
+    assert isinstance(client, minio_private.streaming_class())
 
 
 def test_a_private_method_whose_parameters_changed_is_caught(
@@ -42,7 +43,7 @@ def test_a_private_method_whose_parameters_changed_is_caught(
     assert type(client) is Minio  # the plain client: no private override in the way
 
 
-@pytest.mark.parametrize("name", ["_complete_multipart_upload", "_get_region"])
+@pytest.mark.parametrize("name", ["_complete_multipart_upload", "_build_headers"])
 def test_a_missing_private_method_is_caught(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.delattr(Minio, name)
     assert make()[1] == f"Minio.{name} is missing"
@@ -54,8 +55,6 @@ def test_a_missing_helper_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("attribute", "value", "expected"), [
-    ("_http", SimpleNamespace(clear=dict), "Minio._http is not a urllib3.PoolManager"),
-    ("_user_agent", b"bytes", "Minio._user_agent is not a string"),
     ("_provider", object(), "Minio._provider has no retrieve()"),
     ("_base_url", object(), "AttributeError"),
 ])
@@ -70,6 +69,33 @@ def test_a_changed_private_attribute_is_caught(monkeypatch: pytest.MonkeyPatch, 
     client, problem = make()
     assert problem is not None and problem.startswith(expected), problem
     assert type(client) is Minio
+
+
+@pytest.mark.parametrize(("endpoint", "secure"), [("127.0.0.1:9", False), ("127.0.0.1:9", True),
+                                                  ("s3.amazonaws.com", True)])
+def test_the_lean_paths_check_passes_on_the_installed_minio(endpoint: str,
+                                                           secure: bool) -> None:
+    base = minio_private.base_url(endpoint, secure, "us-east-1")
+    assert minio_private.direct_problem(base) is None
+    client = Minio(endpoint, secure=secure, region="us-east-1")
+    assert (base.is_https, base.is_aws_host, base.region) == (
+        client._base_url.is_https, client._base_url.is_aws_host, client._base_url.region)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda m: m.delattr(helpers, "BaseURL"), "minio.helpers.BaseURL is missing"),
+    (lambda m: m.delattr(helpers, "quote"), "minio.helpers.quote is missing"),
+    (lambda m: m.setattr(helpers.BaseURL, "build", lambda self, method, region: None),
+     "TypeError"),
+    (lambda m: m.setattr(helpers.BaseURL, "region", None), "BaseURL.region is None"),
+])
+def test_a_change_of_what_the_lean_path_uses_is_caught(
+        monkeypatch: pytest.MonkeyPatch, change: Callable[[pytest.MonkeyPatch], None],
+        expected: str) -> None:
+    base = minio_private.base_url("127.0.0.1:9", False, "us-east-1")
+    change(monkeypatch)
+    problem = minio_private.direct_problem(base)
+    assert problem is not None and problem.startswith(expected), problem
 
 
 def test_check_object_name_refuses_what_this_minio_refuses() -> None:

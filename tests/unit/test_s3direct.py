@@ -1,7 +1,9 @@
 """sidecar/shell/io/s3direct.py: the lean GET/PUT signs, addresses and fails exactly as minio does.
 
 No network: a fake pool answers both clients, records what each sent, and the signatures are
-also checked against botocore's S3SigV4Auth (what AWS and moto verify with).
+also checked against botocore's S3SigV4Auth (what AWS and moto verify with). DirectS3 is
+built as the adapter builds it, without the client: from the pool, minio's URL builder and
+the credential provider the client is given.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from minio import Minio
-from minio.credentials import StaticProvider
+from minio.credentials import Credentials, StaticProvider
 from minio.error import S3Error
 
-from sidecar.shell.io import s3direct
+from sidecar.shell.io import minio_private, s3direct
 from sidecar.shell.io.errors import classify, describe
 from sidecar.shell.io.s3direct import DirectS3, error_of, signing_key
 
@@ -84,12 +86,26 @@ def fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("minio.api.time.utcnow", lambda: instant)
 
 
-def clients(endpoint: str = "127.0.0.1:9000", secure: bool = False,
-            token: str | None = None) -> tuple[Minio, DirectS3, FakeHTTP]:
+def clients(endpoint: str = "127.0.0.1:9000", secure: bool = False, token: str | None = None,
+            provider: Any = "static", report: Any = None) -> tuple[Minio, DirectS3, FakeHTTP]:
+    """minio's client and a DirectS3 on one fake pool; ``provider`` None: anonymous."""
     http = FakeHTTP()
+    if provider == "static":
+        provider = StaticProvider("AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY", token)
     client = Minio(endpoint, secure=secure, region="us-east-1", http_client=http,
-                   credentials=StaticProvider("AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY", token))
-    return client, DirectS3(client), http
+                   credentials=provider)
+    base = minio_private.base_url(endpoint, secure, "us-east-1")
+    return client, DirectS3(http, base, provider, report), http
+
+
+class Rotating:
+    """A credential provider whose secret changes (as an assumed role's does)."""
+
+    def __init__(self, secret: str):
+        self.secret = secret
+
+    def retrieve(self) -> Credentials:
+        return Credentials("AKIDEXAMPLE", self.secret)
 
 
 def last(http: FakeHTTP) -> Sent:
@@ -175,14 +191,15 @@ def test_signing_key_is_computed_once_a_day(monkeypatch: pytest.MonkeyPatch) -> 
     real = signing_key
     monkeypatch.setattr(s3direct, "signing_key",
                         lambda *a: calls.append(a) or real(*a))
-    client, direct, _ = clients()
+    provider = Rotating("wJalr/K7MDENG+bPxRfiCY")
+    _, direct, _ = clients(provider=provider)
     for _ in range(3):
         direct.get("bucket", "k")
     assert calls == [("wJalr/K7MDENG+bPxRfiCY", "20260304", "us-east-1")]
     monkeypatch.setattr(s3direct, "utc_now",
                         lambda: time.struct_time((2026, 3, 5, 0, 0, 1, 3, 64, 0)))
     direct.get("bucket", "k")
-    client._provider = StaticProvider("AKIDEXAMPLE", "rotated")  # new credentials
+    provider.secret = "rotated"  # new credentials
     direct.get("bucket", "k")
     assert [c[:2] for c in calls[1:]] == [("wJalr/K7MDENG+bPxRfiCY", "20260305"),
                                           ("rotated", "20260305")]
@@ -206,9 +223,8 @@ def test_the_pool_is_looked_up_once_per_host_and_again_once_closed() -> None:
 
 
 def test_requests_are_reported_by_operation_and_status() -> None:
-    client, _, http = clients()
     seen: list[tuple[str, str]] = []
-    direct = DirectS3(client, lambda op, result, secs: seen.append((op, result)))
+    _, direct, http = clients(report=lambda op, result, secs: seen.append((op, result)))
     direct.get("bucket", "k")
     http.answer = (503, "application/xml", b"<Error><Code>SlowDown</Code></Error>", {})
     with pytest.raises(S3Error):
@@ -295,3 +311,62 @@ def test_error_classification() -> None:
     where = " (bucket/k)" if hasattr(answered(*ANSWERS[0]), "bucket_name") else ""
     assert describe(answered(*ANSWERS[0])) == (  # S3Error names them since minio 7.2.19
         "NoSuchKey: The specified key does not exist." + where)
+
+
+# --- the bucket check (Minio.bucket_exists) ---------------------------------------------
+
+@pytest.mark.parametrize(("endpoint", "secure"), [("127.0.0.1:9000", False),
+                                                  ("127.0.0.1:9000", True),
+                                                  ("s3.amazonaws.com", True)])
+def test_bucket_check_sends_what_minio_sends(endpoint: str, secure: bool) -> None:
+    client, direct, http = clients(endpoint, secure)
+    http.answer = (200, "", b"", {})
+    assert client.bucket_exists("my-bucket") is True
+    theirs = last(http)
+    assert direct.bucket_exists("my-bucket") is True
+    ours = last(http)
+    assert (ours.method, ours.path, ours.body) == ("HEAD", theirs.path, None)
+    assert ours.headers == theirs.headers and "authorization" in ours.headers
+
+
+def test_user_agent_is_the_clients() -> None:
+    client, direct, http = clients()
+    direct.get("bucket", "k")
+    assert last(http).headers["user-agent"] == client._user_agent == minio_private.USER_AGENT
+
+
+HEAD_ANSWERS = [(200, {}), (404, {}), (403, {}), (400, {"x-amz-bucket-region": "eu-west-1"}),
+                (301, {"x-amz-bucket-region": "eu-west-1"}), (307, {}), (405, {}), (409, {}),
+                (500, {}), (501, {}), (503, {}), (418, {})]
+
+
+@pytest.mark.parametrize(("status", "extra"), HEAD_ANSWERS)
+def test_bucket_check_answers_as_minio(status: int, extra: dict[str, str]) -> None:
+    """True, False or the same exception (type, reason, retry decision, message) for every
+    answer to the HEAD, which has no body."""
+    client, direct, http = clients()
+    http.answer = (status, "application/xml", b"", {"x-amz-request-id": "r1", **extra})
+    outcomes = []
+    for check in (client.bucket_exists, direct.bucket_exists):
+        try:
+            outcomes.append(check("bucket"))
+        except Exception as err:
+            outcomes.append((type(err), classify(err), describe(err), str(err)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == {200: True, 404: False}.get(status, outcomes[0])
+
+
+def test_bucket_check_refuses_a_bad_bucket_name_as_minio() -> None:
+    client, direct, http = clients()
+    for check in (client.bucket_exists, direct.bucket_exists):
+        with pytest.raises(ValueError, match="invalid bucket name"):
+            check("b")
+    assert http.sent == []
+
+
+def test_bucket_check_is_reported_as_head_bucket() -> None:
+    seen: list[tuple[str, str]] = []
+    _, direct, http = clients(report=lambda op, result, secs: seen.append((op, result)))
+    http.answer = (404, "", b"", {})
+    assert direct.bucket_exists("bucket") is False
+    assert seen == [("HeadBucket", "404")]

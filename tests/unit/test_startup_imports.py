@@ -7,7 +7,9 @@ other commands need is imported where it is used, so it must not be there: the t
 (demo, replay, debugger, graph, ...), rich, OpenLineage (SIDECAR_OPENLINEAGE is off here),
 ``requests`` (the manager check goes through urllib3, which the S3 client loads anyway),
 minio's admin client with argon2, pycryptodome, cffi and pycparser (loaded only if
-something asks minio's package for its names: sidecar/shell/io/packages.py), pika's
+something asks minio's package for its names: sidecar/shell/io/packages.py), minio's client
+(``minio.api`` and its dataclass-heavy config modules: made on first need,
+sidecar/shell/io/s3client.py; tests/unit/test_s3client.py runs transfers without it), pika's
 asyncio and blocking adapters, and asyncio (the same, for pika's packages), and
 importlib.metadata with zipfile (urllib3's HTTP/2 package: the same).
 No timing is asserted: what is not imported costs nothing, on any machine.
@@ -37,7 +39,9 @@ print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))
 NOT_IMPORTED = ("rich", "openlineage", "requests", "graphviz", "moto", "pyterum", "cffi",
                 "pycparser", "Crypto", "argon2", "asyncio", "zipfile")
 # the project's modules only other commands use, minio's admin client
-NOT_IMPORTED_PREFIXES = ("sidecar.tools", "minio.minioadmin", "minio.crypto",
+NOT_IMPORTED_PREFIXES = ("sidecar.tools", "minio.minioadmin", "minio.crypto", "minio.api",
+                         "minio.datatypes", "minio.commonconfig", "minio.lifecycleconfig",
+                         "minio.notificationconfig", "minio.replicationconfig", "minio.select",
                          "pika.adapters.asyncio_connection",
                          "pika.adapters.blocking_connection", "importlib.metadata",
                          "urllib3.http2.connection")

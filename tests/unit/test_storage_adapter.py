@@ -319,8 +319,8 @@ def test_the_client_sends_the_precomputed_hash_as_minio_would(
         big: tuple[Path, bytes], secure: bool, signed: bool, header: str, value: str | None):
     path, data = big
     keys = {"access_key": "a", "secret_key": "s"} if signed else {}
-    client = minio_private.StreamingMinio("127.0.0.1:9", secure=secure, region="us-east-1",
-                                          **keys)  # type: ignore[arg-type]
+    client = minio_private.streaming_class()("127.0.0.1:9", secure=secure, region="us-east-1",
+                                             **keys)  # type: ignore[arg-type]
     creds = minio_private.credentials(client)
     digest = multipart.payload_digest(client)
     with open(path, "rb") as f:

@@ -8,7 +8,8 @@ from . import cryptobackend, packages
 # urllib3's HTTP/2 support, whose package imports importlib.metadata (urllib3.connection
 # imports only its ``probe``).
 packages.defer("urllib3.http2", ("urllib3",))
-packages.defer("minio", ("minio.api", "minio.error"), ("__title__", "__version__"),
+# minio.api itself is imported only when minio's client is made (s3client.py)
+packages.defer("minio", ("minio.helpers", "minio.error"), ("__title__", "__version__"),
                before_init=cryptobackend.prefer_ctypes)
 packages.defer("pika", (), ("__version__",))
 packages.defer("pika.adapters", ("pika.connection", "pika.adapters.select_connection"))

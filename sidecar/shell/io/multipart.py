@@ -6,13 +6,15 @@ twice from the file, 1 MiB at a time: once to hash it (the signature covers the 
 once as the request body, streamed with its Content-Length. The second read comes from the
 page cache, so the CPU is that of one hashing pass, as before.
 
-The requests go through minio's own signed path (its private multipart methods, reached
-through ``minio_private``, which checked them at start-up): the same signing, errors and
-request counting as every other request. Only the payload hash is ours, computed the way
-minio computes it (``Minio._build_headers``): over plain HTTP the SHA-256 that SigV4
-signs; over HTTPS ``UNSIGNED-PAYLOAD`` and a Content-MD5; without credentials a
-Content-MD5. The ETag returned is the completion's, which may be empty (Ceph tracker
-58879): the adapter then reads it back (``Transfers.put``, transfers.py).
+Imported with the client, on the first upload above the part size (minio.datatypes is
+one of minio's heavier modules). The requests go through minio's own signed path (its
+private multipart methods, reached through ``minio_private``, which checked them when the
+client was made): the same signing, errors and request counting as every other request.
+Only the payload hash is ours, computed the way minio computes it
+(``Minio._build_headers``): over plain HTTP the SHA-256 that SigV4 signs; over HTTPS
+``UNSIGNED-PAYLOAD`` and a Content-MD5; without credentials a Content-MD5. The ETag
+returned is the completion's, which may be empty (Ceph tracker 58879): the adapter then
+reads it back (``Transfers.put``, transfers.py).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minio.api import Minio
 from minio.datatypes import Part
 
 from . import minio_private as private
 from .integrity import RunningSha256
+
+if TYPE_CHECKING:
+    from minio.api import Minio
 
 log = logging.getLogger("sidecar.storage")
 CHUNK = 1 << 20
@@ -60,7 +64,7 @@ class PartBody(private.Prehashed):
 def payload_digest(client: Minio) -> str:
     """Which hash minio would send for a body on this client: "sha256" or "md5"."""
     signed = private.credentials(client) is not None
-    return "sha256" if signed and not private.base_url(client).is_https else "md5"
+    return "sha256" if signed and not private.is_https(client) else "md5"
 
 
 def hash_range(fd: int, offset: int, length: int, digest: str,

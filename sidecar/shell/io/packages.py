@@ -11,7 +11,7 @@ and zipfile and csv with it, because ``urllib3.connection`` imports its ``probe`
 
 ``defer`` puts a package module in ``sys.modules`` as the import system makes it
 (``importlib.util.module_from_spec``) but does not run its ``__init__`` yet; the sidecar
-imports the submodules it uses (``minio.api``, ``pika.adapters.select_connection``, ...).
+imports the submodules it uses (``minio.helpers``, ``pika.adapters.select_connection``, ...).
 The first time anything asks the package for a name it lacks (``from minio import Minio``,
 ``pika.BlockingConnection``: PEP 562 ``__getattr__``), its ``__init__`` runs in full, so for
 any other user the package is what it always was, loaded later. A subpackage can be

@@ -1,19 +1,21 @@
-"""A lean GET and single PUT for S3 objects, beside the minio client (fix 11 in
-docs/performance-history.md).
+"""A lean GET, single PUT and bucket check for S3, beside the minio client (fix 11 in
+docs/performance-history.md; without the client: issue 14).
 
 The minio client costs 0.55-0.85 ms of CPU per small request, a good part of it work that
 is the same for every request: the SigV4 signing key (four HMACs) recomputed, a URL built,
 joined and parsed again, header dicts copied. ``DirectS3`` does only what differs per request: it
 signs with a signing key cached per (secret, date, region), builds the canonical request
 from the few headers it sends, and hands the path to urllib3's connection pool for the
-host. Everything else is the minio client's own: its PoolManager (TLS settings, timeouts,
-pool size), its credential provider (session tokens, rotation), its user agent, its URL
-style (path or virtual host, per bucket, computed once) and its key quoting. Errors become
-the exceptions minio raises for the same answer (S3Error from the XML body,
-InvalidResponseError, urllib3's errors), so ``errors.classify`` and the retries see no
-difference. Multipart uploads and bucket checks stay with minio. Every read of the client's
-private fields goes through ``minio_private``, which checked them at start-up; this module
-is imported only when that check passed and the direct path is selected.
+host. Everything else is what the minio client would use, shared with it or built as it
+builds it, without importing ``minio.api`` (a quarter of the start-up): the same
+PoolManager (TLS settings, timeouts, pool size), a credential provider (session tokens,
+rotation), minio's user agent, its URL builder (path or virtual host, per bucket, computed
+once) and its key quoting. Errors become the exceptions minio raises for the same answer
+(S3Error from the XML body, InvalidResponseError, urllib3's errors), so ``errors.classify``
+and the retries see no difference. Multipart uploads and bucket creation stay with minio.
+minio's private pieces come through ``minio_private``, which checked them at start-up
+(``direct_problem``); this module is imported only when that check passed and the direct
+path is selected.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from minio.api import Minio
+from minio.credentials import Provider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from . import minio_private as private
@@ -52,13 +54,16 @@ class Target:
 
 
 class DirectS3:
-    """GetObject (streamed) and PutObject (one request) with minio's pool and credentials."""
+    """GetObject (streamed), PutObject (one request) and HeadBucket on minio's pool, with
+    its URL builder ``base`` (``minio_private.base_url``) and credential ``provider``
+    (None: anonymous), as ``Minio(http_client=http, credentials=provider)`` sends them."""
 
-    def __init__(self, client: Minio, report: Report | None = None):
-        self._client = client
-        self._http: urllib3.PoolManager = private.pool(client)
-        self._base = private.base_url(client)
-        self._https = self._base.is_https
+    def __init__(self, http: urllib3.PoolManager, base: Any, provider: Provider | None,
+                 report: Report | None = None):
+        self._http = http
+        self._base = base
+        self._credentials = provider
+        self._https = base.is_https
         self._report = report
         self._targets: dict[str, Target] = {}
         self._pools: dict[str, Any] = {}
@@ -94,20 +99,35 @@ class DirectS3:
         response = self._send("PutObject", "PUT", target, path, headers, body)
         return (response.headers.get("etag") or "").replace('"', "")
 
+    def bucket_exists(self, bucket: str) -> bool:
+        """``Minio.bucket_exists``: a HEAD of the bucket; False if S3 answers 404."""
+        target = self._target(bucket)
+        path = self._base.build(method="HEAD", region=target.region, bucket_name=bucket).path
+        headers = self._signed("HEAD", target, path, {}, EMPTY_SHA256 if not self._https
+                               else UNSIGNED)
+        try:
+            self._send("HeadBucket", "HEAD", target, path, headers, None, bucket)
+        except S3Error as err:
+            if err.code != "NoSuchBucket":
+                raise
+            return False
+        return True
+
     def _send(self, operation: str, method: str, target: Target, path: str,
-              headers: dict[str, str], body: bytes | None) -> urllib3.BaseHTTPResponse:
+              headers: dict[str, str], body: bytes | None, bucket: str = ""
+              ) -> urllib3.BaseHTTPResponse:
         started = time.monotonic()
         try:
             response = self._pool(target).urlopen(
                 method, path, body=body, headers=headers, redirect=False,
-                assert_same_host=False, preload_content=body is not None)  # a GET streams
+                assert_same_host=False, preload_content=method != "GET")  # a GET streams
         except BaseException:
             self._observe(operation, "error", started)
             raise
         self._observe(operation, str(response.status), started)
         if response.status in (200, 204, 206):
             return response
-        raise error_of(response)
+        raise bucket_error(response, bucket, path) if method == "HEAD" else error_of(response)
 
     def _observe(self, operation: str, result: str, started: float) -> None:
         if self._report is not None:
@@ -121,12 +141,12 @@ class DirectS3:
 
         Every header but the user agent is signed, as minio does; the lower-case names
         are sent as they are (HTTP names are case-insensitive)."""
-        creds = private.credentials(self._client)
+        creds = self._credentials.retrieve() if self._credentials else None
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", utc_now())
         headers = {"host": target.netloc, "x-amz-content-sha256": payload,
                    "x-amz-date": amz_date, **extra}
         if creds is None:  # anonymous, as minio without credentials
-            headers["user-agent"] = private.user_agent(self._client)
+            headers["user-agent"] = private.USER_AGENT
             return headers
         if creds.session_token:
             headers["x-amz-security-token"] = creds.session_token
@@ -141,7 +161,7 @@ class DirectS3:
                              to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
-        headers["user-agent"] = private.user_agent(self._client)
+        headers["user-agent"] = private.USER_AGENT
         return headers
 
     def _signing_key(self, secret: str, day: str, region: str) -> bytes:
@@ -164,8 +184,8 @@ class DirectS3:
     def _locate(self, bucket: str) -> Target:
         """Host and path prefix of the bucket's objects, from minio's own URL builder (path
         or virtual-host style, AWS hosts), so both clients address the same place."""
-        private.check_bucket_name(self._client, bucket)
-        region = private.region(self._client, bucket)
+        private.check_bucket_name(bucket, self._base.is_aws_host)
+        region = self._base.region  # fixed (direct_problem): minio never asks S3 for it
         url = self._base.build(method="GET", region=region, bucket_name=bucket,
                                object_name="k")
         return Target(url.scheme, url.hostname or "", url.port, url.netloc,
@@ -210,3 +230,40 @@ def error_of(response: urllib3.BaseHTTPResponse) -> Exception:
     if not data:
         return InvalidResponseError(response.status, content_type, None)
     return S3Error.fromxml(response)
+
+
+#: what ``Minio._url_open`` says of a HEAD's answer without a body (a HEAD has none), by
+#: status; 301/307/400 add the region S3 names. (minio's 409 entry unpacks wrongly: it
+#: raises a ValueError, mirrored here.)
+_HEAD_ERRORS = {301: ("PermanentRedirect", "Moved Permanently"),
+                307: ("Redirect", "Temporary redirect"), 400: ("BadRequest", "Bad request"),
+                403: ("AccessDenied", "Access denied"),
+                404: ("NoSuchBucket", "Bucket does not exist"),
+                405: ("MethodNotAllowed",
+                      "The specified method is not allowed against this resource"),
+                501: ("MethodNotAllowed",
+                      "The specified method is not allowed against this resource")}
+
+
+def bucket_error(response: urllib3.BaseHTTPResponse, bucket: str, path: str) -> Exception:
+    """The exception ``Minio.bucket_exists`` meets for this failed HEAD of ``bucket``
+    (``Minio._url_open`` with a fixed region: no retried HEAD)."""
+    try:
+        data = response.data
+    finally:
+        response.release_conn()
+    if data:
+        return S3Error.fromxml(response)
+    if response.status == 409:
+        return ValueError("not enough values to unpack (expected 2, got 1)")
+    if response.status not in _HEAD_ERRORS:
+        return ServerError(f"server failed with HTTP status code {response.status}",
+                           response.status)
+    code, message = _HEAD_ERRORS[response.status]
+    region = response.headers.get("x-amz-bucket-region")
+    if region and response.status in (301, 307, 400):
+        message += "; use region " + region
+    return S3Error(response=response, code=code, message=message, resource=path,
+                   request_id=response.headers.get("x-amz-request-id"),
+                   host_id=response.headers.get("x-amz-id-2"), bucket_name=bucket,
+                   object_name=None)

@@ -5,10 +5,10 @@ The loop stages the transfers the events of one loop turn ask for and hands them
 the end of the turn (``flush``): one work item per fragment, not one queue put (and worker
 wake-up) per file. Deletions (``DeleteFiles``) run at once, on the loop thread.
 
-Its parts: the minio client on an HTTP pool that counts requests by S3 operation
-(s3ops.py), the transfers themselves (transfers.py), the retry policy (retries.py), what a
-failure means (errors.py) and the pool (workers.py). The client has a fixed region, so it
-never asks for a bucket's location.
+Its parts: an HTTP pool that counts requests by S3 operation (s3ops.py), the lean GET/PUT
+on it and minio's client, made on first need (s3client.py), the transfers themselves
+(transfers.py), the retry policy (retries.py), what a failure means (errors.py) and the
+pool (workers.py). The region is fixed, so neither asks for a bucket's location.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import urllib3
-from minio import __version__ as minio_version
-from minio.api import Minio
 from minio.helpers import MIN_PART_SIZE
 from tenacity import RetryCallState
 
@@ -30,11 +27,10 @@ from ...core.effects import DeleteFiles, DownloadFile, UploadFile
 from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUploaded, UploadFailed
 from ..fsmodes import DATA_DIR, make_dirs
 from ..hooks import NO_HOOKS, StorageHooks
-from . import httpheaders, minio_private, tls
+from . import httpheaders, s3client
 from .errors import classify, describe, misconfiguration
 from .retries import BeforeSleep, Tries, announce, config_policy, transfer_policy
-from .s3ops import CountingPoolManager
-from .transfers import CHUNK, Transfers, delete_files
+from .transfers import Transfers, delete_files
 from .workers import Call, WorkerPool
 
 if TYPE_CHECKING:
@@ -54,16 +50,13 @@ class Storage:
         self.closing = threading.Event()  # set at exit: no more retries, no late renames
         self.hooks = hooks  # metrics and readiness (request/transfer/retry)
         httpheaders.install()  # S3's answers parsed without the email package (issue 14)
-        client, http, streamed = _client(settings, hooks.request)
-        direct = None
-        if streamed and settings.s3_small_objects == "direct":
-            from .s3direct import DirectS3  # imported only when selected
-
-            # GETs and single PUTs on minio's pool without its per-request work (fix 11)
-            direct = DirectS3(client, http.report)
+        http = s3client.pool(settings, hooks.request)
+        # GETs, single PUTs and the bucket check without minio's per-request work (fix 11)
+        # nor its client (issue 14), on the pool the client gets when made
+        direct = s3client.direct(settings, http)
         policy = transfer_policy(settings.storage_attempts, settings.storage_backoff_max,
                                  self.closing, lambda state: announce(state, hooks))
-        self.transfers = Transfers(client, direct, streamed, policy,
+        self.transfers = Transfers(s3client.LazyClient(settings, http), direct, policy,
                                    os.path.realpath(settings.data_volume_path),
                                    max(settings.part_size, MIN_PART_SIZE),
                                    settings.minio_output_bucket, self.closing, hooks)
@@ -191,23 +184,3 @@ class Storage:
         else:
             log.info("config file %s ready in %s", name, self.s.config_dir)
 
-
-def _client(settings: Any, report: Callable[[str, str, float], None]
-            ) -> tuple[Minio, CountingPoolManager, bool]:
-    """The minio client on its own HTTP pool, which reports every request; and whether
-    minio's private internals are as expected (the lean paths: s3direct.py, multipart.py)."""
-    timeout = urllib3.Timeout(connect=settings.storage_timeout, read=settings.storage_timeout)
-    http = CountingPoolManager(
-        settings.minio_url, report, maxsize=settings.storage_workers + 2, timeout=timeout,
-        retries=False,  # tenacity owns the retries
-        blocksize=CHUNK,  # streamed parts (multipart.py) are sent 1 MiB a write, not 16 KiB
-        **tls.s3_pool_options(settings.minio_use_ssl, settings.s3_ca_file))
-    client, problem = minio_private.make_client(
-        settings.minio_url, access_key=settings.minio_access_key,
-        secret_key=settings.minio_secret_key, secure=settings.minio_use_ssl,
-        region=settings.s3_region, http_client=http)
-    if problem is not None:
-        log.warning("minio %s: its private internals are not as expected (%s); S3 "
-                    "transfers use its public API only (slower; a multipart upload "
-                    "holds two parts in memory)", minio_version, problem)
-    return client, http, problem is None

@@ -18,38 +18,38 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from minio.api import Minio
 from minio.error import S3Error
 from tenacity import RetryCallState, Retrying
 
 from ...core.effects import DeleteFiles
 from ..fsmodes import DATA_DIR, DATA_FILE, create_file, make_dirs
 from ..hooks import NO_HOOKS, StorageHooks
-from . import integrity, multipart
+from . import integrity
 from .errors import UnsafePath, describe
 from .retries import Tries
+from .s3client import CHUNK, LazyClient
 
 if TYPE_CHECKING:
+    from minio.api import Minio
+
     from .s3direct import DirectS3
 
 log = logging.getLogger("sidecar.storage")
-CHUNK = 1 << 20
 
 
 class Transfers:
-    """The S3 side of the storage adapter, called from its workers. ``direct``: the lean
-    GET and single PUT (s3direct.py), or None for minio's own; ``streamed``: minio's
-    private internals are as expected, so large files go up in bounded memory
-    (multipart.py); ``closing`` is set at exit: no more retries, no late renames."""
+    """The S3 side of the storage adapter, called from its workers. ``lazy``: minio's
+    client, made on first need (s3client.py); ``direct``: the lean GET, single PUT and
+    bucket check (s3direct.py), or None for minio's own; ``closing`` is set at exit: no
+    more retries, no late renames."""
 
-    def __init__(self, client: Minio, direct: DirectS3 | None, streamed: bool,
-                 policy: Retrying, volume: str, part_size: int, output_bucket: str,
-                 closing: threading.Event, hooks: StorageHooks = NO_HOOKS):
-        self.client = client
+    def __init__(self, lazy: LazyClient, direct: DirectS3 | None, policy: Retrying,
+                 volume: str, part_size: int, output_bucket: str, closing: threading.Event,
+                 hooks: StorageHooks = NO_HOOKS):
+        self.lazy = lazy
         self.direct = direct
-        self.streamed = streamed
         self.policy = policy  # the retry policy of every request (retries.py)
         self.volume = volume  # realpath of the data volume: uploads come from inside it
         self.part_size = part_size
@@ -58,6 +58,15 @@ class Transfers:
         self.hooks = hooks  # metrics and readiness (sidecar/shell/metrics.py)
         self._bucket_lock = threading.Lock()
         self.bucket_ready = False
+
+    @property
+    def client(self) -> Minio:
+        """minio's client, made now if no request needed it yet."""
+        return self.lazy.get()
+
+    @client.setter
+    def client(self, client: Any) -> None:
+        self.lazy.give(client)
 
     # --- downloads -------------------------------------------------------------------
 
@@ -102,7 +111,7 @@ class Transfers:
         try:
             size = os.fstat(fd).st_size
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            if size <= self.part_size or not self.streamed:
+            if size <= self.part_size or not self.lazy.streamed():
                 etag, sha256 = tries(self.put_whole, bucket, key, fd, size, content_type)
             else:
                 whole = integrity.RunningSha256()
@@ -121,7 +130,7 @@ class Transfers:
             # read from the start (a retry sends the file again), without io's buffer
             reader = integrity.HashingReader(cast(BinaryIO, _Source(fd)))
             etag: str | None
-            if self.direct:  # the lean path (s3direct.py): the file is at most a part
+            if self.direct and size <= self.part_size:  # the lean path (s3direct.py)
                 body = reader.read(size)
                 etag = self.direct.put(bucket, key, body, content_type, reader.hexdigest())
             else:
@@ -139,6 +148,8 @@ class Transfers:
     def put_parts(self, bucket: str, key: str, fd: int, size: int, content_type: str,
                   tries: Tries, whole: integrity.RunningSha256 | None = None) -> str:
         """A multipart upload in bounded memory (multipart.py); its ETag."""
+        from . import multipart  # with the client: only a file above the part size needs it
+
         started = time.monotonic()
         try:
             etag = multipart.upload(self.client, fd, size, bucket, key, self.part_size,
@@ -198,7 +209,7 @@ class Transfers:
                 self.bucket_ready = True
 
     def make_bucket(self, bucket: str) -> None:
-        if self.client.bucket_exists(bucket):
+        if (self.direct or self.client).bucket_exists(bucket):
             return
         try:
             self.client.make_bucket(bucket)
