@@ -3,8 +3,8 @@
 A run whose files fit in one request, in an output bucket that exists, never imports
 ``minio.api`` (a quarter of the start-up): a fresh interpreter runs the storage adapter's
 normal path (config file, downloads, a failed one, a refused one, an upload with its bucket
-check) against a small fake S3 served by the test, then creates a missing bucket, which
-makes the client.
+check, an upload that creates its bucket) against a small fake S3 served by the test, then
+an upload whose answer has no ETag, which is read back with the client.
 """
 
 from __future__ import annotations
@@ -61,8 +61,13 @@ class FakeS3(BaseHTTPRequestHandler):
             if self.command == "PUT":
                 self.buckets.add(bucket)
             self.answer(200 if bucket in self.buckets else 404)
+        elif self.command == "PUT" and key == "no-etag.txt":
+            self.answer(200)  # as RGW's CompleteMultipartUpload: read back with a HEAD
         elif self.command == "PUT":
             self.answer(200, ETag=f'"{hashlib.md5(data).hexdigest()}"')
+        elif self.command == "HEAD":
+            self.answer(200, ETag='"read-back"', **{"Last-Modified":
+                                                    "Tue, 08 Dec 2026 03:00:00 GMT"})
         elif key in ("k", "iterum_config/c.json"):
             self.answer(200, BODY, ETag=f'"{hashlib.md5(BODY).hexdigest()}"')
         elif key == "refused":
@@ -110,8 +115,10 @@ open(source, "wb").write(b"output")
 storage._upload(UploadFile(1, 0, "out", "f.txt", source))
 normal = "minio.api" in sys.modules
 storage.transfers.output_bucket, storage.transfers.bucket_ready = "new", False
-storage._upload(UploadFile(2, 0, "new", "f.txt", source))  # creates the bucket: the client
-print(json.dumps({"normal": normal, "after": "minio.api" in sys.modules,
+storage._upload(UploadFile(2, 0, "new", "f.txt", source))  # creates the bucket
+created = "minio.api" in sys.modules
+storage._upload(UploadFile(3, 0, "new", "no-etag.txt", source))  # read back: the client
+print(json.dumps({"normal": normal, "created": created, "after": "minio.api" in sys.modules,
                   "events": [[type(e).__name__, getattr(e, "reason", "")] for e in events]}))
 storage.shutdown()
 """
@@ -128,11 +135,12 @@ def test_the_normal_path_never_imports_minios_client(fake_s3: tuple[int, list[st
     assert result["events"] == [
         ["FileDownloaded", ""], ["DownloadFailed", "missing-object"],
         ["Fatal", "storage-credentials"], ["DownloadFailed", "bad-credentials"],  # the run ends
-        ["FileUploaded", ""], ["FileUploaded", ""]], out.stderr
-    assert result["normal"] is False and result["after"] is True
+        ["FileUploaded", ""], ["FileUploaded", ""], ["FileUploaded", ""]], out.stderr
+    assert result["normal"] is result["created"] is False and result["after"] is True
     assert seen == ["GET /cfg/iterum_config/c.json", "GET /inputs/k", "GET /inputs/missing",
                     "GET /inputs/refused", "HEAD /out", "PUT /out/f.txt",
-                    "HEAD /new", "PUT /new", "PUT /new/f.txt"]
+                    "HEAD /new", "PUT /new", "PUT /new/f.txt", "PUT /new/no-etag.txt",
+                    "HEAD /new/no-etag.txt"]
     assert (tmp_path / "config" / "c.json").read_bytes() == BODY
     assert (tmp_path / "in" / "k").read_bytes() == BODY
 

@@ -87,14 +87,15 @@ def fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def clients(endpoint: str = "127.0.0.1:9000", secure: bool = False, token: str | None = None,
-            provider: Any = "static", report: Any = None) -> tuple[Minio, DirectS3, FakeHTTP]:
+            provider: Any = "static", report: Any = None, region: str = "us-east-1"
+            ) -> tuple[Minio, DirectS3, FakeHTTP]:
     """minio's client and a DirectS3 on one fake pool; ``provider`` None: anonymous."""
     http = FakeHTTP()
     if provider == "static":
         provider = StaticProvider("AKIDEXAMPLE", "wJalr/K7MDENG+bPxRfiCY", token)
-    client = Minio(endpoint, secure=secure, region="us-east-1", http_client=http,
+    client = Minio(endpoint, secure=secure, region=region, http_client=http,
                    credentials=provider)
-    base = minio_private.base_url(endpoint, secure, "us-east-1")
+    base = minio_private.base_url(endpoint, secure, region)
     return client, DirectS3(http, base, provider, report), http
 
 
@@ -370,3 +371,63 @@ def test_bucket_check_is_reported_as_head_bucket() -> None:
     http.answer = (404, "", b"", {})
     assert direct.bucket_exists("bucket") is False
     assert seen == [("HeadBucket", "404")]
+
+
+# --- the bucket's creation (Minio.make_bucket) ------------------------------------------
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
+@pytest.mark.parametrize(("endpoint", "secure"), [("127.0.0.1:9000", False),
+                                                  ("127.0.0.1:9000", True),
+                                                  ("s3.amazonaws.com", True)])
+def test_bucket_creation_sends_what_minio_sends(endpoint: str, secure: bool,
+                                                region: str) -> None:
+    """The same PUT, headers (signature, MD5) and CreateBucketConfiguration body outside
+    us-east-1 (a region is letters, digits and dashes: minio's BaseURL checks it)."""
+    for provider in ("static", None):
+        client, direct, http = clients(endpoint, secure, provider=provider, region=region)
+        http.answer = (200, "", b"", {})
+        client.make_bucket("my-bucket")
+        theirs = last(http)
+        direct.make_bucket("my-bucket")
+        ours = last(http)
+        assert (ours.method, ours.path, ours.body) == ("PUT", theirs.path, theirs.body)
+        assert (ours.body is None) is (region == "us-east-1")
+        mine = {k: v for k, v in ours.headers.items() if provider or k != "x-amz-content-sha256"}
+        assert mine == theirs.headers  # anonymous: minio sends no content hash
+        assert ("authorization" in ours.headers) is bool(provider)
+
+
+CREATE_ANSWERS = [(409, "application/xml", xml_error("BucketAlreadyOwnedByYou", "yours")),
+                  (409, "application/xml", xml_error("BucketAlreadyExists", "taken")),
+                  (403, "application/xml", xml_error("SignatureDoesNotMatch", "no")),
+                  (503, "application/xml", xml_error("SlowDown", "slow")),
+                  (500, "text/html", b"<html>oops</html>"), (400, "application/xml", b"")]
+
+
+@pytest.mark.parametrize(("status", "ctype", "data"), CREATE_ANSWERS)
+def test_bucket_creation_fails_as_minio(status: int, ctype: str, data: bytes) -> None:
+    client, direct, http = clients()
+    http.answer = (status, ctype, data, {})
+    failures = []
+    for create in (client.make_bucket, direct.make_bucket):
+        with pytest.raises(Exception) as caught:
+            create("my-bucket")
+        err = caught.value
+        failures.append((type(err), classify(err), describe(err)))
+    assert failures[0] == failures[1]
+
+
+def test_bucket_creation_refuses_a_bad_bucket_name_as_minio() -> None:
+    client, direct, http = clients()
+    for create in (client.make_bucket, direct.make_bucket):
+        with pytest.raises(ValueError, match="invalid bucket name"):
+            create("bucket_with_underscore")  # refused only when created (strict)
+    assert http.sent == []
+
+
+def test_bucket_creation_is_reported_as_create_bucket() -> None:
+    seen: list[tuple[str, str]] = []
+    _, direct, http = clients(report=lambda op, result, secs: seen.append((op, result)))
+    http.answer = (200, "", b"", {})
+    direct.make_bucket("bucket")
+    assert seen == [("CreateBucket", "200")]

@@ -188,10 +188,10 @@ class Settings(_InputQueueNames):
         "Files larger than this are uploaded in parts of this size (min 5MiB).")
     s3_small_objects: str = own(
         "SIDECAR_S3_SMALL_OBJECTS", choice('direct', 'minio'), "direct",
-        "Client for downloads, uploads up to SIDECAR_PART_SIZE and the output bucket's check: "
-        "`direct` (the sidecar's own signed requests on the connections minio's client gets, "
-        "0.1-0.15 ms less CPU per request; the client is made only for multipart uploads and "
-        "bucket creation) or `minio` (the minio client, as before). `direct` needs some of "
+        "Client for downloads, uploads up to SIDECAR_PART_SIZE and the output bucket's check "
+        "and creation: `direct` (the sidecar's own signed requests on the connections minio's "
+        "client gets, 0.1-0.15 ms less CPU per request; the client is made only for multipart "
+        "uploads) or `minio` (the minio client, as before). `direct` needs some of "
         "minio's private helpers: if they are not as expected, a warning says so and `minio` "
         "is used.")
     object_layout: str = own(

@@ -1,8 +1,8 @@
 """Every use of minio's private internals, in one module, checked before first use.
 
-The lean GET, PUT and bucket check (s3direct.py) sign requests themselves, with minio's URL
-builder (``helpers.BaseURL``), key quoting, name checks and user agent, without a client:
-``direct_problem`` checks those at start-up. The bounded-memory multipart upload
+The lean GET, PUT, bucket check and creation (s3direct.py) sign requests themselves,
+with minio's URL builder (``helpers.BaseURL``), key quoting, name checks and user agent,
+without a client: ``direct_problem`` checks those at start-up. The bounded-memory multipart upload
 (multipart.py) teaches the client to take a pre-hashed body (``_build_headers``) and makes
 the multipart requests one at a time: ``make_client`` checks that when the client is made
 (on first need: importing ``minio.api`` costs a quarter of the start-up, issue 14). None of
@@ -188,9 +188,10 @@ def quote(key: str) -> str:
     return helpers.quote(key)
 
 
-def check_bucket_name(bucket: str, aws: bool) -> None:
-    """Refuses the bucket names minio refuses (stricter on AWS hosts)."""
-    helpers.check_bucket_name(bucket, s3_check=aws)
+def check_bucket_name(bucket: str, aws: bool, strict: bool = False) -> None:
+    """Refuses the bucket names minio refuses (stricter on AWS hosts; ``strict``: as it
+    checks the name of a bucket it creates)."""
+    helpers.check_bucket_name(bucket, strict, s3_check=aws)
 
 
 def get_part_info(size: int, part_size: int) -> tuple[int, int]:

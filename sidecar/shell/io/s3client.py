@@ -2,9 +2,9 @@
 path on it (s3direct.py) when selected, and minio's client, made on first need.
 
 Importing ``minio.api`` costs about a quarter of the sidecar's start-up (issue 14), and a
-run whose files are all below the part size, in an output bucket that exists, never needs
-the client: its GETs, PUTs and bucket check go the lean way. Bucket creation, multipart
-uploads, an ETag read back and ``SIDECAR_S3_SMALL_OBJECTS=minio`` make the client, once,
+run whose files are all below the part size never needs the client: its GETs, PUTs and
+the output bucket's check and creation go the lean way. Multipart uploads, an ETag read
+back and ``SIDECAR_S3_SMALL_OBJECTS=minio`` make the client, once,
 on the same pool; minio's private internals are checked then (minio_private.py).
 """
 

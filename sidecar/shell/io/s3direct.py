@@ -1,5 +1,5 @@
-"""A lean GET, single PUT and bucket check for S3, beside the minio client (fix 11 in
-docs/performance-history.md; without the client: issue 14).
+"""A lean GET, single PUT, bucket check and bucket creation for S3, beside the minio
+client (fix 11 in docs/performance-history.md; without the client: issue 14).
 
 The minio client costs 0.55-0.85 ms of CPU per small request, a good part of it work that
 is the same for every request: the SigV4 signing key (four HMACs) recomputed, a URL built,
@@ -12,7 +12,7 @@ PoolManager (TLS settings, timeouts, pool size), a credential provider (session 
 rotation), minio's user agent, its URL builder (path or virtual host, per bucket, computed
 once) and its key quoting. Errors become the exceptions minio raises for the same answer
 (S3Error from the XML body, InvalidResponseError, urllib3's errors), so ``errors.classify``
-and the retries see no difference. Multipart uploads and bucket creation stay with minio.
+and the retries see no difference. Multipart uploads stay with minio.
 minio's private pieces come through ``minio_private``, which checked them at start-up
 (``direct_problem``); this module is imported only when that check passed and the direct
 path is selected.
@@ -38,6 +38,7 @@ from .minio_private import check_object_name, quote
 SERVICE = "s3"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED = "UNSIGNED-PAYLOAD"
+_S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"  # minio.xml's namespace
 Report = Callable[[str, str, float], None]
 
 
@@ -112,6 +113,25 @@ class DirectS3:
                 raise
             return False
         return True
+
+    def make_bucket(self, bucket: str) -> None:
+        """``Minio.make_bucket`` with the client's fixed region: a PUT of the bucket (path
+        style, as minio sends it even to AWS), its body a CreateBucketConfiguration naming
+        the region outside us-east-1."""
+        private.check_bucket_name(bucket, self._base.is_aws_host, strict=True)
+        region = self._target(bucket).region
+        url = self._base.build(method="PUT", region=region, bucket_name=bucket)
+        target = Target(url.scheme, url.hostname or "", url.port, url.netloc, url.path, region)
+        body = None if region == "us-east-1" else (  # BaseURL checked it: no XML escapes
+            f'<CreateBucketConfiguration xmlns="{_S3_XMLNS}"><LocationConstraint>{region}'
+            "</LocationConstraint></CreateBucketConfiguration>").encode()
+        extra = {"content-length": str(len(body))} if body else {}
+        if body and (self._https or not self._credentials):  # as minio: an MD5 guards it
+            extra["content-md5"] = base64.b64encode(hashlib.md5(
+                body, usedforsecurity=False).digest()).decode()
+        payload = UNSIGNED if self._https else hashlib.sha256(body or b"").hexdigest()
+        headers = self._signed("PUT", target, url.path, extra, payload)
+        self._send("CreateBucket", "PUT", target, url.path, headers, body)
 
     def _send(self, operation: str, method: str, target: Target, path: str,
               headers: dict[str, str], body: bytes | None, bucket: str = ""

@@ -209,10 +209,11 @@ class Transfers:
                 self.bucket_ready = True
 
     def make_bucket(self, bucket: str) -> None:
-        if (self.direct or self.client).bucket_exists(bucket):
+        s3 = self.direct or self.client
+        if s3.bucket_exists(bucket):
             return
         try:
-            self.client.make_bucket(bucket)
+            s3.make_bucket(bucket)
         except S3Error as err:  # another replica made it first
             if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
