@@ -18,17 +18,25 @@ from sidecar.shell.io.pika_publish import Publisher
 
 
 class Recorder:
-    """pika's connection as a publish uses it: pika's own sends, recording the frames."""
+    """pika's connection as a publish uses it: pika's own sends and counters, recording
+    what reaches the transport."""
 
     _send_method = Connection._send_method
     _send_message = Connection._send_message
+    _output_marshaled_frames = Connection._output_marshaled_frames
 
     def __init__(self, max_length: int):
         self._body_max_length = max_length
-        self.frames: list[bytes] = []
+        self.bytes_sent = self.frames_sent = 0
+        self.written: list[bytes] = []
 
-    def _output_marshaled_frames(self, frames: list[bytes]) -> None:
-        self.frames.extend(frames)
+    def _adapter_emit_data(self, data: bytes) -> None:
+        self.written.append(data)
+
+    @property
+    def wire(self) -> tuple[bytes, int, int]:
+        """The bytes written and pika's byte and frame counters."""
+        return b"".join(self.written), self.bytes_sent, self.frames_sent
 
 
 def channel(connection: Any, number: int = 1) -> Any:
@@ -39,8 +47,10 @@ def channel(connection: Any, number: int = 1) -> Any:
 
 
 def frames(publish: Any, number: int, queue: str, body: bytes, message_id: str | None,
-           headers: tuple[tuple[str, str], ...], max_length: int) -> tuple[list[bytes], int]:
-    """The frames ``publish`` writes, and how many content headers pika marshalled."""
+           headers: tuple[tuple[str, str], ...],
+           max_length: int) -> tuple[tuple[bytes, int, int], int]:
+    """What ``publish`` writes (``Recorder.wire``), and how many content headers pika
+    marshalled."""
     recorder, marshalled = Recorder(max_length), []
     original = frame.Header.marshal
 
@@ -51,7 +61,7 @@ def frames(publish: Any, number: int, queue: str, body: bytes, message_id: str |
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(frame.Header, "marshal", counted)
         publish(channel(recorder, number), queue, body, message_id, headers)
-    return recorder.frames, len(marshalled)
+    return recorder.wire, len(marshalled)
 
 
 PUBLISHER = Publisher("application/json", delivery_mode=2)
@@ -78,19 +88,19 @@ def test_the_frames_are_pikas_byte_for_byte(number: int, queue: str, body: bytes
                    max_length)
     ours = frames(PUBLISHER.publish, number, queue, body, message_id, headers, max_length)
     assert (pikas[1], ours[1]) == (1, 0)  # pika's encoders, then not
-    assert ours[0] == pikas[0]
-    assert len(ours[0]) == 2 + -(-len(body) // max_length)  # method, header, body frames
+    assert ours[0] == pikas[0]  # the bytes, pika's byte and frame counters
+    assert ours[0][2] == 2 + -(-len(body) // max_length)  # method, header, body frames
 
 
 def test_the_frames_of_a_typical_publish_on_the_wire() -> None:
     """What RabbitMQ reads, written out: a check that does not go through pika."""
-    ours, _ = frames(PUBLISHER.publish, 1, "q", b"{}", "f1", (), 131064)
-    assert ours == [
-        b"\x01\x00\x01\x00\x00\x00\x0a" + b"\x00\x3c\x00\x28" + b"\x00\x00\x00\x01q\x01\xce",
-        b"\x02\x00\x01\x00\x00\x00\x23" + b"\x00\x3c\x00\x00" + b"\x00" * 7 + b"\x02"
-        + b"\x90\x80" + b"\x10application/json" + b"\x02" + b"\x02f1" + b"\xce",
-        b"\x03\x00\x01\x00\x00\x00\x02{}\xce",
-    ]
+    (written, counted, count), _ = frames(PUBLISHER.publish, 1, "q", b"{}", "f1", (), 131064)
+    assert written == (
+        b"\x01\x00\x01\x00\x00\x00\x0a" + b"\x00\x3c\x00\x28" + b"\x00\x00\x00\x01q\x01\xce"
+        + b"\x02\x00\x01\x00\x00\x00\x23" + b"\x00\x3c\x00\x00" + b"\x00" * 7 + b"\x02"
+        + b"\x90\x80" + b"\x10application/json" + b"\x02" + b"\x02f1" + b"\xce"
+        + b"\x03\x00\x01\x00\x00\x00\x02{}\xce")
+    assert (counted, count) == (len(written), 3)
 
 
 @pytest.mark.parametrize(("queue", "message_id", "headers", "raised"), [
@@ -106,7 +116,7 @@ def test_what_pika_refuses_it_refuses(queue: str, message_id: str,
     recorder = Recorder(1000)
     with pytest.raises(raised):
         PUBLISHER.publish(channel(recorder), queue, b"x", message_id, headers)
-    assert not recorder.frames
+    assert recorder.wire == (b"", 0, 0)
 
 
 def test_values_it_does_not_write_itself_are_left_to_pika() -> None:
@@ -125,17 +135,17 @@ def test_a_channel_not_open_raises_as_pika_does() -> None:
     ch._state = Channel.CLOSING
     with pytest.raises(exceptions.ChannelWrongStateError):
         PUBLISHER.publish(ch, "q", b"x", "m", ())
-    assert not recorder.frames
+    assert recorder.wire == (b"", 0, 0)
 
 
 def test_a_connection_with_sends_of_its_own_gets_them() -> None:
     class Overriding(Recorder):
         def _send_method(self, *args: Any) -> None:  # type: ignore[override]
-            self.frames.append(b"its own")
+            self.written.append(b"its own")
 
     recorder = Overriding(1000)
     PUBLISHER.publish(channel(recorder), "q", b"x", "m", ())
-    assert recorder.frames == [b"its own"]
+    assert recorder.written == [b"its own"]
 
 
 def test_not_a_pika_channel_gets_basic_publish_with_the_properties() -> None:
@@ -170,7 +180,7 @@ def test_a_pika_that_writes_other_frames_is_used_as_it_is(
     assert not publisher.fast
     recorder = Recorder(1000)
     publisher.publish(channel(recorder), "q", b"x", "m", ())
-    assert b"other encoding" in recorder.frames[1]
+    assert b"other encoding" in recorder.written[1]
 
 
 def test_a_pika_without_what_it_uses_is_used_as_it_is(
