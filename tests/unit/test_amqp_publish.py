@@ -187,3 +187,12 @@ def test_a_pika_without_what_it_uses_is_used_as_it_is(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(Connection, "_send_message")
     assert not Publisher("application/json", delivery_mode=2).fast
+
+
+def test_a_body_of_one_frame_is_one_write_and_a_larger_one_a_write_per_frame() -> None:
+    small, large = Recorder(1000), Recorder(1000)
+    PUBLISHER.publish(channel(small), "q", b"x" * 1000, "m", ())
+    PUBLISHER.publish(channel(large), "q", b"y" * 2500, "m", ())
+    assert len(small.written) == 1 and small.frames_sent == 3
+    assert [len(w) for w in large.written[1:]] == [1008, 1008, 508]  # not copied once more
+    assert large.frames_sent == 5

@@ -10,10 +10,11 @@ fragment. Here the method frame, the same for every message to a queue on a chan
 marshalled once by pika itself and kept; the content header is written from the few
 properties the sidecar sets (a fixed content type and delivery mode, the message id and
 the headers per message) with the AMQP 0-9-1 wire constants; the body is split at the
-connection's ``_body_max_length`` into body frames as pika splits it. The frames, joined,
-go to pika's own ``_output_marshaled_frames`` (its byte counter, which its heartbeat checker
-reads, its transport and its errors as before) as one piece, one transport write instead of
-three, and its frame counter is then made up to the frames in that piece.
+connection's ``_body_max_length`` into body frames as pika splits it. The frames go to
+pika's own ``_output_marshaled_frames`` (its byte counter, which its heartbeat checker
+reads, its transport and its errors as before) joined into one piece when the body takes
+one frame at most, one transport write instead of three, and its frame counter is then made
+up to the frames in that piece.
 
 What ``basic_publish`` checks before sending is checked the same way: the channel must be
 open (its ``_state``), the body ``bytes``; pika's connection has no check of its own for a
@@ -48,7 +49,7 @@ log = logging.getLogger("sidecar.amqp")
 Headers = tuple[tuple[str, str], ...]
 
 # AMQP 0-9-1 wire constants (frame types and end, class Basic, its property flags)
-_METHOD, _HEADER, _BODY, _END = 1, 2, 3, b"\xce"
+_HEADER, _BODY, _END = 2, 3, b"\xce"
 _BASIC = 60
 _CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _MESSAGE_ID = 1 << 15, 1 << 13, 1 << 12, 1 << 7
 _HEADER_FRAME = struct.Struct(">BHIHxxQH")  # type, channel, size; class, weight, size, flags
@@ -85,10 +86,10 @@ class Publisher:
             frames = (self._frames(ch.channel_number, queue, body, message_id, headers,
                                    conn._body_max_length)
                       if self._pikas_connection(type(conn)) else None)
-            if frames is not None:  # pika's counters and transport, one write for all
-                data, count = frames
-                conn._output_marshaled_frames((data,))
-                conn.frames_sent += count - 1
+            if frames is not None:  # pika's counters and transport
+                pieces, count = frames
+                conn._output_marshaled_frames(pieces)
+                conn.frames_sent += count - len(pieces)  # as if written one by one
                 return
         self.through_pika(ch, queue, body, message_id, headers)
 
@@ -108,9 +109,11 @@ class Publisher:
         return known
 
     def _frames(self, channel: int, queue: str, body: bytes, message_id: str | None,
-                headers: Headers, max_length: Any) -> tuple[bytes, int] | None:
-        """The method, header and body frames pika would marshal, joined, and how many they
-        are; None for pika to decide."""
+                headers: Headers, max_length: Any) -> tuple[list[bytes], int] | None:
+        """The frames pika would marshal, and how many: in one piece when the body takes
+        one frame at most (one transport write); each body frame apart when it takes more,
+        so that a large body is not copied once more, nor left to partial sends as a
+        whole. None for pika to decide."""
         if type(body) is not bytes or type(max_length) is not int or max_length < 1:
             return None
         try:
@@ -122,12 +125,17 @@ class Publisher:
             return None
         flags, encoded = props
         length = len(body)
-        pieces = [method, _HEADER_FRAME.pack(_HEADER, channel, len(encoded) + 14, _BASIC, length,
-                                             flags), encoded, _END]
-        for start in range(0, length, max_length):  # none for an empty body, as pika
-            chunk = body[start:start + max_length] if length > max_length else body
-            pieces += (_FRAME.pack(_BODY, channel, len(chunk)), chunk, _END)
-        return b"".join(pieces), 2 - (-length // max_length)
+        head = [method, _HEADER_FRAME.pack(_HEADER, channel, len(encoded) + 14, _BASIC, length,
+                                           flags), encoded, _END]
+        if length <= max_length:
+            if length:
+                head += (_FRAME.pack(_BODY, channel, length), body, _END)
+            return [b"".join(head)], 3 if length else 2
+        pieces = [b"".join(head)]
+        for start in range(0, length, max_length):
+            chunk = body[start:start + max_length]
+            pieces.append(b"".join((_FRAME.pack(_BODY, channel, len(chunk)), chunk, _END)))
+        return pieces, 1 + len(pieces)
 
     def _method(self, channel: int, queue: str) -> bytes | None:
         if type(queue) is not str or _short_string(queue) is None:
@@ -172,7 +180,8 @@ class Publisher:
                 pikas.channel_number = channel
                 self.through_pika(pikas, queue, body, message_id, headers)
                 ours = self._frames(channel, queue, body, message_id, headers, 100)
-                if ours != (b"".join(recorded.frames), len(recorded.frames)):
+                if ours is None or (b"".join(ours[0]), ours[1]) != (
+                        b"".join(recorded.frames), len(recorded.frames)):
                     log.debug("pika's publish frames are not as expected: "
                               "publishing through basic_publish")
                     return False
