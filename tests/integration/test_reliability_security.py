@@ -271,6 +271,30 @@ def test_a_refused_broker_password_and_config_errors_never_show_a_secret(
     assert_nowhere([wrong], proc.logs)
 
 
+def test_a_signature_refused_for_one_object_dead_letters_it_and_the_rest_flow(
+        pipeline: Pipeline, s3: S3Server):
+    """A server that refuses the signature of one object's request (a key it canonicalises
+    otherwise than the client signed it) while it takes the keys for the bucket: that
+    fragment is dead-lettered; the run goes on (it used to end with exit 1, and every
+    restart met the same input again)."""
+    good = pipeline.send_input({"fine.txt": "flows"})
+    odd = pipeline.send_input({"odd.txt": "refused"})
+    odd_key = odd["files"][0]["path"]
+    s3.fail(None, 403, "SignatureDoesNotMatch", "The request signature we calculated does "
+            "not match the signature you provided.", op="GetObject", key=odd_key)
+    sidecar, trans = start_step(pipeline, "passthrough")
+    [output] = pipeline.outputs(1)
+    [letter] = dead_letters(pipeline, 1)
+    finish_step(pipeline, sidecar, trans)
+
+    assert output.json()["metadata"]["predecessors"] == [good["metadata"]["fragment_id"]]
+    assert letter.headers["x-iterum-error-class"] == "signature-refused"
+    assert letter.properties.message_id == odd["metadata"]["fragment_id"]
+    assert s3.count("GetObject", key=odd_key) == 1  # refused once, not retried
+    assert "[storage-credentials]" not in sidecar.logs
+    assert "accepts the keys for the bucket" in sidecar.logs
+
+
 @pytest.mark.parametrize("wrong", ["secret", "access key"])
 def test_refused_s3_keys_end_the_run_in_one_line_and_give_the_input_back(
         pipeline: Pipeline, s3: S3Server, wrong: str):

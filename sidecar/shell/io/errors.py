@@ -51,6 +51,12 @@ def classify(err: BaseException) -> tuple[str, bool]:
     return "unexpected-error", False
 
 
+def signature_refused(err: BaseException) -> bool:
+    """S3 refused the request's signature: wrong keys, or (rarely) one object's key that
+    the server canonicalises otherwise than the client signed it."""
+    return isinstance(err, S3Error) and err.code == "SignatureDoesNotMatch"
+
+
 def is_transient(err: BaseException) -> bool:
     return classify(err)[1]
 
@@ -75,7 +81,9 @@ def misconfiguration(err: BaseException, url: str, ca_file: str) -> Fatal | None
     verification, or S3 refused the keys themselves (an unknown access key, a signature
     that does not match the secret). No fragment is to blame, and every transfer would fail
     the same way. (AccessDenied is not among them: it may be one bucket's policy, and is
-    the fragment's failure; some servers also answer it to a wrong secret.)"""
+    the fragment's failure; some servers also answer it to a wrong secret. A refused
+    signature whose keys S3 accepts without an object is the object's: the storage
+    adapter asks before it calls this.)"""
     if tls.is_untrusted_certificate(err):
         hint = ("set SIDECAR_S3_CA_FILE to the CA bundle that signed it" if not ca_file
                 else f"SIDECAR_S3_CA_FILE={ca_file} did not sign it")

@@ -28,7 +28,7 @@ from ...core.events import DownloadFailed, Event, Fatal, FileDownloaded, FileUpl
 from ..fsmodes import DATA_DIR, make_dirs
 from ..hooks import NO_HOOKS, StorageHooks
 from . import httpheaders, s3client
-from .errors import classify, describe, misconfiguration
+from .errors import classify, describe, misconfiguration, signature_refused
 from .retries import BeforeSleep, Tries, announce, config_policy, transfer_policy
 from .transfers import Transfers, delete_files
 from .workers import Call, WorkerPool
@@ -110,7 +110,7 @@ class Storage:
                 # retried, and S3 still serves bytes that are not the object: requeueing
                 # would only loop, so dead-letter it (docs/reliability.md)
                 transient = False
-            transient = self._misconfigured(err) or transient
+            reason, transient = self._judged(err, e.bucket, reason, transient)
             self.post(DownloadFailed(e.input_id, e.index, reason, describe(err), transient,
                                      tries.count))
         else:
@@ -129,14 +129,26 @@ class Storage:
             self.transfers.ensure_output_bucket(retry_log)
             size, etag, sha256 = self.transfers.put(e.bucket, e.key, e.source, tries)
         except Exception as err:
-            reason, transient = classify(err)
-            transient = self._misconfigured(err) or transient
+            reason, transient = self._judged(err, e.bucket, *classify(err))
             self.post(UploadFailed(e.output_id, e.index, reason, describe(err), transient,
                                    tries.count))
         else:
             self.post(FileUploaded(e.output_id, e.index, size, tries.count, etag, sha256))
 
     # --- failures --------------------------------------------------------------------
+
+    def _judged(self, err: BaseException, bucket: str, reason: str, transient: bool
+                ) -> tuple[str, bool]:
+        """The failure's reason and whether it is transient, once misconfiguration is
+        ruled out or reported. A refused signature whose keys S3 accepts for the bucket is
+        the object's (a key the server signs otherwise): a permanent failure of its
+        fragment, which is dead-lettered, not the end of the run (and of every restart)."""
+        if signature_refused(err) and self.transfers.keys_accepted(bucket):
+            log.warning("S3 refused the signature of a request for an object in %s but "
+                        "accepts the keys for the bucket: the object's key is at fault "
+                        "(%s)", bucket, describe(err))
+            return "signature-refused", False
+        return reason, self._misconfigured(err) or transient
 
     def _misconfigured(self, err: BaseException) -> bool:
         """No transfer can succeed (errors.misconfiguration): end the run (exit 1, inputs

@@ -208,6 +208,16 @@ class Transfers:
                 retrying(self.make_bucket, self.output_bucket)
                 self.bucket_ready = True
 
+    def keys_accepted(self, bucket: str) -> bool:
+        """Whether S3 takes the keys for a request that names no object (a HEAD of
+        ``bucket``, whatever its answer but a refusal): then a refused signature of an
+        object's request is that object's, not the keys'."""
+        try:
+            (self.direct or self.client).bucket_exists(bucket)
+        except Exception:  # refused too, or no answer: the keys stay suspect
+            return False
+        return True
+
     def make_bucket(self, bucket: str) -> None:
         s3 = self.direct or self.client
         if s3.bucket_exists(bucket):
