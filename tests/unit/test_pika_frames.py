@@ -42,6 +42,8 @@ class StandIn:
             for method in (spec.Basic.Ack, spec.Basic.Nack):
                 self.callbacks.add(channel, method, self.confirmed, one_shot)
                 self.callbacks.add(channel, method, self.also, one_shot)
+        self.callbacks.add(1, spec.Basic.CancelOk, self.also, one_shot)  # an RPC's reply
+        self.callbacks.add(0, spec.Channel.Close, self.also)
 
     def confirmed(self, value: Any) -> None:
         self.seen.append(("confirmed", described(value)))
@@ -90,6 +92,15 @@ FRAMES = st.one_of(
               st.sampled_from([spec.Basic.Ack(5, True), spec.Basic.Reject(3),
                                spec.Basic.Nack(2, True, False), spec.Basic.Cancel("t")]),
               st.integers(0, 3)),
+    st.builds(lambda m, c: frame.Method(c, m).marshal(),
+              st.sampled_from([spec.Basic.Deliver("ctag", 9, True, "", "q"),
+                               spec.Basic.CancelOk("t"), spec.Basic.Return(312, "x", "", "q"),
+                               spec.Channel.Close(406, "no", 0, 0)]),
+              st.integers(0, 3)),
+    st.builds(lambda c, n, body: frame.Header(c, n, spec.BasicProperties(
+        content_type="application/json", delivery_mode=2, message_id="m")).marshal()
+        + frame.Body(c, body).marshal(), st.integers(0, 3), st.integers(0, 9),
+        st.binary(max_size=9)),
     st.just(frame.Heartbeat().marshal()),
     st.just(b"AMQP\x00\x00\x09\x01"),
     st.binary(max_size=30),

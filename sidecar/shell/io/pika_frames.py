@@ -1,4 +1,5 @@
-"""The broker's publisher confirms handled as pika handles them, with less work.
+"""The frames the broker sends handled as pika handles them, with less work: its
+publisher confirms, and the pass of every other frame to its channel.
 
 Every Basic.Ack or Basic.Nack the broker sends on the publishing channel (about one per
 three publishes, often ``multiple``) goes through pika's ``Connection._on_data_available``:
@@ -17,19 +18,28 @@ arguments to match) is decoded by pika's own method class, the buffer trimmed by
 ``_trim_frame_buffer`` (its byte counter), pika's frame counter counted, and the callbacks
 called in their order with pika's ``frame.Method``; an exception is logged as pika's
 ``CallbackManager`` logs it and raised. Every other frame (deliveries, replies, heartbeats,
-a partial or malformed frame, a confirm without such callbacks) goes through pika's own
-``_read_frame``, ``_trim_frame_buffer`` and ``_process_frame``, one at a time and in
-order, as before; so does all of it while pika's callback logger would write DEBUG
-records, and on a connection class that overrides any of the methods named below.
+a partial or malformed frame, a confirm without such callbacks) is decoded by pika's own
+``_read_frame`` and trimmed by its ``_trim_frame_buffer``, one at a time and in order, as
+before. pika's ``_process_frame`` then asks the ``CallbackManager`` whether a callback
+waits for the frame (the same decorators, two names made) before it passes the frame to
+its channel: for the three frames of every delivery, the method (Basic.Deliver) one, that
+costs more than the pass itself. Here a content header or body frame, or a method frame
+for which the manager holds no callbacks under pika's names (the channel number as a
+string, the method's ``NAME``), on a channel other than 0, counts in pika's frame counter
+and goes to pika's ``_deliver_frame_to_channel`` as in ``_process_frame``; every other
+frame to ``_process_frame`` itself. All of it is pika's own handling while pika's callback
+logger would write DEBUG records, and on a connection class that overrides any of the
+methods named below.
 
 This is pika's private API (``Connection._on_data_available``, ``_frame_buffer``,
 ``_read_frame``, ``_trim_frame_buffer``, ``_process_frame``, ``_process_callbacks``,
-``_is_method_frame``, ``_has_pending_callbacks``, ``frames_received``, ``callbacks``;
-``CallbackManager._stack`` and its key names; pika 1.x), contained here: ``install`` runs
-pika's own ``_on_data_available`` and the replacement on a stand-in connection over a
-stream of sample frames (confirms with every flag bit, ones left to pika, a frame split
-across reads), compares the callbacks' arguments, the counters and the buffer, and
-replaces nothing if one differs or anything it uses is missing.
+``_is_method_frame``, ``_has_pending_callbacks``, ``_deliver_frame_to_channel``,
+``frames_received``, ``callbacks``; ``CallbackManager._stack`` and its key names; pika
+1.x), contained here: ``install`` runs pika's own ``_on_data_available`` and the
+replacement on a stand-in connection over a stream of sample frames (confirms with every
+flag bit, ones left to pika, a frame split across reads, a delivery), compares what its
+channels and callbacks got, the counters and the buffer, and replaces nothing if one
+differs or anything it uses is missing.
 """
 
 from __future__ import annotations
@@ -96,7 +106,7 @@ def _replacement(original: Callable[[Any, bytes], None]) -> Callable[[Any, bytes
             if not frame_value:
                 return
             conn._trim_frame_buffer(consumed_count)
-            conn._process_frame(frame_value)
+            _process(conn, manager, frame_value)
 
     on_data_available.original = original  # type: ignore[attr-defined]
     return on_data_available
@@ -128,6 +138,26 @@ def _confirm(conn: Any, manager: Any) -> bool:
     return True
 
 
+def _process(conn: Any, manager: Any, value: Any) -> None:
+    """pika's ``_process_frame`` for a frame pika decoded: a content frame, or a method
+    frame no callback waits for, goes to its channel (after pika's frame counter) as
+    there; anything else to ``_process_frame`` itself."""
+    kind = type(value)
+    if kind is frame.Method:
+        waiting = manager._stack.get(str(value.channel_number))  # pika's names for them
+        if waiting and value.method.NAME in waiting:
+            conn._process_frame(value)
+            return
+    elif kind is not frame.Header and kind is not frame.Body:
+        conn._process_frame(value)
+        return
+    if value.channel_number > 0:
+        conn.frames_received += 1
+        conn._deliver_frame_to_channel(value)
+    else:
+        conn._process_frame(value)
+
+
 def _plain(entry: Any) -> bool:
     """Registered as ``confirm_delivery`` does: every call, for any caller and frame."""
     return (type(entry) is dict and entry.get(CallbackManager.ONE_SHOT) is False
@@ -143,14 +173,17 @@ def _check(original: Callable[[Any, bytes], None]) -> bool:
              confirm(spec.Basic.Nack(10, False, True), 2)[15:]
              + confirm(spec.Basic.Reject(11), 2)
              + bytes((1, 0, 2, 0, 0, 0, 13)) + struct.pack(">IQB", spec.Basic.Ack.INDEX,
-                                                               5, 0xFF) + b"\xce"]
+                                                               5, 0xFF) + b"\xce"
+             + confirm(spec.Basic.Deliver("c", 4, True, "", "q"), 2)
+             + frame.Header(2, 1, spec.BasicProperties(message_id="m")).marshal()
+             + frame.Body(2, b"x").marshal()]
     try:
         replacement = _replacement(original)
         seen = [_run(method, reads) for method in (original, replacement)]
     except Exception as error:  # anything missing or changed: pika's path throughout
         log.debug("pika's frame handling is not as expected (%r)", error)
         return False
-    return seen[0] == seen[1] and len(seen[0][0]) == 6
+    return seen[0] == seen[1] and len(seen[0][0]) == 9
 
 
 def confirm(method: Any, channel: int) -> bytes:
