@@ -41,7 +41,7 @@ from ...core.events import (
     QueueInspected,
 )
 from ..hooks import NO_HOOKS, BrokerHooks
-from . import pika_publish, pika_sends
+from . import pika_frames, pika_publish, pika_sends
 from .acks import Acks
 from .queues import Queues
 from .reconnect import Backoff, describe
@@ -99,6 +99,7 @@ class Broker:
 
     def connect(self, now: float) -> None:
         pika_sends.install()  # one send per loop turn, not per frame (or pika as it is)
+        pika_frames.install()  # confirms handled with less work (or pika as it is)
         self._backoff.start(time.monotonic())
         self.reconnecting = True
         self._open()
