@@ -40,12 +40,16 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .endpoints import ACCESS_KEY, SECRET_KEY
 from .instructions import CALLGRIND, collected
 from .scenario import Context, random_id
+from .trees import THIS, Tree
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 FLOOR_PROGRAM = """
@@ -118,7 +122,7 @@ def sidecar_instructions(ctx: Context, transformation: str, sizes: tuple[int, in
                          fragments: int, env: dict[str, str]) -> dict[str, Any]:
     points, loop, others, runs = [], [], [], []
     for n in sizes:
-        run, totals = threads_run(ctx, transformation, n, env, THREADS,
+        run, totals = threads_run(ctx, transformation, n, env, (),
                                   lambda out: loop_and_others(thread_totals(out)))
         points.append((n, run.pop("instructions")))
         loop.append((n, totals[0]))
@@ -133,16 +137,16 @@ def sidecar_instructions(ctx: Context, transformation: str, sizes: tuple[int, in
 
 
 def threads_run(ctx: Context, transformation: str, n: int, env: dict[str, str],
-                options: tuple[str, ...], read: Any, tree: Any = None) -> tuple[dict, Any]:
-    """One sidecar under callgrind with ``options`` and a file per thread; ``read`` of
-    the directory of those files."""
+                options: tuple[str, ...], read: Callable[[Path], T], tree: Tree = THIS
+                ) -> tuple[dict[str, Any], T]:
+    """One sidecar under callgrind with ``options`` and a file per thread (``THREADS``);
+    the measurement and ``read`` of the directory of those files."""
     from .whole import measure
 
     out = Path(tempfile.mkdtemp(prefix="callgrind-", dir=ctx.workdir))
-    prefix = (*CALLGRIND[:-1], *options, f"--callgrind-out-file={out}/callgrind.%p")
+    prefix = (*CALLGRIND[:-1], *THREADS, *options, f"--callgrind-out-file={out}/callgrind.%p")
     try:
-        run = measure(ctx, transformation, n, env, prefix=prefix, patience=60.0,
-                      **({"tree": tree} if tree else {}))
+        run = measure(ctx, transformation, n, env, prefix=prefix, patience=60.0, tree=tree)
         if run.get("error"):
             raise RuntimeError(run["error"])
         return run, read(out)
@@ -154,7 +158,6 @@ def loop_owners(ctx: Context, transformation: str, sizes: tuple[int, int],
                 env: dict[str, str]) -> dict[str, Any]:
     """The loop thread's steady state by owner (bench/loop_owners.py)."""
     from . import loop_owners as lo
-    from .trees import THIS
 
     def read(out: Path) -> tuple[int, dict[str, int]]:
         main = next(out.glob("*-01"))
@@ -165,8 +168,8 @@ def loop_owners(ctx: Context, transformation: str, sizes: tuple[int, int],
     tree = lo.Hooked(THIS.name, THIS.root, THIS.python, hook)
     try:
         (loop_s, owners_s), (loop_l, owners_l) = (
-            threads_run(ctx, transformation, n, env, (*THREADS, *lo.skip_options()), read,
-                        tree)[1] for n in sizes)
+            threads_run(ctx, transformation, n, env, tuple(lo.skip_options()), read, tree)[1]
+            for n in sizes)
     finally:
         shutil.rmtree(hook, ignore_errors=True)
     span = sizes[1] - sizes[0]
