@@ -184,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--callgrind-sizes", type=sizes_pair, default=(20, 120),
                         help="the two fragment counts whose difference is the steady "
                         "state under --callgrind (default 20,120)")
+    parser.add_argument("--owners", action="store_true",
+                        help="with --callgrind, two more runs: the loop thread's instructions "
+                        "by owner (bench/loop_owners.py; needs gcc)")
 
 
 def positive(text: str) -> int:

@@ -375,8 +375,10 @@ def test_callgrind_points_give_per_fragment_and_fixed_cost() -> None:
     text = summary({"fragments": 1000, "styles": [{
         "style": "keepalive", "floor": {"per_get_put": 3500.0},
         "runs": [{"transformation": "pyterum", "whole_per_fragment": 9000.0,
-                  "to_floor": 9000 / 3500, "per_fragment": 7000.0, "fixed": 2e9}]}]})
+                  "to_floor": 9000 / 3500, "per_fragment": 7000.0, "fixed": 2e9,
+                  "loop_per_fragment": 4000.0, "others_per_fragment": 3000.0}]}]})
     assert "÷ floor 2.57" in text and "7 k per fragment" in text
+    assert "loop thread          4 k" in text and "other threads        3 k" in text
 
 
 def test_whole_callgrind_arguments() -> None:
@@ -568,3 +570,45 @@ def test_whole_rounds_arguments() -> None:
     for extra in (["--rounds", "2"], ["--compare", "."]):
         with pytest.raises(SystemExit, match="takes no --rounds or --compare"):
             run_whole(whole_parser().parse_args(["--callgrind", *extra]))
+
+
+def test_callgrind_thread_files_give_the_loop_thread_and_the_others(tmp_path: Path) -> None:
+    from bench.whole_callgrind import loop_and_others, thread_totals
+
+    (tmp_path / "callgrind.41").write_text("")  # the process's own file: no thread number
+    for thread, total in ((1, 900), (2, 70), (11, 30)):
+        (tmp_path / f"callgrind.41-{thread:02d}").write_text(
+            f"# callgrind format\nversion: 1\nthread: {thread}\nsummary: {total}\n"
+            f"fn=(1) main\n16 {total}\ntotals: {total}\n")
+    assert thread_totals(tmp_path) == {1: 900, 2: 70, 11: 30}
+    assert loop_and_others(thread_totals(tmp_path)) == (900, 100)
+    (tmp_path / "callgrind.41-01").unlink()
+    with pytest.raises(RuntimeError, match="main thread"):
+        thread_totals(tmp_path)
+
+
+def test_loop_owners_reads_the_wrappers_self_costs_recursion_levels_summed() -> None:
+    from bench.loop_owners import NAMES, PREFIX, by_owner
+
+    core, journal = NAMES.index("sidecar core (decisions)"), NAMES.index("sidecar journal")
+    annotated = (f"289,558,540 (46.39%)  ???:{PREFIX}{journal:02d}'2 [/tmp/h/_ownerhook.so]\n"
+                 f"216,583,302 (34.70%)  ???:{PREFIX}{core:02d} [/tmp/h/_ownerhook.so]\n"
+                 "103,429,881 (16.57%)  /tmp/Python-3.11.7/Programs/python.c:main [python]\n"
+                 f" 12,751,922 ( 2.04%)  ???:{PREFIX}{journal:02d} [/tmp/h/_ownerhook.so]\n")
+    assert by_owner(annotated) == {"sidecar journal": 302_310_462,
+                                   "sidecar core (decisions)": 216_583_302}
+
+
+def test_loop_owners_skips_every_function_name_but_the_kept_prefixes() -> None:
+    from fnmatch import fnmatchcase
+
+    from bench.loop_owners import skip_options
+
+    patterns = [o.removeprefix("--fn-skip=") for o in skip_options(("zz_o", "main"))]
+
+    def skipped(name: str) -> bool:
+        return any(fnmatchcase(name, p) for p in patterns)
+
+    assert not any(skipped(n) for n in ("zz_o07", "zz_o", "main", "main.cold"))
+    assert all(skipped(n) for n in ("_PyEval_EvalFrameDefault", "zz_x", "z", "ma", "mai",
+                                    "0x000000000001aba0", "(below main)", "Zmain", "maiN"))
