@@ -91,8 +91,7 @@ class Runner:
         self._posted_wake = False
         self.posts = self.wakeups = 0  # counted for the benchmark and the tests
         self._event: Event | None = None  # the event being handled, named in the logs
-        self._signals = signals.Delivery()
-        self._handling_signals = False  # run() installed the delivery
+        self._signals = signals.Delivery()  # installed by run()
         self._busy = False
         self._timer: Any = None
         self._timer_at: float | None = None  # the deadline the timer was armed for
@@ -121,7 +120,6 @@ class Runner:
 
     def run(self) -> int:
         self._signals.install()  # before anything can be taken
-        self._handling_signals = True
         self.ioloop.add_handler(self._signals.fileno(), self._on_signals, PollEvents.READ)
         # In the order declared: the operations first (a taken HTTP port ends the start
         # cleanly), then the journal (which feeds a killed predecessor's Resume).
@@ -278,7 +276,7 @@ class Runner:
         log_effect(e, self.core.state_of(e.fragment), event)
 
     def _exit(self, e: fx.Exit) -> None:
-        if self._handling_signals:  # decided: no signal changes it from now on
+        if self._signals.installed:  # decided: no signal changes it from now on
             signals.hold_exit_code()
         self.exit_code = e.code
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.totals.items())) or "no fragments"

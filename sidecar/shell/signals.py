@@ -61,12 +61,12 @@ class Delivery:
         self._read, self._write = socket.socketpair()
         for end in (self._read, self._write):
             end.setblocking(False)
-        self._installed = False
+        self.installed = False  # between install() and close()
 
     def install(self) -> None:
         """From now on a signal is a byte to read (and no longer ends the process)."""
         signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        self._installed = True
+        self.installed = True
         handle(_noted)
 
     def fileno(self) -> int:
@@ -87,9 +87,9 @@ class Delivery:
 
     def close(self) -> None:
         """Stop writing to the socket (before it is closed: the fd could be reused)."""
-        if self._installed:
+        if self.installed:
             signal.set_wakeup_fd(-1)
-            self._installed = False
+            self.installed = False
         self._read.close()
         self._write.close()
 

@@ -130,9 +130,9 @@ def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
         console.print(f"[bold]iterum-sidecar demo[/]: pipeline run {run_hash}, step "
                       f"{STEP}, {fragments} fragment(s), S3 at "
                       f"{'https' if target.secure else 'http'}://{target.url}")
-        run.inputs = _publish_inputs(storage, channel, run_hash, run.queues["input"],
+        run.inputs = _publish_inputs(storage, channel, run.buckets[0], run.queues["input"],
                                      fragments)
-        env = _environment(run_hash, volume, target, broker_url, run.queues)
+        env = _environment(run, volume, target, broker_url)
         # a free port of the kernel's choosing, read back from the log: demos (or sidecars)
         # running side by side on one host never ask for the same one
         env.update({"SIDECAR_HTTP_PORT": "auto", "SIDECAR_HTTP_HOST": "127.0.0.1",
@@ -150,10 +150,9 @@ def _run(console: Any, tmp: Path, fragments: int, broker_url: str, connection,
             remove_buckets(console, storage, run.buckets)
 
 
-def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str,
+def _publish_inputs(storage: Minio, channel, bucket: str, queue: str,
                     count: int) -> list[dict[str, Any]]:
     """What the fragmenter-sidecar does upstream: objects first, then their descriptors."""
-    bucket = Run(run_hash, {}).buckets[0]
     storage.make_bucket(bucket)
     bodies = []
     for i in range(count):
@@ -169,16 +168,17 @@ def _publish_inputs(storage: Minio, channel, run_hash: str, queue: str,
     return bodies
 
 
-def _environment(run_hash: str, volume: Path, target: S3Target, broker_url: str,
-                 queues: dict[str, str]) -> dict[str, str]:
+def _environment(run: Run, volume: Path, target: S3Target, broker_url: str
+                 ) -> dict[str, str]:
     """The variables the manager would give the two containers (§2.2)."""
+    run_hash, queues = run.run_hash, run.queues
     env = {k: v for k, v in os.environ.items() if k != "ENC_MSG_SIZE_LENGTH"}
     env.update({
         "DATA_VOLUME_PATH": str(volume), "ITERUM_NAME": f"{run_hash}-{STEP}",
         "PIPELINE_HASH": run_hash, "ITERUM_CONFIG": "{}", "ITERUM_CONFIG_PATH": "config",
         "MINIO_URL": target.url, "MINIO_ACCESS_KEY": target.access_key,
         "MINIO_SECRET_KEY": target.secret_key, "MINIO_USE_SSL": str(target.secure).lower(),
-        "MINIO_OUTPUT_BUCKET": f"{run_hash}-{STEP}-output",
+        "MINIO_OUTPUT_BUCKET": run.buckets[1],
         "MQ_BROKER_URL": broker_url, "MQ_INPUT_QUEUE": queues["input"],
         "MQ_OUTPUT_QUEUE": queues["output"], "MQ_PREFETCH_COUNT": "",
         "MANAGER_URL": "http://dummy-manager", "SIDECAR_MANAGER_POLL_INTERVAL": "0.5",

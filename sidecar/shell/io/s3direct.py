@@ -119,7 +119,7 @@ class DirectS3:
         style, as minio sends it even to AWS), its body a CreateBucketConfiguration naming
         the region outside us-east-1."""
         private.check_bucket_name(bucket, self._base.is_aws_host, strict=True)
-        region = self._target(bucket).region
+        region = self._base.region  # fixed, as every target's (_locate)
         url = self._base.build(method="PUT", region=region, bucket_name=bucket)
         target = Target(url.scheme, url.hostname or "", url.port, url.netloc, url.path, region)
         body = None if region == "us-east-1" else (  # BaseURL checked it: no XML escapes
